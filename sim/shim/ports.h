@@ -1,0 +1,62 @@
+// Helpers shared by the C++ shims: move packed bit fields between host buffers and Verilator
+// ports of any width (CData/SData/IData/QData integers, or VlWide<N> arrays of 32-bit words).
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include "verilated.h"
+
+namespace hwprune {
+
+// A packed bit vector of up to 64 * 32 bits, built on the host side before one port write.
+struct Bits {
+    uint32_t w[64];
+    void clear(unsigned nbits) { std::memset(w, 0, ((nbits + 31) / 32) * 4); }
+    void put(unsigned lo, unsigned n, uint64_t v) {
+        if (n < 64) v &= (1ULL << n) - 1;
+        unsigned word = lo / 32, off = lo % 32;
+        uint64_t shifted = v << off;  // n <= 32 in every caller, so this fits in 64 bits
+        w[word] |= (uint32_t)shifted;
+        if (off + n > 32) w[word + 1] |= (uint32_t)(shifted >> 32);
+    }
+    uint64_t get(unsigned lo, unsigned n) const {
+        unsigned word = lo / 32, off = lo % 32;
+        uint64_t v = w[word] >> off;
+        if (off + n > 32) v |= (uint64_t)w[word + 1] << (32 - off);
+        return n < 64 ? v & ((1ULL << n) - 1) : v;
+    }
+};
+
+template <typename T> inline void write_port(T& port, const Bits& b) {
+    port = (T)((uint64_t)b.w[0] | ((uint64_t)b.w[1] << 32));
+}
+template <std::size_t N> inline void write_port(VlWide<N>& port, const Bits& b) {
+    std::memcpy(port.m_storage, b.w, N * 4);
+}
+template <typename T> inline void read_port(const T& port, Bits& b) {
+    uint64_t v = (uint64_t)port;
+    b.w[0] = (uint32_t)v;
+    b.w[1] = (uint32_t)(v >> 32);
+}
+template <std::size_t N> inline void read_port(const VlWide<N>& port, Bits& b) {
+    std::memcpy(b.w, port.m_storage, N * 4);
+}
+
+// Sign-extend the low `width` bits of v.
+inline int32_t sext(uint64_t v, unsigned width) {
+    uint32_t m = 1u << (width - 1);
+    uint32_t x = (uint32_t)v & ((width >= 32) ? 0xffffffffu : ((1u << width) - 1));
+    return (int32_t)((x ^ m) - m);
+}
+
+// Small deterministic generator for stall patterns (same on every platform).
+struct Lcg {
+    uint64_t s;
+    explicit Lcg(uint64_t seed) : s(seed * 6364136223846793005ULL + 1442695040888963407ULL) {}
+    uint32_t next() { s = s * 6364136223846793005ULL + 1442695040888963407ULL; return (uint32_t)(s >> 33); }
+    bool percent(uint32_t p) { return p && (next() % 100) < p; }
+};
+
+}  // namespace hwprune
+
+// Verilator mangles the double underscore of Amaranth's flattened names ("i_stream__valid").
+#define PORT(a, b) a##___05F##b

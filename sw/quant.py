@@ -1,0 +1,97 @@
+"""Fixed-point quantization and tiling: how float tensors become the engine's beats and back.
+
+Quantization is symmetric: ``q = clip(round(w / scale), -(2**(width-1) - 1), 2**(width-1) - 1)``
+with ``scale = max|w| / (2**(width-1) - 1)``, per tensor or per output channel (axis 0). The most
+negative code ``-2**(width-1)`` is never produced, so the codes are symmetric around zero.
+
+Tiling flattens a tensor in C order and cuts it into beats of ``lanes`` weights; the ragged tail is
+padded with zeros whose ``lane_valid`` bit is clear, so padding is never kept or counted.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["GRANULARITIES", "Quantized", "Tiles", "quantize", "dequantize", "tile", "untile"]
+
+GRANULARITIES = ("tensor", "channel")
+
+
+@dataclass
+class Quantized:
+    """A tensor in ``width``-bit symmetric fixed point: ``real ~= codes * scale``."""
+
+    codes: np.ndarray      # int16, the tensor's shape
+    scale: np.ndarray      # float64, broadcastable to the tensor's shape
+    width: int
+    granularity: str
+
+    @property
+    def qmax(self):
+        return 2 ** (self.width - 1) - 1
+
+
+def quantize(weights, width, granularity="tensor"):
+    """Quantize a float array to ``width``-bit symmetric codes.
+
+    Parameters
+    ----------
+    weights : array_like of float
+    width : int
+        Bits per code (4, 8 or 16).
+    granularity : {"tensor", "channel"}
+        One scale for the tensor, or one per output channel (axis 0).
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
+    w = np.asarray(weights, dtype=np.float64)
+    qmax = 2 ** (width - 1) - 1
+    if granularity == "tensor" or w.ndim < 2:
+        amax = np.abs(w).max(initial=0.0)
+        scale = np.asarray(amax / qmax if amax > 0 else 1.0)
+    else:
+        amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
+        scale = np.where(amax > 0, amax / qmax, 1.0).reshape((-1,) + (1,) * (w.ndim - 1))
+    codes = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int16)
+    return Quantized(codes=codes, scale=scale, width=width, granularity=granularity)
+
+
+def dequantize(codes, scale):
+    """Real values of fixed-point codes (float32)."""
+    return (np.asarray(codes, dtype=np.float64) * scale).astype(np.float32)
+
+
+@dataclass
+class Tiles:
+    """A flattened tensor cut into beats."""
+
+    data: np.ndarray        # int16, (beats, lanes)
+    lane_valid: np.ndarray  # bool, (beats, lanes); False on the padding of the ragged tail
+    shape: tuple            # the tensor's shape
+
+    @property
+    def numel(self):
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def beats(self):
+        return self.data.shape[0]
+
+
+def tile(codes, lanes):
+    """Cut ``codes`` (any shape, C order) into beats of ``lanes``, padding the ragged tail."""
+    codes = np.asarray(codes)
+    flat = codes.reshape(-1).astype(np.int16)
+    beats = -(-flat.size // lanes)
+    data = np.zeros(beats * lanes, dtype=np.int16)
+    data[:flat.size] = flat
+    valid = np.zeros(beats * lanes, dtype=bool)
+    valid[:flat.size] = True
+    return Tiles(data=data.reshape(beats, lanes), lane_valid=valid.reshape(beats, lanes),
+                 shape=tuple(codes.shape))
+
+
+def untile(beats, shape):
+    """Inverse of :func:`tile` for an engine output (values or mask) of the same tensor."""
+    n = int(np.prod(shape, dtype=np.int64))
+    return np.asarray(beats).reshape(-1)[:n].reshape(shape)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .build import shared_library
 
-__all__ = ["ThresholdEngineLib", "lane_bitmaps"]
+__all__ = ["LIBRARIES", "ThresholdEngineLib", "lane_bitmaps"]
 
 _i16p = np.ctypeslib.ndpointer(np.int16, flags="C_CONTIGUOUS")
 _u64p = np.ctypeslib.ndpointer(np.uint64, flags="C_CONTIGUOUS")
@@ -79,6 +79,14 @@ class ThresholdEngineLib:
             raise RuntimeError("verilated threshold engine stopped making progress")
         return out, keep.view(bool), tuple(int(c) for c in counters), cycles
 
+    def run_job(self, job, **stalls):
+        """Run a :class:`hwprune.golden.ThresholdJob`; return a :class:`~hwprune.golden.MaskResult`."""
+        from hwprune.golden import MaskResult
+        data, mask, (beats, kept, ties_left), cycles = self.run(
+            job.data, job.lane_valid, job.threshold, job.tie_budget, **stalls)
+        return MaskResult(data=data, mask=mask, beats=beats, kept=kept, ties_left=ties_left,
+                          cycles=cycles)
+
     def raw_loop(self, tiles, lane_valid):
         """Time a bare C++ loop streaming ``tiles`` through the model (the benchmark's ceiling).
 
@@ -89,3 +97,7 @@ class ThresholdEngineLib:
         packed = time.perf_counter()
         cycles = self._lib.te_raw_loop(self._handle, tiles, bitmaps, tiles.shape[0])
         return cycles, time.perf_counter() - packed
+
+
+#: block name -> shared-library wrapper class (keyword parameters lanes, width)
+LIBRARIES = {"threshold_engine": ThresholdEngineLib}

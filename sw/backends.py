@@ -1,7 +1,7 @@
 """Engine backends: one interface, several ways to run the same hardware.
 
 ``golden``
-    the numpy reference model (:mod:`hwprune.golden`); defines the right answer.
+    the numpy reference models (:mod:`hwprune.golden`); they define the right answer.
 ``verilator``
     the generated Verilog compiled with a C++ shim into a shared library; a whole tensor per
     call, the host driver's fast path.
@@ -9,8 +9,12 @@
     the same RTL under cocotb 2.x on Verilator, beat by beat from Python; for verification,
     slow.
 
-Every backend returns the same :class:`hwprune.golden.MaskResult` for the same inputs, bit for bit
-(the tests check it), so the host driver never needs to know which one it is talking to.
+A backend runs *jobs* on a *block*: ``backend.run("threshold_engine", [job, ...])`` returns one
+result per job. Jobs and results are the dataclasses of the block's golden model, so every
+backend returns the same result for the same job, bit for bit (the tests check it), and the host
+driver never needs to know which backend it talks to. A new hardware block plugs in by
+registering its golden model (:data:`hwprune.golden.MODELS`), its shared-library wrapper
+(:data:`hwprune.sim.verilator_lib.LIBRARIES`) and a cocotb bench with a ``backend_pass`` test.
 """
 
 import abc
@@ -22,24 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from . import golden
-from .hw import PIPELINE_LATENCY, check_params
+from .hw import check_params
 
 __all__ = ["BACKENDS", "Backend", "GoldenBackend", "VerilatorBackend", "CocotbBackend",
-           "get_backend", "ThresholdJob"]
-
-
-class ThresholdJob:
-    """One pass of the threshold engine: tiles plus the configuration to run them with."""
-
-    __slots__ = ("data", "lane_valid", "threshold", "tie_budget")
-
-    def __init__(self, data, lane_valid, threshold, tie_budget=golden.ALL_TIES):
-        self.data, self.lane_valid = data, lane_valid
-        self.threshold, self.tie_budget = int(threshold), int(tie_budget)
+           "get_backend"]
 
 
 class Backend(abc.ABC):
-    """A way to run the engines for ``lanes`` x ``width``-bit tiles."""
+    """A way to run the hardware blocks, built for ``lanes`` x ``width``-bit tiles."""
 
     name = None
 
@@ -48,53 +42,68 @@ class Backend(abc.ABC):
         self.lanes, self.width = lanes, width
 
     @abc.abstractmethod
-    def threshold_pass(self, job):
-        """Run one :class:`ThresholdJob`; return a :class:`hwprune.golden.MaskResult`."""
+    def run(self, block, jobs):
+        """Run ``jobs`` (golden-model job dataclasses) on ``block`` in order; return results."""
 
     def threshold_passes(self, jobs):
-        """Run several jobs in order (backends with a start-up cost batch them)."""
-        return [self.threshold_pass(job) for job in jobs]
+        """Run threshold-engine passes (:class:`hwprune.golden.ThresholdJob`)."""
+        return self.run("threshold_engine", jobs)
 
     def __repr__(self):
         return f"{type(self).__name__}(lanes={self.lanes}, width={self.width})"
 
 
+def _block_model(block):
+    try:
+        return golden.MODELS[block]
+    except KeyError:
+        raise ValueError(f"block must be one of {sorted(golden.MODELS)}, not {block!r}") from None
+
+
 class GoldenBackend(Backend):
     name = "golden"
 
-    def threshold_pass(self, job):
-        return golden.threshold_mask(job.data, job.lane_valid, job.threshold, job.tie_budget,
-                                     latency=PIPELINE_LATENCY)
+    def run(self, block, jobs):
+        model = _block_model(block)
+        return [model(job) for job in jobs]
 
 
 class VerilatorBackend(Backend):
-    """The verilated engine as a shared library (built once, cached by content hash).
+    """The verilated blocks as shared libraries (built once, cached by content hash).
 
-    ``in_stall`` / ``out_stall`` (probabilities) make the C++ shim insert random stalls, to test
-    backpressure through the fast path; the results must not change, only the cycle count.
+    ``in_stall`` / ``out_stall`` (probabilities) make the C++ shims insert random stalls, to test
+    backpressure through the fast path; the results must not change, only the cycle counts.
     """
 
     name = "verilator"
 
     def __init__(self, *, lanes, width, in_stall=0.0, out_stall=0.0, stall_seed=1):
         super().__init__(lanes=lanes, width=width)
-        from .sim.verilator_lib import ThresholdEngineLib
-        self._engine = ThresholdEngineLib(lanes=lanes, width=width)
         self.in_stall, self.out_stall, self.stall_seed = in_stall, out_stall, stall_seed
+        self._libs = {}
+        self._library("threshold_engine")  # build now: a build error surfaces before any work
 
-    def threshold_pass(self, job):
-        data, mask, (beats, kept, ties_left), cycles = self._engine.run(
-            job.data, job.lane_valid, job.threshold, job.tie_budget, stall_seed=self.stall_seed,
-            in_stall=self.in_stall, out_stall=self.out_stall)
-        return golden.MaskResult(data=data, mask=mask, beats=beats, kept=kept,
-                                 ties_left=ties_left, cycles=cycles)
+    def _library(self, block):
+        from .sim.verilator_lib import LIBRARIES
+        if block not in self._libs:
+            _block_model(block)
+            self._libs[block] = LIBRARIES[block](lanes=self.lanes, width=self.width)
+        return self._libs[block]
+
+    def run(self, block, jobs):
+        lib = self._library(block)
+        return [lib.run_job(job, stall_seed=self.stall_seed, in_stall=self.in_stall,
+                            out_stall=self.out_stall) for job in jobs]
 
 
 class CocotbBackend(Backend):
-    """The RTL under cocotb on Verilator; one simulator run per batch of passes."""
+    """The RTL under cocotb on Verilator; one simulator run per batch of jobs.
+
+    The jobs go to the block's bench (``hwprune.sim.cocotb_tb.<block>_tb``, test
+    ``backend_pass``) as ``job<i>.npz`` files in a folder, and the results come back the same way.
+    """
 
     name = "cocotb"
-    TEST_MODULE = "hwprune.sim.cocotb_tb.threshold_engine_tb"
 
     def __init__(self, *, lanes, width, in_stall=0.0, out_stall=0.0, stall_seed=1):
         super().__init__(lanes=lanes, width=width)
@@ -102,35 +111,26 @@ class CocotbBackend(Backend):
         cocotb_build("threshold_engine", lanes=lanes, width=width)
         self.in_stall, self.out_stall, self.stall_seed = in_stall, out_stall, stall_seed
 
-    def threshold_pass(self, job):
-        return self.threshold_passes([job])[0]
-
-    def threshold_passes(self, jobs):
+    def run(self, block, jobs):
         from .sim.cocotb_run import cocotb_test
+        _block_model(block)
         job_dir = Path(tempfile.mkdtemp(prefix="hwprune-cocotb-"))
         try:
-            spec = {"passes": len(jobs), "in_stall": self.in_stall, "out_stall": self.out_stall,
-                    "seed": self.stall_seed,
-                    "config": [{"threshold": j.threshold, "tie_budget": j.tie_budget}
-                               for j in jobs]}
+            spec = {"jobs": len(jobs), "in_stall": self.in_stall, "out_stall": self.out_stall,
+                    "seed": self.stall_seed}
             (job_dir / "job.json").write_text(json.dumps(spec))
-            for i, j in enumerate(jobs):
-                np.savez(job_dir / f"pass{i}_in.npz", tiles=j.data, lane_valid=j.lane_valid)
-            tests, failed = cocotb_test("threshold_engine", self.TEST_MODULE,
+            for i, job in enumerate(jobs):
+                np.savez(job_dir / f"job{i}.npz", **golden.to_arrays(job))
+            tests, failed = cocotb_test(block, f"hwprune.sim.cocotb_tb.{block}_tb",
                                         testcase="backend_pass", test_dir=job_dir,
                                         extra_env={"HWPRUNE_COCOTB_JOB": str(job_dir)},
                                         lanes=self.lanes, width=self.width)
             if tests != 1 or failed:
-                raise RuntimeError(f"cocotb backend run failed ({failed} of {tests} failed); "
-                                   f"see the simulator log above")
-            results = []
-            for i in range(len(jobs)):
-                out = np.load(job_dir / f"pass{i}_out.npz")
-                results.append(golden.MaskResult(
-                    data=out["data"], mask=out["mask"], beats=int(out["beats"]),
-                    kept=int(out["kept"]), ties_left=int(out["ties_left"]),
-                    cycles=int(out["cycles"])))
-            return results
+                raise RuntimeError(f"cocotb backend run of {block} failed "
+                                   f"({failed} of {tests} failed); see the simulator log above")
+            result_cls = golden.RESULTS[block]
+            return [golden.from_arrays(result_cls, np.load(job_dir / f"result{i}.npz"))
+                    for i in range(len(jobs))]
         finally:
             shutil.rmtree(job_dir, ignore_errors=True)
 

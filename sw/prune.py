@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from .backends import Backend, ThresholdJob, get_backend
-from .golden import ALL_TIES
+from .backends import Backend, get_backend
+from .golden import ALL_TIES, ThresholdJob
 from .hw import check_params
 from .quant import GRANULARITIES, dequantize, quantize, tile, untile
 from .report import LayerReport, PruneReport
@@ -183,13 +183,13 @@ def _run_jobs(engine, jobs, progress):
     if not progress:
         return engine.threshold_passes(jobs)
     from tqdm import tqdm
-    if type(engine).threshold_passes is not Backend.threshold_passes:
-        # A batching backend (cocotb) runs everything at once.
+    if engine.name == "cocotb":
+        # One simulator run for all layers: starting the simulator dominates small layers.
         with tqdm(total=len(jobs), desc=f"{engine.name} engine", unit="layer") as bar:
             results = engine.threshold_passes(jobs)
             bar.update(len(jobs))
         return results
-    return [engine.threshold_pass(job) for job in
+    return [engine.threshold_passes([job])[0] for job in
             tqdm(jobs, desc=f"{engine.name} engine", unit="layer")]
 
 

@@ -17,7 +17,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from hwprune.golden import ALL_TIES, threshold_mask
+from hwprune.golden import (ALL_TIES, MaskResult, ThresholdJob, from_arrays, threshold_mask,
+                            to_arrays)
 from hwprune.hw import PIPELINE_LATENCY
 from hwprune.sim.cocotb_tb.streams import StreamSink, StreamSource, no_pauses, random_pauses
 from hwprune.sim.stimulus import corner_values, random_tiles
@@ -197,14 +198,14 @@ async def reset_mid_stream(dut):
 
 @cocotb.test()
 async def backend_pass(dut):
-    """Run the passes of a host job folder (used by the cocotb backend, not a check)."""
-    job = Path(os.environ["HWPRUNE_COCOTB_JOB"])
-    spec = json.loads((job / "job.json").read_text())
-    bench = await start(dut, in_pause=spec.get("in_stall", 0.0),
-                        out_pause=spec.get("out_stall", 0.0), seed=spec.get("seed", 0))
-    for i in range(spec["passes"]):
-        arrays = np.load(job / f"pass{i}_in.npz")
-        cfg = spec["config"][i]
+    """Run the jobs of a host job folder (how the cocotb backend drives the RTL; not a check)."""
+    job_dir = Path(os.environ["HWPRUNE_COCOTB_JOB"])
+    spec = json.loads((job_dir / "job.json").read_text())
+    bench = await start(dut, in_pause=spec["in_stall"], out_pause=spec["out_stall"],
+                        seed=spec["seed"])
+    for i in range(spec["jobs"]):
+        job = from_arrays(ThresholdJob, np.load(job_dir / f"job{i}.npz"))
         data, mask, counters, cycles = await bench.run_pass(
-            arrays["tiles"], arrays["lane_valid"], cfg["threshold"], cfg["tie_budget"])
-        np.savez(job / f"pass{i}_out.npz", data=data, mask=mask, cycles=cycles, **counters)
+            job.data, job.lane_valid, job.threshold, job.tie_budget)
+        result = MaskResult(data=data, mask=mask, cycles=cycles, **counters)
+        np.savez(job_dir / f"result{i}.npz", **to_arrays(result))

@@ -1,18 +1,29 @@
-"""The golden (reference) models of hwprune's hardware blocks, in numpy.
+"""Golden model of the threshold engine (:class:`hwprune.hw.ThresholdEngine`).
 
-One model per hardware block, and only one: every unit test, every cocotb scoreboard and every
-backend comparison calls these functions. They are written transaction by transaction (a tile of
-beats in, a tile of beats out, the counters after), not cycle by cycle.
+Written transaction by transaction (a pass of beats in, a pass of beats out, the counters after),
+not cycle by cycle.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ALL_TIES", "MaskResult", "threshold_mask", "magnitude"]
+from ..hw.threshold_engine import PIPELINE_LATENCY
+
+__all__ = ["ALL_TIES", "ThresholdJob", "MaskResult", "threshold_mask", "magnitude", "run"]
 
 #: A tie budget that keeps every weight whose magnitude equals the threshold.
 ALL_TIES = 2**32 - 1
+
+
+@dataclass
+class ThresholdJob:
+    """One pass of the threshold engine: tiles plus the configuration to run them with."""
+
+    data: np.ndarray        # int16, (beats, lanes)
+    lane_valid: np.ndarray  # bool, (beats, lanes)
+    threshold: int
+    tie_budget: int = ALL_TIES
 
 
 @dataclass
@@ -47,7 +58,7 @@ def magnitude(tiles):
     return np.abs(np.asarray(tiles, dtype=np.int32))
 
 
-def threshold_mask(tiles, lane_valid, threshold, tie_budget=ALL_TIES, *, latency=4):
+def threshold_mask(tiles, lane_valid, threshold, tie_budget=ALL_TIES, *, latency=PIPELINE_LATENCY):
     """Model one pass of :class:`hwprune.hw.ThresholdEngine`.
 
     Parameters
@@ -85,3 +96,9 @@ def threshold_mask(tiles, lane_valid, threshold, tie_budget=ALL_TIES, *, latency
         ties_left=int(tie_budget) - min(ties, int(tie_budget)),
         cycles=beats + latency if beats else 0,
     )
+
+
+def run(job, *, latency=PIPELINE_LATENCY):
+    """Run one :class:`ThresholdJob` through the model."""
+    return threshold_mask(job.data, job.lane_valid, job.threshold, job.tie_budget,
+                          latency=latency)

@@ -1,0 +1,34 @@
+"""The golden (reference) models of hwprune's hardware blocks, in numpy.
+
+One model per hardware block, and only one: every unit test, every cocotb scoreboard and every
+backend comparison calls these. Each block's module defines its transactions (a ``Job`` going in,
+a ``Result`` coming out, both dataclasses of numpy arrays and integers) and a function that maps
+one to the other; :data:`MODELS` registers them by block name for the generic backends.
+"""
+
+from . import threshold_engine
+from .threshold_engine import ALL_TIES, MaskResult, ThresholdJob, magnitude, threshold_mask
+
+__all__ = ["MODELS", "JOBS", "RESULTS", "ALL_TIES", "MaskResult", "ThresholdJob", "magnitude",
+           "threshold_mask", "to_arrays", "from_arrays"]
+
+#: block name -> function(job) -> result
+MODELS = {"threshold_engine": threshold_engine.run}
+#: block name -> job / result dataclass (for the cocotb backend's job files)
+JOBS = {"threshold_engine": ThresholdJob}
+RESULTS = {"threshold_engine": MaskResult}
+
+
+def to_arrays(obj):
+    """A job or result dataclass as a dict of numpy arrays (for ``np.savez``)."""
+    import dataclasses
+
+    import numpy as np
+    return {f.name: np.asarray(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def from_arrays(cls, arrays):
+    """Inverse of :func:`to_arrays`: 0-d arrays become Python ints, the rest stay arrays."""
+    import dataclasses
+    return cls(**{f.name: (arrays[f.name].item() if arrays[f.name].ndim == 0 else arrays[f.name])
+                  for f in dataclasses.fields(cls)})

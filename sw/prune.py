@@ -92,7 +92,7 @@ def _host_threshold(magnitudes, keep, width):
 
 
 def prune(model, amount=0.5, *, backend="verilator", lanes=16, width=8, granularity="tensor",
-          write_back="mask", progress=False, **backend_options):
+          write_back="mask", layers=None, progress=False, **backend_options):
     """Prune every prunable weight of ``model`` through a hardware engine, layer by layer.
 
     Parameters
@@ -112,6 +112,9 @@ def prune(model, amount=0.5, *, backend="verilator", lanes=16, width=8, granular
     write_back : {"mask", "quantized"}
         ``"mask"`` masks the float weights with the engine's keep mask; ``"quantized"`` also
         replaces ``weight_orig`` with the engine's fixed-point output, dequantized.
+    layers : iterable of str, optional
+        Prune only these weights (names as in the report, e.g. ``"features.0.weight"``);
+        default: every prunable weight.
     progress : bool
         Show a progress bar over the layers.
 
@@ -131,6 +134,14 @@ def prune(model, amount=0.5, *, backend="verilator", lanes=16, width=8, granular
     targets = prunable_parameters(model)
     if not targets:
         raise ValueError(f"model has no prunable layer ({_PRUNABLE_DOC})")
+    if layers is not None:
+        wanted = [layers] if isinstance(layers, str) else list(layers)
+        known = {name for name, _, _ in targets}
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise ValueError(f"no prunable weight named {unknown[0]!r}; "
+                             f"prunable weights: {sorted(known)}")
+        targets = [t for t in targets if t[0] in wanted]
 
     # Read and check every weight before anything is written.
     weights = []

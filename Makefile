@@ -1,0 +1,39 @@
+# hwprune: two commands do everything on a fresh machine (Python 3.11, pip, g++, make):
+#   make run    set up, build, prune the default model through the Verilator engine, print the report
+#   make test   set up and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+LANES  ?= 16
+WIDTH  ?= 8
+BLOCK  ?= threshold_engine
+PYTEST_ARGS ?=
+
+.PHONY: run test verilog bench setup clean
+
+setup: $(STAMP)
+
+# torch 2.13.0 first: it is a local CPU wheel, and with it installed the project's torch range
+# resolves without reaching for a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m hwprune prune --backend verilator --lanes $(LANES) --width $(WIDTH) --json results/prune_report.json
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+verilog: $(STAMP)
+	$(PY) -m hwprune verilog --block $(BLOCK) --lanes $(LANES) --width $(WIDTH) --out build
+
+bench: $(STAMP)
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf build results .pytest_cache

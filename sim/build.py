@@ -130,13 +130,15 @@ def shared_library(block, shim, *, defines=None, **params):
             return lib
         if build_dir.exists():
             shutil.rmtree(build_dir)
-        cflags = " ".join(["-O2", "-fPIC", f"-I{SHIM_DIR}"] +
+        cflags = " ".join(["-O3", "-fPIC", f"-I{SHIM_DIR}"] +
                           [f"-D{k}={v}" for k, v in sorted(macros.items())])
         cmd = [str(verilator), "--cc", "--build", "-O3", *VERILATOR_WARNINGS,
                "--top-module", block, "--x-assign", "fast", "--x-initial", "fast",
                str(vfile), str(shim_path),
                "-CFLAGS", cflags, "-LDFLAGS", "-shared", "--lib-create", block,
-               "-Mdir", str(build_dir), "-j", str(os.cpu_count() or 2)]
+               "-Mdir", str(build_dir), "-j", str(os.cpu_count() or 2),
+               # verilated.mk hard-codes `c++`: pass the chosen compiler on make's command line.
+               "-MAKEFLAGS", f"CXX={cxx}", "-MAKEFLAGS", f"LINK={cxx}"]
         env = dict(os.environ, CXX=cxx)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if proc.returncode != 0 or not lib.exists():

@@ -1,4 +1,5 @@
-"""Command line: ``hwprune prune`` (also ``python -m hwprune``) and ``hwprune verilog``."""
+"""Command line: ``hwprune prune`` (also ``python -m hwprune``), ``hwprune verilog``, and the digits
+workflows ``hwprune train`` and ``hwprune experiment``."""
 
 import argparse
 import sys
@@ -27,11 +28,95 @@ def _parser():
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    _add_training_commands(sub)
+
     v = sub.add_parser("verilog", help="write the generated Verilog of a hardware block")
     v.add_argument("--block", default="threshold_engine")
     _add_engine_options(v)
     v.add_argument("--out", type=Path, default=Path("build"), help="output folder (build/)")
     return parser
+
+
+def _add_training_commands(sub):
+    from hwprune.experiments import DIGITS_MODELS
+    t = sub.add_parser("train", help="train a digits model densely (optionally with L1)")
+    t.add_argument("--model", default="mlp-digits", choices=DIGITS_MODELS)
+    t.add_argument("--seed", type=int, default=0, help="seed of weights, split, batches (0)")
+    t.add_argument("--epochs", type=int, default=40, help="epochs (40)")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (0.001)")
+    t.add_argument("--l1", type=float, default=0.0, help="L1 strength: loss + l1*sum|w| (0)")
+    t.add_argument("--out", type=Path, help="save the trained state dict here (torch.save)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("experiment", help="train on digits, prune gradually through the engine, "
+                       "fine-tune, report (the make run job); --sweep / --mixed-precision add "
+                       "accuracy-vs-sparsity curves and a per-layer bit-width choice")
+    e.add_argument("--model", default="mlp-digits", choices=DIGITS_MODELS)
+    e.add_argument("--seed", type=int, default=0, help="seed of weights, split, batches (0)")
+    e.add_argument("--sparsity", type=float, default=0.92, help="final sparsity (0.92)")
+    e.add_argument("--backend", default="verilator", help="verilator, golden or cocotb")
+    e.add_argument("--quick", action="store_true", help="few epochs: a smoke test, not a result")
+    e.add_argument("--sweep", action="store_true",
+                   help="also one-shot vs gradual (and L1, 2:4, channel) against sparsity")
+    e.add_argument("--mixed-precision", action="store_true",
+                   help="also choose 4/8/16 bits per layer on the validation split")
+    e.add_argument("--out", type=Path, default=Path("results"), help="JSON/PNG folder (results/)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _cmd_train(args):
+    import torch
+    from hwprune.data import load_digits_splits
+    from hwprune.experiments import train_dense
+    from hwprune.train import evaluate
+
+    splits = load_digits_splits(args.seed)
+    model = train_dense(args.model, splits, seed=args.seed, epochs=args.epochs, lr=args.lr,
+                        l1=args.l1, progress=not args.no_progress)
+    print(f"{args.model}: test accuracy {100 * evaluate(model, splits.test):.2f} % "
+          f"(validation {100 * evaluate(model, splits.val):.2f} %)")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), args.out)
+        print(f"state dict written to {args.out}")
+    return 0
+
+
+def _cmd_experiment(args):
+    import json
+    from hwprune import experiments as ex
+    from hwprune.data import load_digits_splits
+
+    epochs = {"dense_epochs": 4, "epochs": 3} if args.quick else {}
+    progress = not args.no_progress
+    result = ex.demo(args.model, seed=args.seed, sparsity=args.sparsity, backend=args.backend,
+                     out=args.out, progress=progress, **epochs)
+    if args.mixed_precision:
+        splits = load_digits_splits(args.seed)
+        dense = ex.train_dense(args.model, splits, seed=args.seed, progress=progress,
+                               **({"epochs": epochs["dense_epochs"]} if args.quick else {}))
+        pruned, _ = ex.gradual(dense, splits, 0.9, backend=args.backend, seed=args.seed,
+                               progress=progress, **({"epochs": 3} if args.quick else {}))
+        _, mixed = ex.mixed_precision(pruned, splits, result["dense_accuracy"],
+                                      backend=args.backend, progress=progress)
+        path = args.out / f"mixed_{args.model}.json"
+        path.write_text(json.dumps(mixed, indent=2, default=str))
+        print(f"mixed precision at 90 % sparsity: widths {mixed['precision']['widths']}, "
+              f"accuracy {100 * mixed['accuracy']:.2f} % ({mixed['drop_pp']:+.2f} pp drop), "
+              f"storage {mixed['storage']['bits']:,} bits, {mixed['storage_ratio']:.1f}x less "
+              f"than fp32 dense; written to {path}")
+    if args.sweep:
+        kw = {"dense_epochs": 4, "epochs": 3, "sparsities": (0.5, 0.9)} if args.quick else {}
+        sweep = ex.sparsity_sweep(args.model, seed=args.seed, backend=args.backend,
+                                  progress=progress, **kw)
+        path = args.out / f"sweep_{args.model}.json"
+        path.write_text(json.dumps(sweep, indent=2, default=str))
+        png = ex.plot_accuracy_vs_sparsity(sweep, args.out / f"sweep_{args.model}.png")
+        for run in sweep["runs"]:
+            print(f"{run['method']:>18} {run['pattern']:>12} sparsity {run['sparsity']:.3f}: "
+                  f"{100 * run['accuracy']:.2f} % ({run['drop_pp']:+.2f} pp)")
+        print(f"sweep written to {path} and {png}")
+    return 0
 
 
 def _cmd_prune(args):
@@ -65,7 +150,8 @@ def main(argv=None):
     if args.command is None:
         args = _parser().parse_args(["prune", *(argv if argv is not None else sys.argv[1:])])
     try:
-        return {"prune": _cmd_prune, "verilog": _cmd_verilog}[args.command](args)
+        return {"prune": _cmd_prune, "verilog": _cmd_verilog, "train": _cmd_train,
+                "experiment": _cmd_experiment}[args.command](args)
     except (ValueError, TypeError, RuntimeError) as exc:
         print(f"hwprune: error: {exc}", file=sys.stderr)
         return 2

@@ -1,9 +1,11 @@
-"""Built-in models: the reference article's CNN (the CLI's default)."""
+"""Built-in models: the reference article's CNN (the CLI's default) and the digits models."""
+
+from functools import partial
 
 import torch
 from torch import nn
 
-__all__ = ["ReferenceCNN", "build_model", "MODELS"]
+__all__ = ["ReferenceCNN", "LeNet300", "build_model", "MODELS"]
 
 
 class ReferenceCNN(nn.Module):
@@ -28,7 +30,24 @@ class ReferenceCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-MODELS = {"cnn": ReferenceCNN}
+class LeNet300(nn.Module):
+    """A LeNet-300-100-style MLP (Han et al. 2015) for 8x8x1 digits: 64-300-100-10, ReLU."""
+
+    def __init__(self, in_features=64, num_classes=10):
+        super().__init__()
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(in_features, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+            nn.Linear(100, num_classes),
+        )
+
+    def forward(self, x):
+        return self.classifier(x)
+
+
+# "cnn-digits" is the reference CNN unchanged except for its input: one channel and an 8x8 image,
+# so the two 2x2 poolings leave 64 channels of 2x2 and the first linear layer is 256->256.
+MODELS = {"cnn": ReferenceCNN, "mlp-digits": LeNet300,
+          "cnn-digits": partial(ReferenceCNN, in_channels=1, image_size=8)}
 
 
 def build_model(name="cnn", seed=0):

@@ -1,0 +1,199 @@
+"""Magnitude histogram and radix select: the engine finds its own threshold for exact sparsity.
+
+A pass streams tiles in (one beat per clock) and counts each valid weight's magnitude bin in a
+per-lane bank of counters (one block RAM per lane on an FPGA, so every lane counts every clock).
+A *select* walk then reads the bins from the largest magnitude down, adding the lanes' counts,
+until the running total reaches the requested keep count ``k``; it reports
+
+- ``found_bin``: the bin holding the k-th largest magnitude (the threshold),
+- ``above``: how many weights lie strictly above it,
+- ``ties``: ``k - above``, how many weights *at* the threshold to keep,
+
+and clears every bin on the way, ready for the next pass. The host only configures passes and
+reads these registers; it never sorts.
+
+Binning: ``bin = (|w| >> shift) & (bins - 1)``, counted only for valid lanes and, when
+``match_en`` is set, only for weights whose ``|w| >> 8`` equals ``match_value``. So width 4 and 8
+take one pass (``shift = 0``; magnitudes 0..8 / 0..128), and width 16 takes two radix passes: the
+high byte (``shift = 8``, magnitudes >> 8 are 0..128), then the low byte of the weights whose
+high byte is the one found (``shift = 0``, ``match_en``). Histograms accumulate over any number of
+tensors until the select, which is how global (cross-tensor) scope works.
+
+The memories are not reset by ``rst``; instead, after reset (and at power-up) the unit walks all
+bins writing zeros, busy for ``bins`` cycles, so a reset in mid-stream never leaves stale counts.
+
+Ports (Verilog): ``clk``, ``rst``, ``i_stream__{payload,valid,ready}`` (payload as the threshold
+engine's), ``shift``, ``match_en``, ``match_value``, ``keep``, ``select``, ``busy``, ``done``,
+``found_bin``, ``above``, ``ties``, ``counted``.
+"""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .threshold_engine import COUNTER_WIDTH, TileLayout, check_params
+
+__all__ = ["MagnitudeHistogram", "histogram_bins", "SELECT_LATENCY"]
+
+#: Cycles from the last beat's clock to ``done``, beyond one cycle per bin.
+SELECT_LATENCY = 2
+
+
+def histogram_bins(width):
+    """Number of bins: 16 for 4-bit weights (magnitudes 0..8), else 256 (one byte)."""
+    return 16 if width == 4 else 256
+
+
+class MagnitudeHistogram(wiring.Component):
+    """Per-lane magnitude histograms with a radix-select walk.
+
+    Parameters
+    ----------
+    lanes : int
+        Weights per beat, 4 to 64.
+    width : int
+        Bits per weight: 4, 8 or 16.
+
+    Attributes
+    ----------
+    i_stream : In(stream.Signature(TileLayout))
+        Tiles to count; ``ready`` is low while the unit is busy walking.
+    shift, match_en, match_value : In
+        Binning configuration of the pass (see the module documentation).
+    keep : In(unsigned(32))
+        The ``k`` the select walk looks for.
+    select : In(1)
+        Strobe (with no beat in flight): start the select walk.
+    busy, done : Out(1)
+        Walking; the last walk has finished (until the next beat or ``select``).
+    found_bin, above, ties : Out
+        Results of the last walk.
+    counted : Out(unsigned(32))
+        Weights counted in the pass that the last walk selected from.
+    """
+
+    def __init__(self, *, lanes, width):
+        check_params(lanes=lanes, width=width)
+        self._lanes, self._width = lanes, width
+        self._bins = histogram_bins(width)
+        super().__init__({
+            "i_stream": In(stream.Signature(TileLayout(lanes, width))),
+            "shift": In(range(width)),
+            "match_en": In(1),
+            "match_value": In(8),
+            "keep": In(unsigned(COUNTER_WIDTH)),
+            "select": In(1),
+            "busy": Out(1),
+            "done": Out(1),
+            "found_bin": Out(range(self._bins)),
+            "above": Out(unsigned(COUNTER_WIDTH)),
+            "ties": Out(unsigned(COUNTER_WIDTH)),
+            "counted": Out(unsigned(COUNTER_WIDTH)),
+        })
+
+    @property
+    def bins(self):
+        return self._bins
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, width, bins = self._lanes, self._width, self._bins
+        bin_bits = bins.bit_length() - 1
+
+        walking = Signal()           # select walk in progress (reads, accumulates, clears)
+        clearing = Signal(init=1)    # clear walk after reset (writes zeros only)
+        m.d.comb += [self.busy.eq(walking | clearing), self.i_stream.ready.eq(~self.busy)]
+        accept = Signal()
+        m.d.comb += accept.eq(self.i_stream.valid & self.i_stream.ready)
+
+        # The walk address counts down from the top bin.
+        walk_addr = Signal(range(bins), init=bins - 1)
+        walk_last = Signal()
+        m.d.comb += walk_last.eq(walk_addr == 0)
+
+        # Walk pipeline: the bin read this cycle is summed and cleared the next.
+        rd_valid = Signal()          # read data of a walk step arrives this cycle
+        rd_bin = Signal(range(bins))
+        rd_final = Signal()
+
+        # Per-lane update pipeline: bin read on accept, written back (+1) the next cycle.
+        upd_inc = Signal(lanes)
+        upd_bin = Signal(data.ArrayLayout(unsigned(bin_bits), lanes))
+        counts = []
+        for i in range(lanes):
+            mem = Memory(shape=unsigned(COUNTER_WIDTH), depth=bins, init=[])
+            m.submodules[f"bank{i}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port(transparent_for=(wp,))
+            w = self.i_stream.payload.data[i]
+            mag = Signal(unsigned(width), name=f"mag{i}")
+            m.d.comb += mag.eq(Mux(w < 0, -w, w))
+            lane_bin = Signal(unsigned(bin_bits), name=f"bin{i}")
+            m.d.comb += lane_bin.eq((mag >> self.shift)[:bin_bits])
+            counted = self.i_stream.payload.lane_valid[i]
+            if width > 8:
+                counted = counted & (~self.match_en | ((mag >> 8) == self.match_value))
+            else:
+                counted = counted & ~self.match_en
+            m.d.sync += [upd_inc[i].eq(accept & counted), upd_bin[i].eq(lane_bin)]
+            m.d.comb += [
+                rp.en.eq(1),
+                rp.addr.eq(Mux(walking, walk_addr, lane_bin)),
+            ]
+            with m.If(clearing):
+                m.d.comb += [wp.addr.eq(walk_addr), wp.data.eq(0), wp.en.eq(1)]
+            with m.Elif(rd_valid):
+                m.d.comb += [wp.addr.eq(rd_bin), wp.data.eq(0), wp.en.eq(1)]
+            with m.Else():
+                m.d.comb += [wp.addr.eq(upd_bin[i]), wp.data.eq(rp.data + 1),
+                             wp.en.eq(upd_inc[i])]
+            counts.append(rp.data)
+
+        # Adder tree over the lanes' counts of the bin being walked.
+        terms = list(counts)
+        while len(terms) > 1:
+            terms = [terms[j] + terms[j + 1] if j + 1 < len(terms) else terms[j]
+                     for j in range(0, len(terms), 2)]
+        bin_total = Signal(unsigned(COUNTER_WIDTH + 7))
+        m.d.comb += bin_total.eq(terms[0])
+
+        cum = Signal(unsigned(COUNTER_WIDTH + 7))
+        cum_next = Signal(unsigned(COUNTER_WIDTH + 7))
+        found = Signal()
+        m.d.comb += cum_next.eq(cum + bin_total)
+
+        counted_total = Signal(unsigned(COUNTER_WIDTH))
+        inc_sum = Signal(range(lanes + 1))
+        m.d.comb += inc_sum.eq(sum(upd_inc[i] for i in range(lanes)))
+        m.d.sync += counted_total.eq(counted_total + inc_sum)
+
+        m.d.sync += rd_valid.eq(0)
+        with m.If(accept):
+            m.d.sync += self.done.eq(0)
+        with m.If(clearing):
+            m.d.sync += walk_addr.eq(walk_addr - 1)
+            with m.If(walk_last):
+                m.d.sync += [clearing.eq(0), walk_addr.eq(bins - 1)]
+        with m.Elif(walking):
+            m.d.sync += [rd_valid.eq(1), rd_bin.eq(walk_addr), rd_final.eq(walk_last)]
+            with m.If(walk_last):
+                m.d.sync += [walking.eq(0), walk_addr.eq(bins - 1)]
+            with m.Else():
+                m.d.sync += walk_addr.eq(walk_addr - 1)
+        with m.Elif(self.select & ~rd_valid):
+            m.d.sync += [walking.eq(1), cum.eq(0), found.eq(0), self.done.eq(0),
+                         counted_total.eq(0), self.counted.eq(counted_total + inc_sum)]
+
+        with m.If(rd_valid):
+            m.d.sync += cum.eq(cum_next)
+            with m.If(~found & (cum_next >= self.keep)):
+                m.d.sync += [found.eq(1), self.found_bin.eq(rd_bin), self.above.eq(cum),
+                             self.ties.eq(self.keep - cum)]
+            with m.If(rd_final):
+                m.d.sync += self.done.eq(1)
+                with m.If(~found & ~(cum_next >= self.keep)):
+                    # k exceeds everything counted: keep everything (threshold 0, all ties).
+                    m.d.sync += [self.found_bin.eq(0), self.above.eq(cum_next - bin_total),
+                                 self.ties.eq(self.keep - (cum_next - bin_total))]
+        return m

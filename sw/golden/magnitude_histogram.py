@@ -1,0 +1,68 @@
+"""Golden model of the magnitude histogram / radix select (:mod:`hwprune.hw.magnitude_histogram`)."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..hw.magnitude_histogram import SELECT_LATENCY, histogram_bins
+
+__all__ = ["HistogramJob", "HistogramResult", "run", "select_threshold_passes"]
+
+
+@dataclass
+class HistogramJob:
+    """Count one stream of tiles, then select the bin of the ``keep``-th largest magnitude."""
+
+    data: np.ndarray        # int16 (beats, lanes)
+    lane_valid: np.ndarray  # bool (beats, lanes)
+    width: int
+    shift: int
+    match_en: int
+    match_value: int
+    keep: int
+
+
+@dataclass
+class HistogramResult:
+    found_bin: int   # bin of the keep-th largest magnitude
+    above: int       # counted weights in higher bins
+    ties: int        # keep - above: how many in found_bin to keep
+    counted: int     # weights counted in the pass
+    cycles: int      # stall-free: beats + bins + SELECT_LATENCY
+
+
+def run(job):
+    """Run one :class:`HistogramJob` through the model."""
+    bins = histogram_bins(job.width)
+    mag = np.abs(np.asarray(job.data, dtype=np.int32))
+    counted = np.asarray(job.lane_valid, dtype=bool).copy()
+    if job.match_en:
+        counted &= (mag >> 8) == job.match_value if job.width > 8 else False
+    index = (mag[counted] >> job.shift) & (bins - 1)
+    counts = np.bincount(index, minlength=bins).astype(np.int64)
+    # Running totals from the top bin down; the first bin where they reach keep is the answer.
+    from_top = np.cumsum(counts[::-1])
+    hit = np.flatnonzero(from_top >= job.keep)
+    if hit.size:
+        found = bins - 1 - int(hit[0])
+        above = int(from_top[hit[0]] - counts[found])
+    else:                                   # keep exceeds the count: keep everything
+        found, above = 0, int(from_top[-1] - counts[0])
+    return HistogramResult(found_bin=found, above=above, ties=int(job.keep) - above,
+                           counted=int(index.size),
+                           cycles=job.data.shape[0] + bins + SELECT_LATENCY)
+
+
+def select_threshold_passes(run_pass, data, lane_valid, width, keep):
+    """Find (threshold, tie budget, results) that keep exactly ``keep`` magnitudes.
+
+    ``run_pass(job)`` runs one :class:`HistogramJob` (on any backend). Width 4 and 8 take one
+    pass; width 16 takes two radix passes, high byte then low byte. This is the host's whole
+    part in the search: configure passes, read the registers.
+    """
+    if width <= 8:
+        r = run_pass(HistogramJob(data, lane_valid, width, 0, 0, 0, keep))
+        return r.found_bin, r.ties, [r]
+    hi = run_pass(HistogramJob(data, lane_valid, width, 8, 0, 0, keep))
+    lo = run_pass(HistogramJob(data, lane_valid, width, 0, 1, hi.found_bin, hi.ties))
+    return (hi.found_bin << 8) | lo.found_bin, lo.ties, [hi, lo]

@@ -8,13 +8,15 @@ from amaranth.back import verilog
 
 from .threshold_engine import (COUNTER_WIDTH, MAX_LANES, MIN_LANES, PIPELINE_LATENCY,
                                SUPPORTED_WIDTHS, ThresholdEngine, check_params)
+from .sparse_mac import SparseMac
 
 __all__ = ["BLOCKS", "to_verilog", "ThresholdEngine", "check_params", "SUPPORTED_WIDTHS",
-           "MIN_LANES", "MAX_LANES", "PIPELINE_LATENCY", "COUNTER_WIDTH"]
+           "MIN_LANES", "MAX_LANES", "PIPELINE_LATENCY", "COUNTER_WIDTH", "SparseMac"]
 
 #: Block name (also the Verilog module name) -> component class taking keyword parameters.
 BLOCKS = {
     "threshold_engine": ThresholdEngine,
+    "sparse_mac": SparseMac,
 }
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .build import shared_library
 
-__all__ = ["LIBRARIES", "ThresholdEngineLib", "lane_bitmaps"]
+__all__ = ["LIBRARIES", "ThresholdEngineLib", "SparseMacLib", "lane_bitmaps"]
 
 _i16p = np.ctypeslib.ndpointer(np.int16, flags="C_CONTIGUOUS")
 _u64p = np.ctypeslib.ndpointer(np.uint64, flags="C_CONTIGUOUS")
@@ -101,3 +101,7 @@ class ThresholdEngineLib:
 
 #: block name -> shared-library wrapper class (keyword parameters lanes, width)
 LIBRARIES = {"threshold_engine": ThresholdEngineLib}
+
+from .sparse_mac_lib import SparseMacLib  # noqa: E402  (registered here, defined in its module)
+
+LIBRARIES["sparse_mac"] = SparseMacLib

@@ -30,6 +30,8 @@ def _parser():
 
     _add_training_commands(sub)
 
+    _add_mac_command(sub)
+
     v = sub.add_parser("verilog", help="write the generated Verilog of a hardware block")
     v.add_argument("--block", default="threshold_engine")
     _add_engine_options(v)
@@ -145,13 +147,45 @@ def _cmd_verilog(args):
     return 0
 
 
+def _add_mac_command(sub):
+    r = sub.add_parser("mac", help="prune a built-in model and run its Conv/Linear layers on the "
+                       "sparse MAC unit: per-layer dense vs sparse cycles, and a PNG chart")
+    r.add_argument("--model", default="cnn", help="built-in model (cnn: the reference article's)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (0)")
+    r.add_argument("--amount", type=float, default=0.9,
+                   help="unstructured: fraction to prune through the engine, 0 to 1 (0.9)")
+    r.add_argument("--pattern", default="unstructured", help="unstructured or N:M, e.g. 2:4")
+    r.add_argument("--backend", default="verilator", help="verilator, golden or cocotb")
+    _add_engine_options(r)
+    r.add_argument("--batch", type=int, default=1, help="input images (1)")
+    r.add_argument("--clock-mhz", type=float,
+                   help="clock for latency (default: Fmax of the latest report under build/)")
+    r.add_argument("--chart", type=Path, default=Path("results/sparse_mac_cycles.png"))
+    r.add_argument("--json", type=Path, help="also write the report as JSON here")
+
+
+def _cmd_mac(args):
+    from hwprune.accelerate import mac_demo
+    report, chart = mac_demo(args.model, seed=args.seed, amount=args.amount,
+                             pattern=args.pattern, backend=args.backend, lanes=args.lanes,
+                             width=args.width, batch=args.batch, clock_mhz=args.clock_mhz,
+                             chart=args.chart)
+    print(report.table())
+    print(f"chart written to {chart}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(report.to_json(indent=2))
+        print(f"report written to {args.json}")
+    return 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command is None:
         args = _parser().parse_args(["prune", *(argv if argv is not None else sys.argv[1:])])
     try:
         return {"prune": _cmd_prune, "verilog": _cmd_verilog, "train": _cmd_train,
-                "experiment": _cmd_experiment}[args.command](args)
+                "experiment": _cmd_experiment, "mac": _cmd_mac}[args.command](args)
     except (ValueError, TypeError, RuntimeError) as exc:
         print(f"hwprune: error: {exc}", file=sys.stderr)
         return 2

@@ -6,17 +6,18 @@ a ``Result`` coming out, both dataclasses of numpy arrays and integers) and a fu
 one to the other; :data:`MODELS` registers them by block name for the generic backends.
 """
 
-from . import threshold_engine
+from . import sparse_mac, threshold_engine
+from .sparse_mac import SparseMacJob, SparseMacResult
 from .threshold_engine import ALL_TIES, MaskResult, ThresholdJob, magnitude, threshold_mask
 
 __all__ = ["MODELS", "JOBS", "RESULTS", "ALL_TIES", "MaskResult", "ThresholdJob", "magnitude",
-           "threshold_mask", "to_arrays", "from_arrays"]
+           "threshold_mask", "to_arrays", "from_arrays", "SparseMacJob", "SparseMacResult"]
 
 #: block name -> function(job) -> result
-MODELS = {"threshold_engine": threshold_engine.run}
+MODELS = {"threshold_engine": threshold_engine.run, "sparse_mac": sparse_mac.run}
 #: block name -> job / result dataclass (for the cocotb backend's job files)
-JOBS = {"threshold_engine": ThresholdJob}
-RESULTS = {"threshold_engine": MaskResult}
+JOBS = {"threshold_engine": ThresholdJob, "sparse_mac": SparseMacJob}
+RESULTS = {"threshold_engine": MaskResult, "sparse_mac": SparseMacResult}
 
 
 def to_arrays(obj):

@@ -1,0 +1,136 @@
+// C++ shim around the verilated sparse MAC unit: a whole layer pass per call. Built by
+// hwprune.sim.build.shared_library with -DLANES -DWIDTH -DACT_WIDTH -DMAX_K -DCOUNT_BITS
+// -DACC_WIDTH -DINDEX_WIDTH. Port layouts: see hw/sparse_mac.py.
+#include <cstdint>
+#include "Vsparse_mac.h"
+#include "verilated.h"
+#include "ports.h"
+
+using namespace hwprune;
+
+namespace {
+struct Unit {
+    VerilatedContext ctx;
+    Vsparse_mac* m;
+    Unit() { m = new Vsparse_mac{&ctx}; }
+    ~Unit() { m->final(); delete m; }
+    void tick() { m->clk = 0; m->eval(); m->clk = 1; m->eval(); }
+};
+constexpr unsigned W_VALUE = 0;
+constexpr unsigned W_INDEX = LANES * WIDTH;
+constexpr unsigned W_COUNT = W_INDEX + LANES * INDEX_WIDTH;
+constexpr unsigned W_LAST = W_COUNT + COUNT_BITS;
+constexpr unsigned W_FINAL = W_LAST + 1;
+constexpr unsigned W_BITS = W_FINAL + 1;
+constexpr unsigned A_LAST = LANES * ACT_WIDTH;
+constexpr unsigned A_BITS = A_LAST + 1;
+
+inline int64_t sext64(uint64_t v, unsigned width) {
+    if (width >= 64) return (int64_t)v;
+    uint64_t mask = (1ULL << width) - 1, sign = 1ULL << (width - 1);
+    v &= mask;
+    return (int64_t)((v ^ sign) - sign);
+}
+
+void idle(Unit* u) {
+    u->m->PORT(w_stream, valid) = 0;
+    u->m->PORT(a_stream, valid) = 0;
+    u->m->PORT(o_stream, ready) = 0;
+}
+}  // namespace
+
+extern "C" {
+
+int sm_lanes() { return LANES; }
+int sm_width() { return WIDTH; }
+int sm_act_width() { return ACT_WIDTH; }
+int sm_max_k() { return MAX_K; }
+
+void sm_reset(void* h) {
+    auto* u = static_cast<Unit*>(h);
+    idle(u);
+    u->m->rst = 1; u->tick(); u->tick(); u->m->rst = 0; u->tick();
+}
+
+void* sm_create() {
+    auto* u = new Unit();
+    sm_reset(u);
+    return u;
+}
+
+void sm_destroy(void* h) { delete static_cast<Unit*>(h); }
+
+// One pass: the weight stream (`beats` beats) is replayed for each of `vectors` activation
+// vectors of `act_beats` beats. out: vectors*rows results, vector-major. Random stalls (percent
+// per cycle and stream, seeded) exercise every handshake. Returns the cycles from the first beat
+// offered to the last result taken, or -1 if the unit stops making progress.
+int64_t sm_run(void* h, const int16_t* value, const uint8_t* index, const uint8_t* count,
+               const uint8_t* last, int64_t beats, const int16_t* acts, int64_t act_beats,
+               int64_t vectors, uint32_t fmt, uint32_t nm_n, uint32_t nm_m_log2, int64_t rows,
+               int64_t* out, uint32_t stall_seed, uint32_t in_stall_pct, uint32_t out_stall_pct) {
+    auto* u = static_cast<Unit*>(h);
+    auto* m = u->m;
+    idle(u);
+    m->fmt = fmt;
+    m->nm_n = nm_n;
+    m->nm_m_log2 = nm_m_log2;
+    u->tick();
+
+    Lcg rng(stall_seed);
+    Bits wbits, abits, obits;
+    const bool stalls = in_stall_pct || out_stall_pct;
+    const int64_t w_total = beats * vectors, a_total = act_beats * vectors, o_total = rows * vectors;
+    int64_t w_sent = 0, a_sent = 0, got = 0, cycles = 0;
+    const int64_t limit = 64 * (w_total + a_total + o_total) + 1000;
+    bool w_loaded = false, a_loaded = false;
+    while (got < o_total) {
+        bool offer_w = w_sent < w_total && !(stalls && rng.percent(in_stall_pct));
+        bool offer_a = a_sent < a_total && !(stalls && rng.percent(in_stall_pct));
+        if (offer_w && !w_loaded) {
+            int64_t b = w_sent % beats;
+            const int16_t* v = value + b * LANES;
+            const uint8_t* ix = index + b * LANES;
+            wbits.clear(W_BITS);
+            for (unsigned s = 0; s < LANES; ++s) {
+                wbits.put(W_VALUE + s * WIDTH, WIDTH, (uint16_t)v[s]);
+                wbits.put(W_INDEX + s * INDEX_WIDTH, INDEX_WIDTH, ix[s]);
+            }
+            wbits.put(W_COUNT, COUNT_BITS, count[b]);
+            wbits.put(W_LAST, 1, last[b] ? 1 : 0);
+            wbits.put(W_FINAL, 1, b == beats - 1 ? 1 : 0);
+            write_port(m->PORT(w_stream, payload), wbits);
+            w_loaded = true;
+        }
+        if (offer_a && !a_loaded) {
+            const int16_t* d = acts + a_sent * LANES;
+            abits.clear(A_BITS);
+            for (unsigned s = 0; s < LANES; ++s) abits.put(s * ACT_WIDTH, ACT_WIDTH, (uint16_t)d[s]);
+            abits.put(A_LAST, 1, (a_sent % act_beats) == act_beats - 1 ? 1 : 0);
+            write_port(m->PORT(a_stream, payload), abits);
+            a_loaded = true;
+        }
+        bool take = !(stalls && rng.percent(out_stall_pct));
+        m->PORT(w_stream, valid) = offer_w;
+        m->PORT(a_stream, valid) = offer_a;
+        m->PORT(o_stream, ready) = take;
+        m->clk = 0;
+        m->eval();
+        bool w_fire = offer_w && m->PORT(w_stream, ready);
+        bool a_fire = offer_a && m->PORT(a_stream, ready);
+        if (m->PORT(o_stream, valid) && take) {
+            read_port(m->PORT(o_stream, payload), obits);
+            out[got++] = sext64((uint64_t)obits.w[0] | ((uint64_t)obits.w[1] << 32), ACC_WIDTH);
+        }
+        m->clk = 1;
+        m->eval();
+        ++cycles;
+        if (w_fire) { ++w_sent; w_loaded = false; }
+        if (a_fire) { ++a_sent; a_loaded = false; }
+        if (cycles > limit) { idle(u); return -1; }
+    }
+    idle(u);
+    u->tick();
+    return cycles;
+}
+
+}  // extern "C"

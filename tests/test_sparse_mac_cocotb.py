@@ -1,0 +1,14 @@
+"""cocotb 2.x tests of the sparse MAC unit on Verilator, run from pytest by the cocotb runner."""
+
+from hwprune.sim.cocotb_run import cocotb_test
+
+TB = "hwprune.sim.cocotb_tb.sparse_mac_tb"
+CHECKS = ["random_layers_with_stalls", "accumulator_bound", "full_throughput_without_stalls",
+          "reset_mid_stream"]
+
+
+def test_sparse_mac_cocotb():
+    # The default build (16 lanes x 8 bits, max_k 4096), shared with the cocotb backend.
+    tests, failed = cocotb_test("sparse_mac", TB, testcase=CHECKS, lanes=16, width=8)
+    assert tests == len(CHECKS)
+    assert failed == 0

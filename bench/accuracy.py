@@ -4,7 +4,7 @@ For each seed: a fixed split (train / validation / test), dense MLP (LeNet-300-1
 CNN (the reference CNN on 8x8x1) trained from seeded weights, then, all through the Verilator
 engine:
 - MLP gradual pruning (Zhu & Gupta's cubic schedule) to 92 % sparsity  -> kept fraction, drop;
-- 2:4 on the MLP and on the CNN, one-shot then fine-tuned               -> drops;
+- 2:4 on the MLP and on the CNN, one-shot then fine-tuned (30 epochs)   -> drops;
 - CNN with 50 % of its channels physically removed (Torch-Pruning), fine-tuned -> drop;
 - MLP gradual to 90 % then a width per layer (4/8/16) chosen on the validation split -> drop
   and storage against fp32 dense.
@@ -50,11 +50,11 @@ def _seed_run(seed, out, progress):
     patterns = ex.available_patterns()
     if "2:4" in patterns:
         for name, dense in (("mlp", mlp), ("cnn", cnn)):
-            _, r = ex.one_shot(dense, splits, 0.5, finetune_epochs=20, seed=seed,
+            _, r = ex.one_shot(dense, splits, 0.5, finetune_epochs=30, seed=seed,
                                progress=progress, pattern="2:4")
             row[f"nm24_drop_pp_{name}"] = r["drop_pp"]
     if "channel" in patterns:
-        model, r = ex.one_shot(cnn, splits, 0.5, finetune_epochs=20, seed=seed,
+        model, r = ex.one_shot(cnn, splits, 0.5, finetune_epochs=30, seed=seed,
                                progress=progress, pattern="channel")
         row["channel50_drop_pp"] = r["drop_pp"]
         row["channel50_params"] = [sum(p.numel() for p in cnn.parameters()),

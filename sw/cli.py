@@ -56,6 +56,8 @@ def _add_training_commands(sub):
     e.add_argument("--model", default="mlp-digits", choices=DIGITS_MODELS)
     e.add_argument("--seed", type=int, default=0, help="seed of weights, split, batches (0)")
     e.add_argument("--sparsity", type=float, default=0.92, help="final sparsity (0.92)")
+    e.add_argument("--scope", default="layer", choices=["layer", "global"],
+                   help="one threshold per layer, or one across all layers (layer)")
     e.add_argument("--backend", default="verilator", help="verilator, golden or cocotb")
     e.add_argument("--quick", action="store_true", help="few epochs: a smoke test, not a result")
     e.add_argument("--sweep", action="store_true",
@@ -66,8 +68,15 @@ def _add_training_commands(sub):
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _one_thread():
+    # The digits models are small: one thread trains them as fast and leaves the others' cores.
+    import torch
+    torch.set_num_threads(1)
+
+
 def _cmd_train(args):
     import torch
+    _one_thread()
     from hwprune.data import load_digits_splits
     from hwprune.experiments import train_dense
     from hwprune.train import evaluate
@@ -89,10 +98,11 @@ def _cmd_experiment(args):
     from hwprune import experiments as ex
     from hwprune.data import load_digits_splits
 
+    _one_thread()
     epochs = {"dense_epochs": 4, "epochs": 3} if args.quick else {}
     progress = not args.no_progress
-    result = ex.demo(args.model, seed=args.seed, sparsity=args.sparsity, backend=args.backend,
-                     out=args.out, progress=progress, **epochs)
+    result = ex.demo(args.model, seed=args.seed, sparsity=args.sparsity, scope=args.scope,
+                     backend=args.backend, out=args.out, progress=progress, **epochs)
     if args.mixed_precision:
         splits = load_digits_splits(args.seed)
         dense = ex.train_dense(args.model, splits, seed=args.seed, progress=progress,

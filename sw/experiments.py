@@ -71,25 +71,41 @@ def one_shot(dense, splits, amount, *, finetune_epochs=20, lr=5e-4, seed=0,
     """
     model = copy.deepcopy(dense)
     dense_accuracy = evaluate(dense, splits.test)
+    label = str(prune_options.get("pattern", "unstructured"))
+    if label == "channel":
+        prune_options.setdefault("example_inputs", splits.train.tensors[0][:2])
     report = prune(model, amount=amount, backend=backend, width=width, **prune_options)
     before = evaluate(model, splits.test)
     train(model, splits.train, epochs=finetune_epochs, lr=lr, batch_size=_BATCH, seed=seed,
           progress=progress, desc="fine-tune")
-    label = prune_options.get("pattern", "unstructured")
+    extra = {}
+    if label == "channel":
+        extra["channels"] = {layer.name: [layer.shape[0], layer.shape_after[0]]
+                             for layer in report.layers}
+        extra["parameters"] = [sum(p.numel() for p in dense.parameters()),
+                               sum(p.numel() for p in model.parameters())]
     return model, _result("one-shot", model, splits, dense_accuracy, report, pattern=label,
-                          amount=amount, accuracy_before_finetune=before)
+                          amount=amount, accuracy_before_finetune=before, **extra)
 
 
-def gradual(dense, splits, final_sparsity, *, epochs=30, pruning_epochs=None, num_steps=20,
-            initial_sparsity=0.0, lr=1e-3, seed=0, backend="verilator", width=16,
-            progress=False, **prune_options):
+def gradual(dense, splits, final_sparsity, **options):
     """Prune a copy of ``dense`` gradually while it trains, then fine-tune it.
 
     The masks are recomputed by the engine ``num_steps + 1`` times on Zhu & Gupta's cubic schedule
     from ``initial_sparsity`` to ``final_sparsity`` over the first ``pruning_epochs``; training
     goes on with the final masks for the rest of ``epochs`` (``pruning_epochs`` defaults to a
-    third of them). Returns ``(model, result)``.
+    third of them). Options: ``epochs=30, pruning_epochs=None, num_steps=20,
+    initial_sparsity=0.0, lr=1e-3, seed=0, backend="verilator", width=16, progress=False`` and
+    :func:`hwprune.prune`'s (``scope="global"``, ...). Returns ``(model, result)``.
     """
+    model, result, _ = _gradual(dense, splits, final_sparsity, **options)
+    return model, result
+
+
+def _gradual(dense, splits, final_sparsity, *, epochs=30, pruning_epochs=None, num_steps=20,
+            initial_sparsity=0.0, lr=1e-3, seed=0, backend="verilator", width=16,
+            progress=False, **prune_options):
+    """:func:`gradual`, also returning the :class:`GradualPruner` (its reports)."""
     if pruning_epochs is None:
         pruning_epochs = max(1, epochs // 3)
     if pruning_epochs > epochs:
@@ -104,9 +120,10 @@ def gradual(dense, splits, final_sparsity, *, epochs=30, pruning_epochs=None, nu
     train(model, splits.train, epochs=epochs, lr=lr, batch_size=_BATCH, seed=seed,
           on_step=pruner, progress=progress, desc="gradual prune")
     return model, _result("gradual", model, splits, dense_accuracy, pruner.report,
-                          pattern="unstructured", amount=final_sparsity, schedule=repr(schedule),
+                          pattern="unstructured", scope=prune_options.get("scope", "layer"),
+                          amount=final_sparsity, schedule=repr(schedule),
                           pruning_steps=[(s, sp) for s, sp, _ in pruner.history],
-                          engine_cycles=sum(r.cycles for _, _, r in pruner.history))
+                          engine_cycles=sum(r.cycles for _, _, r in pruner.history)), pruner
 
 
 def mixed_precision(pruned, splits, dense_accuracy, *, tolerance=0.005, backend="verilator",
@@ -224,27 +241,24 @@ def _sparse_mac_run(model, x, backend):
 
 
 def demo(model_name="mlp-digits", *, seed=0, sparsity=0.92, dense_epochs=40, epochs=30,
-         backend="verilator", out=None, progress=True, echo=print):
+         scope="layer", backend="verilator", out=None, progress=True, echo=print):
     """The ``make run`` job: train, prune gradually through the engine, fine-tune, report.
 
     Prints dense and pruned test accuracy and the last pruning step's per-layer table; with
     ``out``, writes ``demo_<model>.json`` and ``demo_<model>_layers.png`` there. Returns the
     result dict.
     """
+    # Check the schedule's parameters before minutes of training, not after.
+    CubicSchedule(final_sparsity=sparsity, num_steps=1, frequency=1)
     torch.manual_seed(seed)
     splits = load_digits_splits(seed)
     echo(f"digits: {splits.sizes()} images (train/val/test), seed {seed}")
     dense = train_dense(model_name, splits, seed=seed, epochs=dense_epochs, progress=progress)
-    model, result = gradual(dense, splits, sparsity, epochs=epochs, seed=seed, backend=backend,
-                            progress=progress)
+    model, result, pruner = _gradual(dense, splits, sparsity, epochs=epochs, seed=seed,
+                                     backend=backend, scope=scope, progress=progress)
     echo(f"gradual pruning: {len(result['pruning_steps'])} mask updates by the {backend} engine "
          f"({result['engine_cycles']:,} engine cycles in all), {result['schedule']}")
-    from .report import PruneReport, LayerReport
-    report = PruneReport(**{k: v for k, v in result["report"].items()
-                            if k not in ("layers", "total")})
-    report.layers = [LayerReport(**{k: (tuple(v) if k == "shape" else v)
-                                    for k, v in layer.items() if k != "sparsity"})
-                     for layer in result["report"]["layers"]]
+    report = pruner.report
     echo(report.table())
     echo(f"{model_name}: dense accuracy {100 * result['dense_accuracy']:.2f} %, pruned "
          f"{100 * result['accuracy']:.2f} % ({result['drop_pp']:+.2f} pp drop) with "

@@ -120,6 +120,12 @@ class GradualPruner:
                  **prune_options):
         if not isinstance(schedule, CubicSchedule):
             raise TypeError(f"schedule must be a CubicSchedule, not {type(schedule).__name__}")
+        pattern = str(prune_options.get("pattern", "unstructured")).strip().lower()
+        if pattern != "unstructured":
+            # N:M has one sparsity by definition, and channel pruning reshapes the model under
+            # the optimizer: both are pruned once (hwprune.prune) and then fine-tuned.
+            raise ValueError(f"GradualPruner schedules unstructured sparsity, not pattern "
+                             f"{pattern!r}; prune N:M or channels once and fine-tune")
         self.model, self.schedule = model, schedule
         self.engine = backend if isinstance(backend, Backend) else \
             get_backend(backend, lanes=lanes, width=width)

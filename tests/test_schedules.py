@@ -101,3 +101,12 @@ def test_gradual_pruner_masks_shrink_to_exact_count(backend):
 def test_gradual_pruner_rejects_other_schedules():
     with pytest.raises(TypeError, match="^schedule must be a CubicSchedule, not list$"):
         GradualPruner(_mlp(), [0.5], backend="golden")
+
+
+@pytest.mark.parametrize("pattern", ["2:4", "channel"])
+def test_gradual_pruner_rejects_fixed_patterns(pattern):
+    with pytest.raises(ValueError, match=f"^GradualPruner schedules unstructured sparsity, not "
+                                         f"pattern '{pattern}'; prune N:M or channels once and "
+                                         f"fine-tune$"):
+        GradualPruner(_mlp(), CubicSchedule(final_sparsity=0.5, num_steps=2, frequency=1),
+                      backend="golden", pattern=pattern)

@@ -208,3 +208,32 @@ def test_schedule_errors_reach_the_cli(capsys):
     assert main(["experiment", "--quick", "--no-progress", "--sparsity", "1.5"]) == 2
     assert "final_sparsity must be a sparsity from 0 (inclusive) to 1 (exclusive), not 1.5" in \
         capsys.readouterr().err
+
+
+needs_patterns = pytest.mark.skipif("channel" not in
+                                    __import__("hwprune.experiments").experiments
+                                    .available_patterns(),
+                                    reason="hwprune.prune has no pattern= in this build")
+
+
+@needs_patterns
+def test_nm24_structure_survives_fine_tuning(dense_mlp, splits):
+    model, result = one_shot(dense_mlp, splits, 0.5, finetune_epochs=1, backend="golden",
+                             pattern="2:4")
+    assert result["pattern"] == "2:4"
+    for name, module, pname in hwprune.prunable_parameters(model):
+        w = getattr(module, pname).detach()
+        groups = w.reshape(w.shape[0], -1, 4)
+        assert int((groups != 0).sum(dim=2).max()) <= 2, name
+
+
+@needs_patterns
+def test_channel_one_shot_removes_channels_and_fine_tunes(splits):
+    cnn = train_dense("cnn-digits", splits, seed=0, epochs=1)
+    model, result = one_shot(cnn, splits, 0.5, finetune_epochs=1, backend="golden",
+                             pattern="channel")
+    assert result["channels"]["features.0.weight"] == [32, 16]
+    assert result["channels"]["features.3.weight"] == [64, 32]
+    assert result["parameters"][1] < result["parameters"][0] / 2
+    assert model(splits.test.tensors[0][:4]).shape == (4, 10)
+    assert model.features[0].out_channels == 16

@@ -9,14 +9,19 @@ from amaranth.back import verilog
 from .threshold_engine import (COUNTER_WIDTH, MAX_LANES, MIN_LANES, PIPELINE_LATENCY,
                                SUPPORTED_WIDTHS, ThresholdEngine, check_params)
 from .sparse_mac import SparseMac
+from .nm_selector import NMSelector
+from .channel_norms import ChannelNorms
 
 __all__ = ["BLOCKS", "to_verilog", "ThresholdEngine", "check_params", "SUPPORTED_WIDTHS",
-           "MIN_LANES", "MAX_LANES", "PIPELINE_LATENCY", "COUNTER_WIDTH", "SparseMac"]
+           "MIN_LANES", "MAX_LANES", "PIPELINE_LATENCY", "COUNTER_WIDTH", "SparseMac",
+           "NMSelector", "ChannelNorms"]
 
 #: Block name (also the Verilog module name) -> component class taking keyword parameters.
 BLOCKS = {
     "threshold_engine": ThresholdEngine,
     "sparse_mac": SparseMac,
+    "nm_selector": NMSelector,
+    "channel_norms": ChannelNorms,
 }
 
 

@@ -105,3 +105,8 @@ LIBRARIES = {"threshold_engine": ThresholdEngineLib}
 from .sparse_mac_lib import SparseMacLib  # noqa: E402  (registered here, defined in its module)
 
 LIBRARIES["sparse_mac"] = SparseMacLib
+
+from .nm_norms_lib import ChannelNormsLib, NMSelectorLib  # noqa: E402  (own module)
+
+LIBRARIES["nm_selector"] = NMSelectorLib
+LIBRARIES["channel_norms"] = ChannelNormsLib

@@ -20,6 +20,17 @@ JOBS = {"threshold_engine": ThresholdJob, "sparse_mac": SparseMacJob}
 RESULTS = {"threshold_engine": MaskResult, "sparse_mac": SparseMacResult}
 
 
+# N:M selection and channel norms (issue 3).
+from . import channel_norms, nm_selector  # noqa: E402
+from .channel_norms import ChannelJob, ChannelResult  # noqa: E402
+from .nm_selector import NMJob, NMResult, nm_mask  # noqa: E402
+
+__all__ += ["NMJob", "NMResult", "nm_mask", "ChannelJob", "ChannelResult"]
+MODELS.update(nm_selector=nm_selector.run, channel_norms=channel_norms.run)
+JOBS.update(nm_selector=NMJob, channel_norms=ChannelJob)
+RESULTS.update(nm_selector=NMResult, channel_norms=ChannelResult)
+
+
 def to_arrays(obj):
     """A job or result dataclass as a dict of numpy arrays (for ``np.savez``)."""
     import dataclasses

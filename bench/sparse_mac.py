@@ -72,7 +72,7 @@ def main(argv=None):
     rows, summary = [], {}
     head = (f"{'pattern':>7} {'layer':<24} {'rows x K':>10} {'vectors':>7} {'fmt':>12} "
             f"{'density':>7} {'ideal':>10} {'sparse':>10} {'dense':>10} {'eff':>6} "
-            f"{'speedup':>7} {'util':>6} {'wall s':>7}")
+            f"{'speedup':>7} {'util':>6} {'sim s':>7}")
     print(f"sparse MAC, {args.lanes} lanes x {args.width} bits, verilator backend")
     print(head)
     print("-" * len(head))

@@ -2,6 +2,7 @@
 // hwprune.sim.build.shared_library with -DLANES -DWIDTH -DACT_WIDTH -DMAX_K -DCOUNT_BITS
 // -DACC_WIDTH -DINDEX_WIDTH. Port layouts: see hw/sparse_mac.py.
 #include <cstdint>
+#include <cstring>
 #include "Vsparse_mac.h"
 #include "verilated.h"
 #include "ports.h"
@@ -91,10 +92,14 @@ int64_t sm_run(void* h, const int16_t* value, const uint8_t* index, const uint8_
             const int16_t* v = value + b * LANES;
             const uint8_t* ix = index + b * LANES;
             wbits.clear(W_BITS);
-            for (unsigned s = 0; s < LANES; ++s) {
-                wbits.put(W_VALUE + s * WIDTH, WIDTH, (uint16_t)v[s]);
-                wbits.put(W_INDEX + s * INDEX_WIDTH, INDEX_WIDTH, ix[s]);
-            }
+            auto* bytes = reinterpret_cast<uint8_t*>(wbits.w);
+            // Little-endian packed fields: 8/16-bit values and the 8-bit indices are whole bytes
+            // (LANES * WIDTH is a multiple of 16 for every supported LANES and WIDTH).
+            if (WIDTH == 8) for (unsigned s = 0; s < LANES; ++s) bytes[s] = (uint8_t)v[s];
+            else if (WIDTH == 16) std::memcpy(bytes, v, LANES * 2);
+            else for (unsigned s = 0; s < LANES; ++s) wbits.put(W_VALUE + s * WIDTH, WIDTH, (uint16_t)v[s]);
+            static_assert(W_INDEX % 8 == 0 && INDEX_WIDTH == 8, "index field must be byte aligned");
+            std::memcpy(bytes + W_INDEX / 8, ix, LANES);
             wbits.put(W_COUNT, COUNT_BITS, count[b]);
             wbits.put(W_LAST, 1, last[b] ? 1 : 0);
             wbits.put(W_FINAL, 1, b == beats - 1 ? 1 : 0);
@@ -104,7 +109,10 @@ int64_t sm_run(void* h, const int16_t* value, const uint8_t* index, const uint8_
         if (offer_a && !a_loaded) {
             const int16_t* d = acts + a_sent * LANES;
             abits.clear(A_BITS);
-            for (unsigned s = 0; s < LANES; ++s) abits.put(s * ACT_WIDTH, ACT_WIDTH, (uint16_t)d[s]);
+            auto* abytes = reinterpret_cast<uint8_t*>(abits.w);
+            if (ACT_WIDTH == 8) for (unsigned s = 0; s < LANES; ++s) abytes[s] = (uint8_t)d[s];
+            else if (ACT_WIDTH == 16) std::memcpy(abytes, d, LANES * 2);
+            else for (unsigned s = 0; s < LANES; ++s) abits.put(s * ACT_WIDTH, ACT_WIDTH, (uint16_t)d[s]);
             abits.put(A_LAST, 1, (a_sent % act_beats) == act_beats - 1 ? 1 : 0);
             write_port(m->PORT(a_stream, payload), abits);
             a_loaded = true;

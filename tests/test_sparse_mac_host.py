@@ -320,3 +320,28 @@ def test_cli_mac_writes_table_and_chart(tmp_path, capsys):
     data = json.loads((tmp_path / "mac.json").read_text())
     assert len(data["layers"]) == 4
     assert all(layer["cycles"] < layer["dense_cycles"] for layer in data["layers"])
+
+
+@pytest.mark.parametrize("shape,n,m", [((6, 3, 3, 3), 2, 4), ((5, 40), 2, 4), ((4, 16, 1, 1), 3, 8)])
+def test_nm_selector_output_is_the_mac_nm_format(shape, n, m):
+    """The N:M selector's kept values and indices (issue 3) are the unit's N:M stream, slot for
+    slot, in the same reduction order; and its mask is :func:`nm_mask`'s."""
+    from hwprune.golden.nm_selector import nm_select
+    rng = np.random.default_rng(len(shape) * 10 + n)
+    w = rng.integers(1, 128, size=shape) * rng.choice([-1, 1], size=shape)   # no zeros
+    mat = reduction_matrix(w, m)
+    valid = reduction_matrix(np.ones(shape, dtype=bool), m)
+    rows, k = mat.shape
+    kp = -(-k // m) * m
+    tiles = np.zeros((rows, kp), dtype=np.int16)
+    tiles[:, :k] = mat
+    lane_valid = np.zeros((rows, kp), dtype=bool)
+    lane_valid[:, :k] = valid
+    sel = nm_select(tiles.reshape(-1, m), lane_valid.reshape(-1, m), m, n)
+    kept = sel.data.reshape(rows, kp)[:, :k]
+    np.testing.assert_array_equal(kept != 0, reduction_matrix(nm_mask(w, n, m), m))
+    cw = compress_nm(kept, n, m, LANES)
+    groups, per_beat = kp // m, LANES // n
+    slots = lambda a: a[:, :per_beat * n].reshape(rows, -1, n)[:, :groups]   # noqa: E731
+    np.testing.assert_array_equal(slots(cw.value), sel.values.reshape(rows, groups, m)[..., :n])
+    np.testing.assert_array_equal(slots(cw.index), sel.index.reshape(rows, groups, m)[..., :n])

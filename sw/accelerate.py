@@ -355,8 +355,14 @@ class _Session:
             if reason:
                 self.handles.append(module.register_forward_hook(self._fallback(name, reason)))
                 continue
-            self.programs[name] = compile_layer(name, module, lanes=self.lanes, width=self.width,
-                                                fmt=self.fmt, granularity=self.granularity)
+            try:
+                self.programs[name] = compile_layer(name, module, lanes=self.lanes,
+                                                    width=self.width, fmt=self.fmt,
+                                                    granularity=self.granularity)
+            except ValueError as exc:
+                if str(exc).startswith(f"layer {name!r}"):
+                    raise
+                raise ValueError(f"layer {name!r} ({type(module).__name__}): {exc}") from None
             self.handles.append(module.register_forward_pre_hook(self._pre(name)))
             self.handles.append(module.register_forward_hook(self._post(name)))
         return self

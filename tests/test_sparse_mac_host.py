@@ -278,6 +278,22 @@ def test_unsupported_layers_run_in_torch_and_are_reported():
     assert "torch: grouped convolution (groups=2)" in report.table()
 
 
+def test_formats_and_granularity_options():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 4, 3)).eval()
+    hwprune.prune(model, amount=0.5, backend="golden")
+    x = _input((2, 4, 4, 4), seed=8)
+    for kwargs in ({"granularity": "channel"}, {"fmt": "unstructured"}):
+        report = hwprune.run(model, x, backend="golden", **kwargs)
+        assert torch.equal(report.output, reference(model, x, **kwargs))
+        assert {layer.fmt for layer in report.layers} == {"unstructured"}
+    with pytest.raises(ValueError, match=r"^layer '0' \(Conv2d\): weights are not 2:4 sparse: "):
+        hwprune.run(model, x, backend="golden", fmt="2:4")
+    with pytest.raises(ValueError, match=r"^fmt must be 'auto', 'unstructured' or 'N:M' "
+                                         r"\(e\.g\. '2:4'\), not '2:5'$"):
+        hwprune.run(model, x, backend="golden", fmt="2:5")
+
+
 def test_bad_activations_name_the_layer():
     model = build_model("cnn").eval()
     with pytest.raises(ValueError, match=r"^layer 'features\.0' \(Conv2d\) expects activations of "

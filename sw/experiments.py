@@ -189,10 +189,12 @@ def plot_accuracy_vs_sparsity(sweep, path):
     for method, points in methods.items():
         xs, ys = zip(*sorted(points))
         ax.plot([100 * x for x in xs], [100 * y for y in ys], marker="o", label=method)
-    for run in sweep["runs"]:
-        if run.get("pattern", "unstructured") != "unstructured":
-            ax.scatter([100 * run["sparsity"]], [100 * run["accuracy"]], marker="s", s=60,
-                       label=f"{run['pattern']} (one-shot)", zorder=3)
+    structured = [run for run in sweep["runs"]
+                  if run.get("pattern", "unstructured") != "unstructured"]
+    for i, run in enumerate(structured):
+        # Colours after the lines' own, so a point never looks like part of a line.
+        ax.scatter([100 * run["sparsity"]], [100 * run["accuracy"]], marker="s", s=60,
+                   color=f"C{len(methods) + i}", label=f"{run['pattern']} (one-shot)", zorder=3)
     ax.axhline(100 * sweep["dense_accuracy"], color="grey", linestyle="--", label="dense")
     ax.set_xlabel("sparsity (% of weights pruned)")
     ax.set_ylabel("test accuracy (%)")

@@ -6,19 +6,21 @@ signature as the port list. :data:`BLOCKS` names the blocks that ``sim/`` can bu
 
 from amaranth.back import verilog
 
+from .magnitude_histogram import MagnitudeHistogram
 from .threshold_engine import (COUNTER_WIDTH, MAX_LANES, MIN_LANES, PIPELINE_LATENCY,
                                SUPPORTED_WIDTHS, ThresholdEngine, check_params)
 from .sparse_mac import SparseMac
 from .nm_selector import NMSelector
 from .channel_norms import ChannelNorms
 
-__all__ = ["BLOCKS", "to_verilog", "ThresholdEngine", "check_params", "SUPPORTED_WIDTHS",
+__all__ = ["BLOCKS", "to_verilog", "ThresholdEngine", "MagnitudeHistogram", "check_params", "SUPPORTED_WIDTHS",
            "MIN_LANES", "MAX_LANES", "PIPELINE_LATENCY", "COUNTER_WIDTH", "SparseMac",
            "NMSelector", "ChannelNorms"]
 
 #: Block name (also the Verilog module name) -> component class taking keyword parameters.
 BLOCKS = {
     "threshold_engine": ThresholdEngine,
+    "magnitude_histogram": MagnitudeHistogram,
     "sparse_mac": SparseMac,
     "nm_selector": NMSelector,
     "channel_norms": ChannelNorms,

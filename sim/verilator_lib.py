@@ -106,6 +106,10 @@ from .sparse_mac_lib import SparseMacLib  # noqa: E402  (registered here, define
 
 LIBRARIES["sparse_mac"] = SparseMacLib
 
+from .histogram_lib import MagnitudeHistogramLib  # noqa: E402  (defined in its own module)
+
+LIBRARIES["magnitude_histogram"] = MagnitudeHistogramLib
+
 from .nm_norms_lib import ChannelNormsLib, NMSelectorLib  # noqa: E402  (own module)
 
 LIBRARIES["nm_selector"] = NMSelectorLib

@@ -18,14 +18,16 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from .backends import Backend, get_backend
-from .golden import ALL_TIES, ThresholdJob
+from .golden import NMJob, ThresholdJob, select_threshold_passes
 from .hw import check_params
-from .quant import GRANULARITIES, dequantize, quantize, tile, untile
+from .patterns import nm_rows, nm_unrows, parse_pattern
+from .quant import GRANULARITIES, Quantized, dequantize, quantize, tile, untile
 from .report import LayerReport, PruneReport
 
-__all__ = ["prune", "remove", "prunable_parameters", "WRITE_BACKS"]
+__all__ = ["prune", "remove", "prunable_parameters", "WRITE_BACKS", "SCOPES"]
 
 WRITE_BACKS = ("mask", "quantized")
+SCOPES = ("layer", "global")
 _RNN_TYPES = (nn.RNNBase,)
 _PRUNABLE_DOC = ("Conv1d/Conv2d/Conv3d, Linear (also inside Transformer blocks), "
                  "MultiheadAttention projections, RNN/LSTM/GRU weight matrices")
@@ -75,46 +77,48 @@ def _keep_count(numel, amount):
     return numel - int(round(amount * numel))
 
 
-def _host_threshold(magnitudes, keep, width):
-    """Threshold and tie budget that keep exactly ``keep`` of ``magnitudes``.
-
-    This is the host-side selection of the foundation; the exact-sparsity passes move it into
-    the engine.
-    """
-    n = magnitudes.size
-    if keep <= 0:
-        return 2 ** (width - 1), 0       # nothing is above the largest magnitude; no ties
-    if keep >= n:
-        return 0, ALL_TIES
-    threshold = int(np.partition(magnitudes, n - keep)[n - keep])
-    above = int(np.count_nonzero(magnitudes > threshold))
-    return threshold, keep - above
-
-
-def prune(model, amount=0.5, *, backend="verilator", lanes=16, width=8, granularity="tensor",
-          write_back="mask", layers=None, progress=False, **backend_options):
-    """Prune every prunable weight of ``model`` through a hardware engine, layer by layer.
+def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="verilator",
+          lanes=16, width=8, granularity="tensor", write_back="mask", layers=None,
+          example_inputs=None, ignored_layers=None, progress=False, **backend_options):
+    """Prune ``model``'s weights through the hardware engines.
 
     Parameters
     ----------
     model : torch.nn.Module
-        Pruned in place, with torch.nn.utils.prune's reparametrisation.
+        Pruned in place, with torch.nn.utils.prune's reparametrisation (or, for
+        ``pattern="channel"``, by removing channels physically).
     amount : float
-        Fraction of each tensor's weights to prune, from 0 (keep all) to 1 (keep none); the kept
-        count is ``numel - round(amount * numel)``, exactly.
+        Fraction of weights (or channels) to prune, from 0 to 1. Unstructured pruning keeps
+        exactly ``numel - round(amount * numel)`` weights per tensor (``scope="layer"``) or over
+        all tensors together (``scope="global"``): 0 keeps every weight, 1 keeps none. Ignored by
+        N:M patterns, whose sparsity is N/M by definition.
+    pattern : str
+        ``"unstructured"``; ``"N:M"`` (e.g. ``"2:4"``): the N largest magnitudes of every group of
+        M consecutive input weights (M in {4, 8}), ties to the lower index, as NVIDIA ASP; or
+        ``"channel"``: remove whole output channels ranked by the engine's L1 norms through
+        Torch-Pruning's dependency graph (needs ``example_inputs``).
+    scope : {"layer", "global"}
+        One threshold per tensor, or one threshold across all tensors (as
+        ``torch.nn.utils.prune.global_unstructured``). Global scope quantizes every tensor with
+        one common scale, so weights of differently scaled tensors are ranked by their real
+        magnitude.
     backend : {"verilator", "golden", "cocotb"} or Backend
-        How to run the engine.
+        How to run the engines.
     lanes, width : int
         Engine parameters: weights per beat (4 to 64) and bits per weight (4, 8 or 16).
     granularity : {"tensor", "channel"}
-        Quantization scale per tensor or per output channel. With per-channel scales the engine
-        ranks weights by their code, i.e. relative to their channel's largest weight.
+        Quantization scale per tensor or per output channel (layer scope only). With per-channel
+        scales the engine ranks weights by their code, i.e. relative to their channel's largest.
     write_back : {"mask", "quantized"}
         ``"mask"`` masks the float weights with the engine's keep mask; ``"quantized"`` also
         replaces ``weight_orig`` with the engine's fixed-point output, dequantized.
     layers : iterable of str, optional
-        Prune only these weights (names as in the report, e.g. ``"features.0.weight"``);
-        default: every prunable weight.
+        Prune only these weights (names as in the report, e.g. ``"features.0.weight"``).
+    example_inputs : torch.Tensor, optional
+        An input batch, for ``pattern="channel"`` (Torch-Pruning traces the model with it).
+    ignored_layers : iterable of nn.Module, optional
+        Modules ``pattern="channel"`` must not shrink; default: the last Conv/Linear layer (the
+        classifier's output).
     progress : bool
         Show a progress bar over the layers.
 
@@ -122,13 +126,31 @@ def prune(model, amount=0.5, *, backend="verilator", lanes=16, width=8, granular
     -------
     PruneReport
         Per-layer numel, kept, sparsity, threshold and engine cycles.
+
+    How the threshold is found: the magnitude-histogram unit counts every weight's magnitude in
+    one pass (two radix passes, high byte then low byte, at width 16) and its select walk
+    reports the k-th largest magnitude and how many ties at it to keep; the threshold engine then
+    keeps ties in stream order until that budget is spent. The host configures passes and reads
+    registers; it never sorts.
     """
     _check_amount(amount)
     check_params(lanes=lanes, width=width)
+    shape = parse_pattern(pattern)
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
     if write_back not in WRITE_BACKS:
         raise ValueError(f"write_back must be one of {WRITE_BACKS}, not {write_back!r}")
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
+    if scope == "global" and shape.kind == "unstructured" and granularity != "tensor":
+        raise ValueError("scope='global' ranks all tensors on one common scale; "
+                         "it needs granularity='tensor'")
+    if shape.kind == "nm" and lanes % shape.m:
+        raise ValueError(f"pattern {str(shape)!r} needs lanes to be a multiple of {shape.m} so "
+                         f"that groups never straddle beats, not {lanes}")
+    if shape.kind == "channel" and example_inputs is None:
+        raise ValueError("pattern 'channel' needs example_inputs (an input batch) to trace the "
+                         "model's channel dependencies")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     targets = prunable_parameters(model)
@@ -158,50 +180,157 @@ def prune(model, amount=0.5, *, backend="verilator", lanes=16, width=8, granular
     if (engine.lanes, engine.width) != (lanes, width):
         raise ValueError(f"backend is built for {engine.lanes} lanes x {engine.width} bits, "
                          f"not {lanes} x {width}")
-
-    plans = []
-    for (name, module, pname), w in zip(targets, weights):
-        q = quantize(w, width, granularity)
-        tiles = tile(q.codes, lanes)
-        keep = _keep_count(w.size, amount)
-        threshold, budget = _host_threshold(np.abs(q.codes.astype(np.int32)).ravel(), keep, width)
-        plans.append((name, module, pname, q, tiles, keep,
-                      ThresholdJob(tiles.data, tiles.lane_valid, threshold, budget)))
-
-    results = _run_jobs(engine, [p[-1] for p in plans], progress)
-
     report = PruneReport(backend=engine.name, lanes=lanes, width=width, amount=float(amount),
-                         write_back=write_back)
-    installs = []
-    for (name, module, pname, q, tiles, keep, job), res in zip(plans, results):
-        if res.kept != keep or res.beats != tiles.beats:
-            raise RuntimeError(f"engine returned {res.kept} kept weights in {res.beats} beats for "
-                               f"{name!r}, expected {keep} in {tiles.beats}; nothing was pruned")
-        mask = untile(res.mask, tiles.shape)
-        values = untile(res.data, tiles.shape) if write_back == "quantized" else None
-        installs.append((module, pname, mask, values, q.scale))
-        report.layers.append(LayerReport(
-            name=name, shape=tiles.shape, numel=tiles.numel, kept=res.kept,
-            threshold=job.threshold, tie_budget=min(job.tie_budget, tiles.numel),
-            scale=float(np.max(q.scale)), beats=res.beats, cycles=res.cycles))
+                         write_back=write_back, pattern=str(shape), scope=scope)
 
+    if shape.kind == "channel":
+        return _prune_channels(model, targets, weights, engine, report, amount=amount,
+                               example_inputs=example_inputs, ignored_layers=ignored_layers,
+                               scope=scope)
+    if shape.kind == "nm":
+        planned = _plan_nm(targets, weights, engine, shape, granularity, progress)
+    elif scope == "global":
+        planned = _plan_global(targets, weights, engine, amount, progress, report)
+    else:
+        planned = _plan_layers(targets, weights, engine, amount, granularity, progress)
+
+    installs = []
+    for plan in planned:
+        values = plan.values if write_back == "quantized" else None
+        installs.append((plan.module, plan.pname, plan.mask, values, plan.scale))
+        report.layers.append(plan.layer)
     for module, pname, mask, values, scale in installs:
         _install(module, pname, mask, values, scale)
     return report
 
 
-def _run_jobs(engine, jobs, progress):
+class _Plan:
+    """What the engines decided for one tensor, before anything is written."""
+
+    __slots__ = ("module", "pname", "mask", "values", "scale", "layer")
+
+    def __init__(self, module, pname, mask, values, scale, layer):
+        self.module, self.pname, self.mask, self.values = module, pname, mask, values
+        self.scale, self.layer = scale, layer
+
+
+def _bar(items, engine, progress, desc):
     if not progress:
-        return engine.threshold_passes(jobs)
+        return items
     from tqdm import tqdm
-    if engine.name == "cocotb":
-        # One simulator run for all layers: starting the simulator dominates small layers.
-        with tqdm(total=len(jobs), desc=f"{engine.name} engine", unit="layer") as bar:
-            results = engine.threshold_passes(jobs)
-            bar.update(len(jobs))
-        return results
-    return [engine.threshold_passes([job])[0] for job in
-            tqdm(jobs, desc=f"{engine.name} engine", unit="layer")]
+    return tqdm(items, desc=f"{desc} ({engine.name})", unit="layer")
+
+
+def _search_threshold(engine, tiles_data, lane_valid, width, keep):
+    """Threshold, tie budget and the passes' results, found by the histogram unit."""
+    def run_pass(job):
+        return engine.run("magnitude_histogram", [job])[0]
+    threshold, ties, passes = select_threshold_passes(run_pass, tiles_data, lane_valid, width,
+                                                      keep)
+    counted = passes[0].counted
+    real = int(np.count_nonzero(lane_valid))
+    if counted != real:
+        raise RuntimeError(f"histogram unit counted {counted} weights, expected {real}; "
+                           f"nothing was pruned")
+    return threshold, ties, passes
+
+
+def _check_mask_pass(name, res, keep, beats):
+    if res.kept != keep or res.beats != beats:
+        raise RuntimeError(f"engine returned {res.kept} kept weights in {res.beats} beats for "
+                           f"{name!r}, expected {keep} in {beats}; nothing was pruned")
+
+
+def _plan_layers(targets, weights, engine, amount, granularity, progress):
+    plans = []
+    for (name, module, pname), w in _bar(list(zip(targets, weights)), engine, progress,
+                                         "threshold search + mask"):
+        q = quantize(w, engine.width, granularity)
+        tiles = tile(q.codes, engine.lanes)
+        keep = _keep_count(w.size, amount)
+        threshold, ties, passes = _search_threshold(engine, tiles.data, tiles.lane_valid,
+                                                    engine.width, keep)
+        res, = engine.threshold_passes([ThresholdJob(tiles.data, tiles.lane_valid, threshold,
+                                                     ties)])
+        _check_mask_pass(name, res, keep, tiles.beats)
+        plans.append(_Plan(module, pname, untile(res.mask, tiles.shape),
+                           untile(res.data, tiles.shape), q.scale, LayerReport(
+                               name=name, shape=tiles.shape, numel=tiles.numel, kept=res.kept,
+                               threshold=threshold, tie_budget=ties,
+                               scale=float(np.max(q.scale)), beats=res.beats,
+                               cycles=res.cycles + sum(p.cycles for p in passes))))
+    return plans
+
+
+def _plan_global(targets, weights, engine, amount, progress, report):
+    qmax = 2 ** (engine.width - 1) - 1
+    amax = max(float(np.abs(w).max(initial=0.0)) for w in weights)
+    scale = np.asarray(amax / qmax if amax > 0 else 1.0)
+    tiled = []
+    for w in weights:
+        q = quantize(w, engine.width, scale=scale)
+        tiled.append((q, tile(q.codes, engine.lanes)))
+    total = sum(w.size for w in weights)
+    keep = _keep_count(total, amount)
+    # One histogram over every tensor (the banks accumulate across them), one select.
+    data = np.concatenate([t.data for _, t in tiled])
+    valid = np.concatenate([t.lane_valid for _, t in tiled])
+    threshold, ties, passes = _search_threshold(engine, data, valid, engine.width, keep)
+    report.search_cycles = sum(p.cycles for p in passes)
+    plans, budget, kept = [], ties, 0
+    for (name, module, pname), (q, tiles) in _bar(list(zip(targets, tiled)), engine, progress,
+                                                  "global mask"):
+        res, = engine.threshold_passes([ThresholdJob(tiles.data, tiles.lane_valid, threshold,
+                                                     budget)])
+        budget, kept = res.ties_left, kept + res.kept
+        plans.append(_Plan(module, pname, untile(res.mask, tiles.shape),
+                           untile(res.data, tiles.shape), scale, LayerReport(
+                               name=name, shape=tiles.shape, numel=tiles.numel, kept=res.kept,
+                               threshold=threshold, tie_budget=ties, scale=float(scale),
+                               beats=res.beats, cycles=res.cycles)))
+    if kept != keep:
+        raise RuntimeError(f"engine kept {kept} weights over all tensors, expected {keep}; "
+                           f"nothing was pruned")
+    return plans
+
+
+def _plan_nm(targets, weights, engine, shape, granularity, progress):
+    plans = []
+    for (name, module, pname), w in _bar(list(zip(targets, weights)), engine, progress,
+                                         f"{shape} select"):
+        q = quantize(w, engine.width, granularity)
+        rows, row_valid = nm_rows(q.codes, shape.m)
+        tiles = tile(rows, engine.lanes)
+        valid = tile(row_valid, engine.lanes).data.astype(bool)
+        groups = row_valid.reshape(-1, shape.m).sum(axis=1)
+        keep = int(np.minimum(groups, shape.n).sum())
+        res, = engine.run("nm_selector", [NMJob(tiles.data, valid, shape.m, shape.n)])
+        _check_mask_pass(name, res, keep, tiles.beats)
+        mask = nm_unrows(untile(res.mask, rows.shape), q.codes.shape)
+        values = nm_unrows(untile(res.data, rows.shape), q.codes.shape)
+        plans.append(_Plan(module, pname, mask, values, q.scale, LayerReport(
+            name=name, shape=q.codes.shape, numel=w.size, kept=res.kept, threshold=0,
+            tie_budget=0, scale=float(np.max(q.scale)), beats=res.beats, cycles=res.cycles)))
+    return plans
+
+
+def _prune_channels(model, targets, weights, engine, report, *, amount, example_inputs,
+                    ignored_layers, scope):
+    from .channel import prune_channels
+    convs = [m for _, m, p in targets if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
+    if ignored_layers is None:
+        ignored_layers = convs[-1:]          # the classifier's output layer
+    per_layer, totals = prune_channels(model, targets, weights, engine, amount=amount,
+                                       example_inputs=example_inputs,
+                                       ignored_layers=list(ignored_layers),
+                                       global_scope=(scope == "global"))
+    for name, before, after, cycles in per_layer:
+        numel = int(np.prod(before))
+        report.layers.append(LayerReport(
+            name=name, shape=before, numel=numel, kept=int(np.prod(after)), threshold=0,
+            tie_budget=0, scale=0.0, beats=0, cycles=cycles, shape_after=after))
+    report.totals.update(totals)
+    return report
 
 
 def _install(module, pname, mask, values, scale):

@@ -31,7 +31,7 @@ class Quantized:
         return 2 ** (self.width - 1) - 1
 
 
-def quantize(weights, width, granularity="tensor"):
+def quantize(weights, width, granularity="tensor", *, scale=None):
     """Quantize a float array to ``width``-bit symmetric codes.
 
     Parameters
@@ -41,12 +41,16 @@ def quantize(weights, width, granularity="tensor"):
         Bits per code (4, 8 or 16).
     granularity : {"tensor", "channel"}
         One scale for the tensor, or one per output channel (axis 0).
+    scale : float, optional
+        Use this scale instead of deriving one (e.g. one common scale for several tensors).
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
     w = np.asarray(weights, dtype=np.float64)
     qmax = 2 ** (width - 1) - 1
-    if granularity == "tensor" or w.ndim < 2:
+    if scale is not None:
+        scale = np.asarray(scale, dtype=np.float64)
+    elif granularity == "tensor" or w.ndim < 2:
         amax = np.abs(w).max(initial=0.0)
         scale = np.asarray(amax / qmax if amax > 0 else 1.0)
     else:

@@ -18,7 +18,8 @@ class LayerReport:
     tie_budget: int      # ties at the threshold granted by the engine
     scale: float         # quantization step (the largest one for per-channel scales)
     beats: int
-    cycles: int          # engine clock cycles for this tensor
+    cycles: int          # engine clock cycles for this tensor (threshold search included)
+    shape_after: tuple = None   # pattern "channel": the weight's shape after channel removal
 
     @property
     def sparsity(self):
@@ -27,6 +28,8 @@ class LayerReport:
     def to_dict(self):
         d = asdict(self)
         d["shape"] = list(self.shape)
+        if self.shape_after is not None:
+            d["shape_after"] = list(self.shape_after)
         d["sparsity"] = self.sparsity
         return d
 
@@ -40,7 +43,11 @@ class PruneReport:
     width: int
     amount: float
     write_back: str
+    pattern: str = "unstructured"
+    scope: str = "layer"
     layers: list = field(default_factory=list)
+    search_cycles: int = 0      # global scope: the shared histogram passes
+    totals: dict = field(default_factory=dict)   # channel: params/MACs before and after
 
     @property
     def numel(self):
@@ -52,7 +59,7 @@ class PruneReport:
 
     @property
     def cycles(self):
-        return sum(layer.cycles for layer in self.layers)
+        return self.search_cycles + sum(layer.cycles for layer in self.layers)
 
     @property
     def sparsity(self):
@@ -66,10 +73,12 @@ class PruneReport:
 
     def to_dict(self):
         return {"backend": self.backend, "lanes": self.lanes, "width": self.width,
-                "amount": self.amount, "write_back": self.write_back,
+                "amount": self.amount, "pattern": self.pattern, "scope": self.scope,
+                "write_back": self.write_back,
                 "layers": [layer.to_dict() for layer in self.layers],
                 "total": {"numel": self.numel, "kept": self.kept, "sparsity": self.sparsity,
-                          "cycles": self.cycles}}
+                          "cycles": self.cycles, "search_cycles": self.search_cycles,
+                          **self.totals}}
 
     def to_json(self, **kwargs):
         return json.dumps(self.to_dict(), **kwargs)
@@ -88,9 +97,18 @@ class PruneReport:
         def fmt(row):
             return "  ".join(f"{v:{a}{w}}" for v, a, w in zip(row, align, widths))
         rule = "-" * len(fmt(head))
+        what = (f"pattern {self.pattern}" if self.pattern.count(":") else
+                f"{self.pattern} {self.scope}-wise, amount {self.amount:g}")
         title = (f"hwprune: {self.backend} engine, {self.lanes} lanes x {self.width} bits, "
-                 f"amount {self.amount:g}, write-back {self.write_back}")
-        return "\n".join([title, rule, fmt(head), rule, *map(fmt, rows[:-1]), rule,
-                          fmt(rows[-1])])
+                 f"{what}, write-back {self.write_back}")
+        lines = [title, rule, fmt(head), rule, *map(fmt, rows[:-1]), rule, fmt(rows[-1])]
+        if self.search_cycles:
+            lines.append(f"(total includes {self.search_cycles:,} cycles of global threshold "
+                         f"search)")
+        if self.totals:
+            t = self.totals
+            lines.append(f"parameters {t['params_before']:,} -> {t['params_after']:,}, "
+                         f"MACs {t['macs_before']:,} -> {t['macs_after']:,}")
+        return "\n".join(lines)
 
     __str__ = table

@@ -6,18 +6,23 @@ a ``Result`` coming out, both dataclasses of numpy arrays and integers) and a fu
 one to the other; :data:`MODELS` registers them by block name for the generic backends.
 """
 
-from . import sparse_mac, threshold_engine
+from . import magnitude_histogram, sparse_mac, threshold_engine
+from .magnitude_histogram import HistogramJob, HistogramResult, select_threshold_passes
 from .sparse_mac import SparseMacJob, SparseMacResult
 from .threshold_engine import ALL_TIES, MaskResult, ThresholdJob, magnitude, threshold_mask
 
 __all__ = ["MODELS", "JOBS", "RESULTS", "ALL_TIES", "MaskResult", "ThresholdJob", "magnitude",
-           "threshold_mask", "to_arrays", "from_arrays", "SparseMacJob", "SparseMacResult"]
+           "threshold_mask", "to_arrays", "from_arrays", "SparseMacJob", "SparseMacResult",
+           "HistogramJob", "HistogramResult", "select_threshold_passes"]
 
 #: block name -> function(job) -> result
-MODELS = {"threshold_engine": threshold_engine.run, "sparse_mac": sparse_mac.run}
+MODELS = {"threshold_engine": threshold_engine.run, "sparse_mac": sparse_mac.run,
+          "magnitude_histogram": magnitude_histogram.run}
 #: block name -> job / result dataclass (for the cocotb backend's job files)
-JOBS = {"threshold_engine": ThresholdJob, "sparse_mac": SparseMacJob}
-RESULTS = {"threshold_engine": MaskResult, "sparse_mac": SparseMacResult}
+JOBS = {"threshold_engine": ThresholdJob, "sparse_mac": SparseMacJob,
+        "magnitude_histogram": HistogramJob}
+RESULTS = {"threshold_engine": MaskResult, "sparse_mac": SparseMacResult,
+           "magnitude_histogram": HistogramResult}
 
 
 # N:M selection and channel norms (issue 3).

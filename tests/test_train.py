@@ -237,3 +237,12 @@ def test_channel_one_shot_removes_channels_and_fine_tunes(splits):
     assert result["parameters"][1] < result["parameters"][0] / 2
     assert model(splits.test.tensors[0][:4]).shape == (4, 10)
     assert model.features[0].out_channels == 16
+
+
+def test_train_cli_saves_a_loadable_state_dict(tmp_path, capsys):
+    path = tmp_path / "dense.pt"
+    assert main(["train", "--epochs", "1", "--l1", "1e-5", "--no-progress",
+                 "--out", str(path)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    model = build_model("mlp-digits")
+    model.load_state_dict(torch.load(path))

@@ -19,8 +19,9 @@ from torch.nn.utils import prune as torch_prune
 from tqdm import tqdm
 
 from hwprune import get_backend
-from hwprune.golden import ThresholdJob
-from hwprune.prune import _host_threshold, _keep_count
+from hwprune.golden import ThresholdJob, select_threshold_passes
+from hwprune.golden.magnitude_histogram import run as golden_histogram
+from hwprune.prune import _keep_count
 from hwprune.quant import quantize, tile
 from hwprune.sim.verilator_lib import ThresholdEngineLib
 
@@ -43,8 +44,9 @@ def main():
     for t in tqdm(tensors, desc="quantize+tile", unit="tensor"):
         q = quantize(t.numpy(), width)
         tiles = tile(q.codes, lanes)
-        thr, budget = _host_threshold(np.abs(q.codes.astype(np.int32)).ravel(),
-                                      _keep_count(t.numel(), args.amount), width)
+        # The threshold comes from the histogram unit's model: this bench times the mask pass.
+        thr, budget, _ = select_threshold_passes(golden_histogram, tiles.data, tiles.lane_valid,
+                                                 width, _keep_count(t.numel(), args.amount))
         jobs.append(ThresholdJob(tiles.data, tiles.lane_valid, thr, budget))
     print(f"{len(tensors)} tensors, {weights:,} weights, {lanes} lanes x {width} bits")
 

@@ -5,7 +5,7 @@ from functools import partial
 import torch
 from torch import nn
 
-__all__ = ["ReferenceCNN", "LeNet300", "build_model", "MODELS"]
+__all__ = ["ReferenceCNN", "LeNet300", "build_model", "example_inputs", "MODELS", "INPUT_SHAPES"]
 
 
 class ReferenceCNN(nn.Module):
@@ -58,3 +58,12 @@ def build_model(name="cnn", seed=0):
         raise ValueError(f"model must be one of {sorted(MODELS)}, not {name!r}") from None
     torch.manual_seed(seed)
     return cls()
+
+
+#: Input shape (without the batch dimension) of each built-in model.
+INPUT_SHAPES = {"cnn": (3, 32, 32), "mlp-digits": (64,), "cnn-digits": (1, 8, 8)}
+
+
+def example_inputs(name="cnn", batch=1):
+    """A random input batch of the right shape for a built-in model (for tracing)."""
+    return torch.randn(batch, *INPUT_SHAPES[name])

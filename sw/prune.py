@@ -168,7 +168,7 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     # Read and check every weight before anything is written.
     weights = []
     for name, module, pname in targets:
-        w = _current_weight(module, pname).detach().to("cpu", torch.float64).numpy()
+        w = _current_weight(module, pname).detach().to("cpu", torch.float32).numpy()
         if not np.isfinite(w).all():
             bad = int(np.count_nonzero(~np.isfinite(w)))
             raise ValueError(f"layer {name!r} has {bad} NaN or Inf weight(s); "
@@ -337,9 +337,11 @@ def _install(module, pname, mask, values, scale):
     """Install ``mask`` (and, for quantized write-back, ``values``) the torch.nn.utils.prune way."""
     orig = getattr(module, pname + "_orig", None)
     target = orig if orig is not None else getattr(module, pname)
-    mask_t = torch.as_tensor(np.ascontiguousarray(mask), dtype=target.dtype, device=target.device)
+    mask_t = torch.from_numpy(np.ascontiguousarray(mask)).to(target.dtype)
     if orig is None:
         torch_prune.custom_from_mask(module, pname, mask_t)
+        if values is None:
+            return                        # custom_from_mask has applied the mask already
     else:
         # Already pruned: the new mask already excludes the old zeros; update it in place so
         # there is still one mask and one hook, as torch.nn.utils.prune keeps them.

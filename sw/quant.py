@@ -46,17 +46,21 @@ def quantize(weights, width, granularity="tensor", *, scale=None):
     """
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
-    w = np.asarray(weights, dtype=np.float64)
+    # float32 in, float32 arithmetic (24-bit mantissas are exact enough for 16-bit codes);
+    # anything else is computed in float64.
+    w = np.asarray(weights)
+    if w.dtype != np.float32:
+        w = w.astype(np.float64)
     qmax = 2 ** (width - 1) - 1
     if scale is not None:
         scale = np.asarray(scale, dtype=np.float64)
     elif granularity == "tensor" or w.ndim < 2:
         amax = np.abs(w).max(initial=0.0)
-        scale = np.asarray(amax / qmax if amax > 0 else 1.0)
+        scale = np.asarray(float(amax) / qmax if amax > 0 else 1.0, dtype=np.float64)
     else:
         amax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-        scale = np.where(amax > 0, amax / qmax, 1.0).reshape((-1,) + (1,) * (w.ndim - 1))
-    codes = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int16)
+        scale = np.where(amax > 0, amax.astype(np.float64) / qmax, 1.0).reshape((-1,) + (1,) * (w.ndim - 1))
+    codes = np.clip(np.rint(w / scale.astype(w.dtype)), -qmax, qmax).astype(np.int16)
     return Quantized(codes=codes, scale=scale, width=width, granularity=granularity)
 
 

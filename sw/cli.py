@@ -21,6 +21,10 @@ def _parser():
     p.add_argument("--model", default="cnn", help="built-in model (cnn: the reference article's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's weights (0)")
     p.add_argument("--amount", type=float, default=0.5, help="fraction to prune, 0 to 1 (0.5)")
+    p.add_argument("--pattern", default="unstructured",
+                   help='unstructured, N:M (e.g. 2:4) or channel (default: unstructured)')
+    p.add_argument("--scope", default="layer", choices=["layer", "global"],
+                   help="one threshold per tensor, or one across all tensors (layer)")
     p.add_argument("--backend", default="verilator", help="verilator, golden or cocotb")
     _add_engine_options(p)
     p.add_argument("--granularity", default="tensor", choices=["tensor", "channel"])
@@ -136,9 +140,14 @@ def _cmd_prune(args):
     from hwprune.models import build_model
 
     model = build_model(args.model, seed=args.seed)
-    report = hwprune.prune(model, amount=args.amount, backend=args.backend, lanes=args.lanes,
-                           width=args.width, granularity=args.granularity,
-                           write_back=args.write_back, progress=not args.no_progress)
+    example = None
+    if args.pattern == "channel":
+        from hwprune.models import example_inputs
+        example = example_inputs(args.model)
+    report = hwprune.prune(model, amount=args.amount, pattern=args.pattern, scope=args.scope,
+                           backend=args.backend, lanes=args.lanes, width=args.width,
+                           granularity=args.granularity, write_back=args.write_back,
+                           example_inputs=example, progress=not args.no_progress)
     print(report.table())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -134,25 +134,21 @@ def test_golden_and_verilator_bit_identical_with_and_without_stalls():
         assert s.cycles > p.cycles
 
 
-def test_cocotb_backend_bit_identical_layers_and_whole_model():
-    rng = np.random.default_rng(7)
-    jobs = _jobs(rng)[2:4]
-    cocotb = get_backend("cocotb", lanes=LANES, width=WIDTH)
-    golden = get_backend("golden", lanes=LANES, width=WIDTH).run("sparse_mac", [j for *_, j in jobs])
-    got = cocotb.run("sparse_mac", [j for *_, j in jobs])
-    for g, c in zip(golden, got):
-        np.testing.assert_array_equal(c.out, g.out)
-        assert c.cycles == g.cycles
-    # A whole (small) model, one simulator run per layer.
+def test_cocotb_backend_whole_model_bit_identical():
+    """A small model on the cocotb backend (one simulator run per layer), both formats."""
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
                           nn.Linear(4 * 4 * 4, 3)).eval()
-    hwprune.prune(model, amount=0.6, backend="golden")
+    hwprune.prune(model, amount=0.6, backend="golden", layers=["0.weight"])
+    linear = model[3]
+    torch.nn.utils.prune.custom_from_mask(
+        linear, "weight", torch.as_tensor(nm_mask(linear.weight.detach().numpy(), 2, 4)))
     x = _input((1, 2, 4, 4), seed=6)
-    report = hwprune.run(model, x, backend=cocotb)
+    report = hwprune.run(model, x, backend="cocotb")
     assert torch.equal(report.output, reference(model, x))
-    assert [layer.cycles for layer in report.layers] == \
-        [layer.cycles for layer in hwprune.run(model, x, backend="golden").layers]
+    assert [layer.fmt for layer in report.layers] == ["unstructured", "2:4"]
+    golden = hwprune.run(model, x, backend="golden")
+    assert [layer.cycles for layer in report.layers] == [layer.cycles for layer in golden.layers]
 
 
 def test_dense_cycle_model_matches_the_rtl():

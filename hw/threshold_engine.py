@@ -10,7 +10,8 @@ that asks for ``tie_budget = k - count(|w| > T)`` gets exactly ``k`` kept weight
 
 Pipeline (four register stages, one beat per clock while ``o_stream.ready`` is high)::
 
-    i_stream -> [S1 input reg] -> [S2 |w| compare] -> [S3 tie prefix count] -> [S4 mask] -> o_stream
+    i_stream -> |w| compare [S1] -> tie prefix count, first half [S2] -> second half [S3]
+             -> budget, mask [S4] -> o_stream
 
 The whole pipeline advances together when its output register is empty or being read
 (``advance = ~o_stream.valid | o_stream.ready``), so ``i_stream.ready`` depends on
@@ -72,28 +73,25 @@ class MaskedTileLayout(data.StructLayout):
         })
 
 
-def prefix_counts(m, bits, *, domain="comb"):
-    """Exclusive prefix population counts of ``bits`` (a list of 1-bit values).
+def _scan(m, level, step, count, shape):
+    """Run ``count`` more Kogge-Stone levels (starting at distance ``step``) over ``level``.
 
-    Returns a list ``p`` with ``p[i] = sum(bits[:i])``, built as a Kogge-Stone scan
-    (``ceil(log2(n))`` adder levels) so the depth grows with the log of the lane count.
+    Returns the new values (inclusive prefix sums once ``step >= len(level)``) and the next step.
     """
-    n = len(bits)
-    count_shape = unsigned(max(1, n.bit_length()))
-    level = [Value.cast(b).as_unsigned() for b in bits]
-    step = 1
-    while step < n:
+    n = len(level)
+    for _ in range(count):
+        if step >= n:
+            break
         nxt = []
         for i in range(n):
             if i >= step:
-                s = Signal(count_shape)
-                m.d[domain] += s.eq(level[i] + level[i - step])
+                s = Signal(shape)
+                m.d.comb += s.eq(level[i] + level[i - step])
                 nxt.append(s)
             else:
                 nxt.append(level[i])
         level, step = nxt, step * 2
-    # level[i] is now the inclusive count; shift right by one lane for the exclusive one.
-    return [C(0, count_shape)] + [Value.cast(v) for v in level[:-1]]
+    return level, step
 
 
 def popcount(value):
@@ -120,15 +118,17 @@ class ThresholdEngine(wiring.Component):
     i_stream : In(stream.Signature(TileLayout))
     o_stream : Out(stream.Signature(MaskedTileLayout))
     threshold : In(unsigned(width))
-        Magnitude threshold ``T``; ``|w| > T`` is kept, ``|w| == T`` is a tie.
+        Magnitude threshold ``T``; ``|w| > T`` is kept, ``|w| == T`` is a tie. Registered
+        before use: hold it from the ``clear`` of a pass to the pass's last input beat.
     tie_budget : In(unsigned(32))
         Number of ties to keep, loaded by ``clear``.
     clear : In(1)
         Strobe: zero the counters and load the tie budget. Assert only while the pipeline is empty.
     beats, kept : Out(unsigned(32))
-        Output beats delivered and weights kept since the last ``clear``.
+        Output beats delivered and weights kept since the last ``clear`` (``kept`` includes a
+        delivered beat one clock after its transfer).
     ties_left : Out(unsigned(32))
-        Tie budget not yet used.
+        Tie budget not yet used (final one clock after the last beat).
     """
 
     def __init__(self, *, lanes, width):
@@ -164,67 +164,114 @@ class ThresholdEngine(wiring.Component):
             self.i_stream.ready.eq(advance),
         ]
 
-        # S1: input register.
+        # S1: input register, with the magnitude compare in front of it. No negation per
+        # weight: |w| > T is w > T for w >= 0 and w < -T for w < 0, two compares side by side
+        # (timing). T and -T are registered copies of `threshold`, a configuration input, so
+        # the compares start from flip-flops. |-2**(width-1)| = 2**(width-1) <= T's range.
+        pos_t = Signal(signed(width + 2))
+        neg_t = Signal(signed(width + 2))
+        m.d.sync += [pos_t.eq(self.threshold), neg_t.eq(-self.threshold)]
         s1_valid = Signal()
-        s1 = Signal(TileLayout(lanes, width))
+        s1_data = Signal(data.ArrayLayout(signed(width), lanes))
+        s1_gt = Signal(lanes)
+        s1_eq = Signal(lanes)
         with m.If(advance):
-            m.d.sync += [s1_valid.eq(self.i_stream.valid), s1.eq(self.i_stream.payload)]
+            tile = self.i_stream.payload
+            m.d.sync += [s1_valid.eq(self.i_stream.valid), s1_data.eq(tile.data)]
+            for i in range(lanes):
+                w = tile.data[i]
+                live = tile.lane_valid[i]
+                neg = w < 0
+                m.d.sync += [
+                    s1_gt[i].eq(live & Mux(neg, w < neg_t, w > pos_t)),
+                    s1_eq[i].eq(live & Mux(neg, w == neg_t, w == pos_t)),
+                ]
 
-        # S2: magnitude compare. |-2**(width-1)| = 2**(width-1) still fits in `width` unsigned bits.
+        # S2, S3: position of each tie among the ties of its beat, and the beat's tie count: a
+        # Kogge-Stone scan whose log2(lanes) adder levels are split between the two stages.
+        levels = max(1, (lanes - 1).bit_length())
+        scan, step = _scan(m, [s1_eq[i] for i in range(lanes)], 1, levels // 2, count_shape)
         s2_valid = Signal()
         s2_data = Signal(data.ArrayLayout(signed(width), lanes))
         s2_gt = Signal(lanes)
         s2_eq = Signal(lanes)
+        s2_scan = [Signal(count_shape, name=f"s2_scan{i}") for i in range(lanes)]
         with m.If(advance):
-            m.d.sync += [s2_valid.eq(s1_valid), s2_data.eq(s1.data)]
-            for i in range(lanes):
-                w = s1.data[i]
-                mag = Signal(unsigned(width), name=f"mag{i}")
-                m.d.comb += mag.eq(Mux(w < 0, -w, w))
-                live = s1.lane_valid[i]
-                m.d.sync += [
-                    s2_gt[i].eq(live & (mag > self.threshold)),
-                    s2_eq[i].eq(live & (mag == self.threshold)),
-                ]
+            m.d.sync += [s2_valid.eq(s1_valid), s2_data.eq(s1_data), s2_gt.eq(s1_gt),
+                         s2_eq.eq(s1_eq)]
+            m.d.sync += [r.eq(v) for r, v in zip(s2_scan, scan)]
 
-        # S3: position of each tie among the ties of its beat, and the beat's tie count.
+        inclusive, _ = _scan(m, s2_scan, step, levels, count_shape)
         s3_valid = Signal()
         s3_data = Signal(data.ArrayLayout(signed(width), lanes))
         s3_gt = Signal(lanes)
         s3_eq = Signal(lanes)
         s3_rank = Signal(data.ArrayLayout(count_shape, lanes))
         s3_ties = Signal(count_shape)
-        ranks = prefix_counts(m, [s2_eq[i] for i in range(lanes)])
         with m.If(advance):
             m.d.sync += [s3_valid.eq(s2_valid), s3_data.eq(s2_data), s3_gt.eq(s2_gt),
-                         s3_eq.eq(s2_eq), s3_ties.eq(ranks[-1] + s2_eq[lanes - 1])]
-            m.d.sync += [s3_rank[i].eq(ranks[i]) for i in range(lanes)]
+                         s3_eq.eq(s2_eq), s3_ties.eq(inclusive[-1])]
+            # Exclusive counts: the inclusive count of the lane before.
+            m.d.sync += [s3_rank[i].eq(inclusive[i - 1] if i else 0) for i in range(lanes)]
 
         # S4: grant ties from the budget in stream order, build the mask, zero the pruned weights.
-        ties_left = Signal(unsigned(COUNTER_WIDTH))
-        # min(ties_left, lanes) is all a single beat can use; ranks are < lanes.
-        grantable = Signal(unsigned(lanes.bit_length()))
-        m.d.comb += grantable.eq(Mux(ties_left >= lanes, lanes, ties_left))
+        # A beat's ties are ranked 0.. in lane order, so a tie is kept iff rank < ties_left
+        # (ranks are < lanes, so no min(ties_left, lanes) is needed), and the beat uses
+        # min(ties, ties_left). Timing: the budget is kept as ties_left = (hi - borrow) * 2**k
+        # + lo with 2**k > 2 * lanes. Only lo (k bits) is in the per-beat loop; a borrow out of
+        # lo is taken from hi one clock later (a beat never borrows twice in a row, since after
+        # a borrow lo >= 2**k - lanes > lanes). hi - borrow != 0 means ties_left >= 2**k.
+        rank_bits = lanes.bit_length()
+        k = rank_bits + 1
+        lo = Signal(k)
+        hi = Signal(COUNTER_WIDTH - k)
+        borrow = Signal()
+        # hi - borrow != 0 and hi - borrow == 1, kept as registers: hi - borrow only ever drops by
+        # the borrow a beat makes, so the next values need hi - borrow == 2, not a subtraction.
+        budget_big = Signal()  # ties_left >= 2**k > any rank, and > any beat's tie count
+        hi_one = Signal()
+        hi_two = Signal()
+        m.d.comb += hi_two.eq(Mux(borrow, hi == 3, hi == 2))
+        used = Signal(range(lanes + 1))
+        m.d.comb += used.eq(Mux(budget_big | (s3_ties < lo), s3_ties, lo))
+        lo_next = Signal(signed(k + 2))
+        m.d.comb += lo_next.eq(lo - used)
         mask = Signal(lanes)
         for i in range(lanes):
-            m.d.comb += mask[i].eq(s3_gt[i] | (s3_eq[i] & (s3_rank[i] < grantable)))
-        used = Signal(unsigned(lanes.bit_length()))
-        m.d.comb += used.eq(Mux(s3_ties < grantable, s3_ties, grantable))
+            m.d.comb += mask[i].eq(s3_gt[i] | (s3_eq[i] & (budget_big | (s3_rank[i] < lo))))
+        beat = Signal()
+        m.d.comb += beat.eq(advance & s3_valid)
+        new_borrow = Signal()
+        m.d.comb += new_borrow.eq(beat & (lo_next < 0))
+        m.d.sync += [hi.eq(hi - borrow), borrow.eq(new_borrow)]
+        with m.If(new_borrow):
+            m.d.sync += [budget_big.eq(~hi_one), hi_one.eq(hi_two)]
+        with m.If(beat):
+            m.d.sync += lo.eq(lo_next[:k])
+        # The ties_left output is a register (timing: the subtraction ends at a flip-flop), so it
+        # is final one clock after the last beat, like kept.
+        ties_left = Signal(unsigned(COUNTER_WIDTH))
+        m.d.sync += ties_left.eq(Cat(lo, hi - borrow))
 
         out = self.o_stream.payload
         with m.If(advance):
             m.d.sync += self.o_stream.valid.eq(s3_valid)
             m.d.sync += out.mask.eq(mask)
             m.d.sync += [out.data[i].eq(Mux(mask[i], s3_data[i], 0)) for i in range(lanes)]
-            with m.If(s3_valid):
-                m.d.sync += ties_left.eq(ties_left - used)
 
-        # Counters count delivered beats, so a stalled output is never counted twice.
+        # Counters count delivered beats, so a stalled output is never counted twice. The kept
+        # count of a delivered beat is added one clock later (timing: the popcount and the
+        # 32-bit addition get a clock each), so `kept` is final one clock after the last beat.
         beats = Signal(unsigned(COUNTER_WIDTH))
         kept = Signal(unsigned(COUNTER_WIDTH))
+        delivered_kept = Signal(range(lanes + 1))
+        m.d.sync += [delivered_kept.eq(0), kept.eq(kept + delivered_kept)]
         with m.If(self.o_stream.valid & self.o_stream.ready):
-            m.d.sync += [beats.eq(beats + 1), kept.eq(kept + popcount(out.mask))]
+            m.d.sync += [beats.eq(beats + 1), delivered_kept.eq(popcount(out.mask))]
         with m.If(self.clear):
-            m.d.sync += [beats.eq(0), kept.eq(0), ties_left.eq(self.tie_budget)]
+            m.d.sync += [beats.eq(0), kept.eq(0), delivered_kept.eq(0),
+                         lo.eq(self.tie_budget[:k]), hi.eq(self.tie_budget[k:]), borrow.eq(0),
+                         budget_big.eq(self.tie_budget[k:] != 0),
+                         hi_one.eq(self.tie_budget[k:] == 1)]
         m.d.comb += [self.beats.eq(beats), self.kept.eq(kept), self.ties_left.eq(ties_left)]
         return m

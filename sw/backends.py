@@ -135,7 +135,11 @@ class CocotbBackend(Backend):
             shutil.rmtree(job_dir, ignore_errors=True)
 
 
-BACKENDS = {cls.name: cls for cls in (GoldenBackend, VerilatorBackend, CocotbBackend)}
+# The UART backends (a real board over pyserial, and its verilated UART core) live in .uart.
+from .uart import SerialBackend, UartSimBackend  # noqa: E402  (needs Backend, defined above)
+
+BACKENDS = {cls.name: cls for cls in (GoldenBackend, VerilatorBackend, CocotbBackend,
+                                      SerialBackend, UartSimBackend)}
 
 
 def get_backend(name, *, lanes, width, **options):

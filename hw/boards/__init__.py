@@ -1,0 +1,315 @@
+"""Board tops and synthesis with the open toolchain from PyPI (YoWASP) through amaranth-boards.
+
+``python -m hwprune.hw.boards --board icebreaker --lanes 8 --width 8`` (or ``make synth``)
+writes ``build/<board>_l<lanes>_w<width>/top.bin`` (iCE40) or ``top.bit`` (ECP5) and
+``report.json``: LUT / FF / BRAM / DSP used and available and the achieved Fmax per clock.
+
+Boards
+------
+``icebreaker``  iCEBreaker, iCE40 UP5K; 12 MHz oscillator, SB_PLL40_PAD to ``freq`` (48 MHz).
+``ulx3s``       ULX3S, ECP5 LFE5U-85F; 25 MHz oscillator, EHXPLLL to ``freq`` (150 MHz).
+
+The top is :class:`hwprune.hw.bridge.UARTCore` (UART, command bridge, threshold engine) on the
+board's FTDI UART, reset by the PLL lock and a button, with status LEDs (error, heartbeat, busy,
+PLL lock, as many as the board has).
+"""
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from amaranth import *
+from amaranth.build import ResourceError
+from amaranth.lib import wiring
+from amaranth.lib.cdc import ResetSynchronizer
+
+from ..bridge import UARTCore
+from ..threshold_engine import check_params
+
+__all__ = ["BOARDS", "BoardTop", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
+           "synth", "DEFAULT_BAUD"]
+
+DEFAULT_BAUD = 1_000_000
+#: Idle time after which the bridge ends a partly received frame.
+DEVICE_TIMEOUT_S = 0.05
+
+
+def _icebreaker():
+    from amaranth_boards.icebreaker import ICEBreakerPlatform
+    return ICEBreakerPlatform()
+
+
+def _ulx3s():
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    return ULX3S_85F_Platform()
+
+
+#: board -> (platform factory, oscillator MHz, default core MHz, reset button resource, family)
+BOARDS = {
+    "icebreaker": (_icebreaker, 12.0, 48.0, ("button", 0), "ice40"),
+    "ulx3s": (_ulx3s, 25.0, 150.0, ("button_fire", 0), "ecp5"),
+}
+
+
+def ice40_pll_params(f_in, f_out):
+    """SB_PLL40 (SIMPLE feedback) settings closest to ``f_out`` MHz; returns (params, f_actual)."""
+    best = None
+    for divr in range(16):
+        f_pfd = f_in / (divr + 1)
+        if not 10 <= f_pfd <= 133:
+            continue
+        for divf in range(128):
+            f_vco = f_pfd * (divf + 1)
+            if not 533 <= f_vco <= 1066:
+                continue
+            for divq in range(1, 7):
+                f = f_vco / 2 ** divq
+                if best is None or abs(f - f_out) < abs(best[1] - f_out):
+                    best = ((divr, divf, divq, f_pfd), f)
+    (divr, divf, divq, f_pfd), f = best
+    filter_range = next(i for i, hi in enumerate((17, 26, 44, 66, 101, 1e9), 1) if f_pfd < hi)
+    return {"DIVR": divr, "DIVF": divf, "DIVQ": divq, "FILTER_RANGE": filter_range}, f
+
+
+def ecp5_pll_params(f_in, f_out):
+    """EHXPLLL settings (CLKOP feedback) closest to ``f_out`` MHz; returns (params, f_actual)."""
+    best = None
+    for clki_div in range(1, 129):
+        f_pfd = f_in / clki_div
+        if not 3.125 <= f_pfd <= 400:
+            continue
+        for clkfb_div in range(1, 81):
+            f = f_pfd * clkfb_div
+            for clkop_div in range(1, 129):
+                f_vco = f * clkop_div
+                if 400 <= f_vco <= 800:
+                    if best is None or abs(f - f_out) < abs(best[1] - f_out):
+                        best = ((clki_div, clkfb_div, clkop_div), f)
+                    break
+    (clki_div, clkfb_div, clkop_div), f = best
+    return {"CLKI_DIV": clki_div, "CLKFB_DIV": clkfb_div, "CLKOP_DIV": clkop_div,
+            "CLKOP_CPHASE": clkop_div - 1}, f
+
+
+class BoardTop(wiring.Component):
+    """The UART core on a board: PLL, reset, UART pins, status LEDs (no ports of its own).
+
+    Parameters
+    ----------
+    board : str
+        A key of :data:`BOARDS`.
+    lanes, width : int
+        Threshold engine parameters.
+    freq : float, optional
+        Core clock in MHz (default: the board's, see :data:`BOARDS`); the PLL gets as close as
+        it can and :attr:`freq` is what it gives.
+    baud : int
+        UART bit rate.
+    """
+
+    def __init__(self, board, *, lanes, width, freq=None, baud=DEFAULT_BAUD):
+        if board not in BOARDS:
+            raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
+        check_params(lanes=lanes, width=width)
+        _, f_osc, f_default, _, family = BOARDS[board]
+        self.board, self.family, self.f_osc = board, family, f_osc
+        self.lanes, self.width, self.baud = lanes, width, baud
+        pll = ice40_pll_params if family == "ice40" else ecp5_pll_params
+        self.pll_params, self.freq = pll(f_osc, freq or f_default)
+        self.clocks_per_bit = round(self.freq * 1e6 / baud)
+        self.timeout = int(DEVICE_TIMEOUT_S * self.freq * 1e6)
+        super().__init__({})
+
+    def _clock_and_reset(self, m, platform):
+        """The core clock domain from the PLL; returns the PLL's lock signal."""
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        locked = Signal()
+        clk_io = platform.request(platform.default_clk, dir="-")
+        if self.family == "ice40":
+            m.submodules.pll = Instance(
+                "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE",
+                **{f"p_{k}": v for k, v in self.pll_params.items()},
+                i_PACKAGEPIN=clk_io.io, i_RESETB=1, i_BYPASS=0,
+                o_PLLOUTGLOBAL=cd_sync.clk, o_LOCK=locked)
+        else:
+            from amaranth.lib import io
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
+            clkop = Signal()
+            p = self.pll_params
+            m.submodules.pll = Instance(
+                "EHXPLLL",
+                a_FREQUENCY_PIN_CLKI=str(self.f_osc), a_FREQUENCY_PIN_CLKOP=f"{self.freq:g}",
+                a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+                a_MFG_GMCREF_SEL="2",
+                p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+                p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+                p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+                p_CLKI_DIV=p["CLKI_DIV"], p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=p["CLKOP_DIV"],
+                p_CLKOP_CPHASE=p["CLKOP_CPHASE"], p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+                p_CLKFB_DIV=p["CLKFB_DIV"],
+                i_RST=0, i_STDBY=0, i_CLKI=clk_buf.i, i_CLKFB=clkop, i_PHASESEL0=0,
+                i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1, i_PLLWAKESYNC=0,
+                i_ENCLKOP=0, o_CLKOP=clkop, o_LOCK=locked)
+            m.d.comb += cd_sync.clk.eq(clkop)
+        platform.add_clock_constraint(cd_sync.clk, self.freq * 1e6)
+
+        button = platform.request(*BOARDS[self.board][3]).i
+        m.submodules.reset_sync = ResetSynchronizer(~locked | button, domain="sync")
+        return locked
+
+    def elaborate(self, platform):
+        m = Module()
+        locked = self._clock_and_reset(m, platform)
+        m.submodules.core = core = UARTCore(lanes=self.lanes, width=self.width,
+                                            clocks_per_bit=self.clocks_per_bit,
+                                            timeout=self.timeout)
+        uart = platform.request("uart", 0)
+        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+
+        heartbeat = Signal(range(int(self.freq * 1e6)))
+        m.d.sync += heartbeat.eq(heartbeat + 1)
+        roles = [core.error, heartbeat[-1], core.busy, locked]
+        for i, value in enumerate(roles):
+            try:
+                led = platform.request("led", i)
+            except ResourceError:  # the board has fewer LEDs
+                break
+            m.d.comb += led.o.eq(value)
+        return m
+
+
+class EngineTimingTop(BoardTop):
+    """The threshold engine alone between flip-flops, for its own Fmax (no UART bridge).
+
+    Inputs come from a free-running LFSR through registers, the outputs and counters are XORed
+    down (in registered steps) to one LED, so nextpnr times only engine paths plus one register
+    level on each side.
+    """
+
+    def elaborate(self, platform):
+        from ..threshold_engine import ThresholdEngine
+        m = Module()
+        self._clock_and_reset(m, platform)
+        m.submodules.engine = engine = ThresholdEngine(lanes=self.lanes, width=self.width)
+        lfsr = Signal(64, init=1)
+        m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[1] ^ lfsr[3] ^ lfsr[4]))
+        n_in = len(engine.i_stream.payload.as_value())
+        in_bits = Signal(n_in)
+        m.d.sync += in_bits.eq(Cat(*[lfsr.rotate_left(7 * k) for k in range(n_in // 64 + 1)])[:n_in])
+        ctrl = Signal(8)
+        m.d.sync += ctrl.eq(lfsr[8:16])
+        threshold = Signal(self.width)
+        budget = Signal(32)
+        m.d.sync += [threshold.eq(lfsr[16:16 + self.width]), budget.eq(lfsr[32:64])]
+        m.d.comb += [engine.i_stream.payload.eq(in_bits), engine.i_stream.valid.eq(ctrl[0]),
+                     engine.o_stream.ready.eq(ctrl[1] | ctrl[2]),
+                     engine.clear.eq(ctrl == 0xA5), engine.threshold.eq(threshold),
+                     engine.tie_budget.eq(budget)]
+        watched = Cat(engine.o_stream.payload.as_value(), engine.o_stream.valid,
+                      engine.i_stream.ready, engine.beats, engine.kept, engine.ties_left)
+        chunks = [Signal(name=f"xor{i}") for i in range((len(watched) + 15) // 16)]
+        m.d.sync += [c.eq(watched[16 * i:16 * i + 16].xor()) for i, c in enumerate(chunks)]
+        folded = Signal()
+        m.d.sync += folded.eq(Cat(*chunks).xor())
+        m.d.comb += platform.request("led", 0).o.eq(folded)
+        return m
+
+
+def setup_toolchain():
+    """Point amaranth's Lattice flow at the YoWASP tools (see TOOLCHAIN notes)."""
+    bin_dir = Path(sys.executable).parent  # the venv's scripts, on PATH or not
+    for tool in ("yosys", "nextpnr-ice40", "icepack", "nextpnr-ecp5", "ecppack"):
+        exe = bin_dir / f"yowasp-{tool}"
+        os.environ.setdefault(tool.upper().replace("-", "_"),
+                              str(exe) if exe.exists() else f"yowasp-{tool}")
+    os.environ.setdefault("OPENFPGALOADER", "true")  # ULX3S checks for it even when not programming
+
+
+def _stat_counts(stat, family):
+    """LUT / FF / BRAM / DSP counts of the synthesized netlist (yosys ``stat -json``)."""
+    cells = {}
+    for mod in stat.get("modules", {}).values():
+        for cell, n in mod.get("num_cells_by_type", {}).items():
+            cells[cell] = cells.get(cell, 0) + n
+    if family == "ice40":
+        return {"lut": cells.get("SB_LUT4", 0),
+                "ff": sum(n for c, n in cells.items() if c.startswith("SB_DFF")),
+                "carry": cells.get("SB_CARRY", 0),
+                "bram": cells.get("SB_RAM40_4K", 0), "dsp": cells.get("SB_MAC16", 0)}
+    return {"lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
+            "ff": cells.get("TRELLIS_FF", 0),
+            "bram": cells.get("DP16KD", 0),
+            "dsp": cells.get("MULT18X18D", 0)}
+
+
+#: nextpnr utilization keys -> our resource names (available counts come from nextpnr)
+_AVAILABLE = {
+    "ice40": {"lut": "ICESTORM_LC", "ff": "ICESTORM_LC", "bram": "ICESTORM_RAM",
+              "dsp": "ICESTORM_DSP"},
+    "ecp5": {"lut": "TRELLIS_COMB", "ff": "TRELLIS_FF", "bram": "DP16KD", "dsp": "MULT18X18D"},
+}
+
+
+def synth(board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, build_dir="build", seed=1,
+          top="board", verbose=False):
+    """Synthesize, place and route the board top; write the bitstream and ``report.json``.
+
+    ``top="board"`` builds :class:`BoardTop` (the bitstream to use), ``top="engine"``
+    :class:`EngineTimingTop` (the engine alone, for its Fmax; built under ``..._engine``).
+
+    Returns the report (a dict): board, top, device, lanes, width, clock, resources
+    (``{name: {"used", "available"}}`` for lut, ff, bram, dsp and nextpnr's cell count),
+    ``fmax_mhz`` (achieved, per clock), ``seconds``, ``bitstream`` and ``meets_timing``.
+    """
+    setup_toolchain()
+    if board not in BOARDS:
+        raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
+    factory, _, _, _, family = BOARDS[board]
+    platform = factory()
+    if top not in ("board", "engine"):
+        raise ValueError(f"top must be 'board' or 'engine', not {top!r}")
+    top_name = top
+    top = (BoardTop if top == "board" else EngineTimingTop)(board, lanes=lanes, width=width,
+                                                           freq=freq, baud=baud)
+    out = Path(build_dir) / (f"{board}_l{lanes}_w{width}" + ("" if top_name == "board"
+                                                             else "_engine"))
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    # YoWASP tools see a private /tmp: the build runs inside `out` with relative paths.
+    platform.build(top, name="top", build_dir=str(out), do_program=False, verbose=verbose,
+                   synth_opts="-dsp" if family == "ice40" else "",
+                   script_after_synth="tee -q -o top_stat.json stat -json",
+                   nextpnr_opts=f"--report top_report.json --seed {seed} --timing-allow-fail")
+    seconds = time.perf_counter() - start
+    pnr = json.loads((out / "top_report.json").read_text())
+    stat = json.loads((out / "top_stat.json").read_text())
+    counts = _stat_counts(stat, family)
+    util = pnr.get("utilization", {})
+    resources = {}
+    for name, key in _AVAILABLE[family].items():
+        resources[name] = {"used": counts[name], "available": util.get(key, {}).get("available")}
+    cell_key = "ICESTORM_LC" if family == "ice40" else "TRELLIS_COMB"
+    resources["cells"] = {"used": util.get(cell_key, {}).get("used"),
+                          "available": util.get(cell_key, {}).get("available")}
+    fmax = {_clock_name(clk): round(v["achieved"], 2) for clk, v in pnr.get("fmax", {}).items()}
+    bitstream = out / ("top.bin" if family == "ice40" else "top.bit")
+    report = {
+        "board": board, "top": top_name, "device": platform.device, "lanes": lanes,
+        "width": width,
+        "clock_mhz": round(top.freq, 3), "baud": baud, "clocks_per_bit": top.clocks_per_bit,
+        "resources": resources, "fmax_mhz": fmax,
+        "core_fmax_mhz": min(fmax.values()) if fmax else None,
+        "meets_timing": bool(fmax) and min(fmax.values()) >= top.freq,
+        "bitstream": str(bitstream) if bitstream.exists() else None,
+        "seconds": round(seconds, 1), "seed": seed,
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _clock_name(name):
+    """nextpnr's clock net name without its ECP5 global-buffer prefix (``$glbnet$clk``)."""
+    return re.sub(r"^\$glbnet\$", "", name)

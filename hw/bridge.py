@@ -1,0 +1,598 @@
+"""UART command bridge: the framed host protocol of docs/uart_protocol.md in front of the engines.
+
+:class:`CommandBridge` works on byte streams (so cocotb can drive it with random stalls at the
+byte level); :class:`UARTCore` puts the UART receiver and transmitter around it and is what the
+board top (:mod:`hwprune.hw.boards`) instantiates and what the ``uart-sim`` backend verilates.
+
+Frame (both directions)::
+
+    SYNC | CMD | LEN_L | LEN_H | HCRC8(CMD, LEN) | PAYLOAD[LEN] | CRC16_L | CRC16_H
+
+CRC16 covers CMD, LEN and PAYLOAD. The host sends ``SYNC = 0xA5``, the device answers with
+``SYNC = 0x5A`` and ``CMD | 0x80`` (or ``0xFF``, an error frame). Every frame whose header starts
+gets exactly one answer; a frame that stops arriving is ended by the idle timeout.
+
+Generated Verilog ports of ``uart_core`` (the contract with ``sim/shim/uart_core.cpp``)::
+
+    clk, rst, rx, tx, busy, error
+"""
+
+from amaranth import *
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .crc import CRC8, CRC16, CRC32
+from .threshold_engine import ThresholdEngine, check_params
+from .uart import RxByte, UARTRx, UARTTx, check_clocks_per_bit
+
+__all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "Cmd", "ErrorCode", "Status",
+           "MAX_PAYLOAD", "beat_bytes", "CommandBridge", "UARTCore", "STATUS_FIELDS",
+           "INFO_FIELDS"]
+
+PROTOCOL_VERSION = 1
+HOST_SYNC = 0xA5
+DEVICE_SYNC = 0x5A
+#: Largest payload of a TE_DATA frame the bridge accepts (the host splits passes into frames).
+MAX_PAYLOAD = 4096
+#: Bits of the block bitmap in the INFO answer.
+BLOCK_THRESHOLD_ENGINE = 0x01
+
+
+class Cmd:
+    """Command codes. Answers carry ``code | 0x80``; ``ERROR`` is the device's error frame."""
+    INFO = 0x01
+    TE_CONFIG = 0x10
+    TE_DATA = 0x11
+    TE_STATUS = 0x12
+    ERROR = 0xFF
+    # Later blocks get their own ranges: 0x20-0x2F N:M selector, 0x30-0x3F sparse MAC.
+
+
+class ErrorCode:
+    """Payload byte 0 of an ERROR frame (byte 1 is the command byte received, 0 if unknown)."""
+    BAD_HEADER = 1
+    UNKNOWN_CMD = 2
+    BAD_LENGTH = 3
+    BAD_CRC = 4
+    FRAMING = 5
+    TIMEOUT = 6
+
+
+class Status:
+    """Bits of the status byte that ends a TE_DATA answer (0: the pass data is good)."""
+    BAD_CRC = 0x01
+    FRAMING = 0x02
+    TIMEOUT = 0x04
+
+
+#: TE_STATUS answer payload, in order: (name, bytes), little-endian.
+STATUS_FIELDS = (("beats", 4), ("kept", 4), ("ties_left", 4), ("in_crc", 4), ("out_crc", 4),
+                 ("header_errors", 1), ("crc_errors", 1), ("framing_errors", 1),
+                 ("timeouts", 1), ("overflows", 1))
+#: INFO answer payload.
+INFO_FIELDS = (("version", 1), ("blocks", 1), ("lanes", 1), ("width", 1), ("max_payload", 2))
+
+_CFG_LEN = 6  # threshold u16, tie_budget u32
+
+
+def beat_bytes(lanes, width):
+    """Bytes of one tile on the wire: weights (1 byte each, 2 at width 16), then a lane bitmap.
+
+    The same count holds for an input beat (weights, lane_valid) and an output beat (pruned
+    weights, keep mask).
+    """
+    return lanes * (2 if width == 16 else 1) + (lanes + 7) // 8
+
+
+def _fields_len(fields):
+    return sum(n for _, n in fields)
+
+
+class CommandBridge(wiring.Component):
+    """Frame decoder, threshold engine and frame encoder on byte streams.
+
+    Parameters
+    ----------
+    lanes, width : int
+        Threshold engine parameters.
+    timeout : int
+        Clock cycles without a received byte after which a partly received frame is ended.
+    fifo_depth : int
+        Receive FIFO depth (bytes): the host's bytes wait here while the engine or the answer
+        is behind.
+
+    Attributes
+    ----------
+    i_rx : In(stream.Signature(RxByte))
+    o_tx : Out(stream.Signature(8))
+    overflow : In(1)
+        Strobe from the UART receiver: a byte was lost (counted in TE_STATUS).
+    busy, error : Out(1)
+        A frame is being handled; some error was counted since reset (status LEDs).
+    """
+
+    def __init__(self, *, lanes, width, timeout, fifo_depth=64):
+        check_params(lanes=lanes, width=width)
+        if not isinstance(timeout, int) or timeout < 16:
+            raise ValueError(f"timeout must be an integer of at least 16 cycles, not {timeout!r}")
+        self._lanes, self._width = lanes, width
+        self._timeout, self._fifo_depth = timeout, fifo_depth
+        super().__init__({
+            "i_rx": In(stream.Signature(RxByte)),
+            "o_tx": Out(stream.Signature(8)),
+            "overflow": In(1),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, width = self._lanes, self._width
+        bpw = 2 if width == 16 else 1
+        data_bytes = lanes * bpw
+        map_bytes = (lanes + 7) // 8
+        nbytes = data_bytes + map_bytes
+
+        m.submodules.engine = engine = ThresholdEngine(lanes=lanes, width=width)
+        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=self._fifo_depth)
+
+        # --- receive side: FIFO, byte source (or zero fill after a timeout), idle timer ---------
+        m.d.comb += [
+            rx_fifo.w_data.eq(Cat(self.i_rx.payload.data, self.i_rx.payload.ferr)),
+            rx_fifo.w_en.eq(self.i_rx.valid),
+            self.i_rx.ready.eq(rx_fifo.w_rdy),
+        ]
+        # Two-entry queue after the FIFO (timing): the parser sees bytes from flip-flops, not
+        # from the FIFO's RAM output, and the FIFO's read enable depends on flip-flops only.
+        # Slots are written and read through pointers, so what the parser takes never steers
+        # the slots' data inputs.
+        q_data = [Signal(9, name=f"q{i}") for i in range(2)]
+        q_count = Signal(range(3))
+        q_wr = Signal()
+        q_rd = Signal()
+        q_push = Signal()
+        q_pop = Signal()
+        m.d.comb += [q_push.eq(rx_fifo.r_rdy & (q_count != 2)), rx_fifo.r_en.eq(q_push)]
+        with m.If(q_push):
+            m.d.sync += q_wr.eq(~q_wr)
+            with m.If(q_wr):
+                m.d.sync += q_data[1].eq(rx_fifo.r_data)
+            with m.Else():
+                m.d.sync += q_data[0].eq(rx_fifo.r_data)
+        with m.If(q_pop):
+            m.d.sync += q_rd.eq(~q_rd)
+        m.d.sync += q_count.eq(q_count + q_push - q_pop)
+        q_head = Signal(9)
+        m.d.comb += q_head.eq(Mux(q_rd, q_data[1], q_data[0]))
+
+        fill = Signal()      # feed zero bytes: the host stopped in the middle of a TE_DATA frame
+        take = Signal()      # the parser consumes the current byte this cycle
+        b_valid = Signal()
+        b_data = Signal(8)
+        b_ferr = Signal()
+        m.d.comb += [
+            b_valid.eq(fill | (q_count != 0)),
+            b_data.eq(Mux(fill, 0, q_head[:8])),
+            b_ferr.eq(~fill & q_head[8]),
+            q_pop.eq(take & ~fill),
+        ]
+        waiting = Signal()   # the parser is inside a frame and waits for host bytes
+        idle = Signal(range(self._timeout + 1))
+        timed_out = Signal()  # a register (timing): the wide compare feeds only this flip-flop
+        with m.If(~waiting | (q_count != 0) | fill):
+            m.d.sync += [idle.eq(0), timed_out.eq(0)]
+        with m.Elif(~timed_out):
+            m.d.sync += [idle.eq(idle + 1), timed_out.eq(idle == self._timeout - 1)]
+
+        # --- error counters (saturating, since reset) -------------------------------------------
+        def counter(name):
+            return Signal(8, name=name)
+        hdr_errs, crc_errs, ferr_errs, tmo_errs, ovf_errs = (
+            counter("header_errors"), counter("crc_errors"), counter("framing_errors"),
+            counter("timeouts"), counter("overflows"))
+
+        def bump(c):
+            return c.eq(c + (c != 0xFF))
+        with m.If(self.overflow | (self.i_rx.valid & ~rx_fifo.w_rdy)):
+            m.d.sync += bump(ovf_errs)
+        m.d.comb += self.error.eq((hdr_errs | crc_errs | ferr_errs | tmo_errs | ovf_errs) != 0)
+
+        # --- engine configuration and pass checksums -----------------------------------------
+        cfg_threshold = Signal(width)
+        cfg_budget = Signal(32)
+        clear = Signal()
+        in_crc = Signal(32, init=CRC32.init)
+        out_crc = Signal(32, init=CRC32.init)
+        m.d.comb += [engine.threshold.eq(cfg_threshold), engine.tie_budget.eq(cfg_budget),
+                     engine.clear.eq(clear)]
+
+        # --- beat assembler -> engine ------------------------------------------------------------
+        asm = Signal(8 * nbytes)
+        asm_pos = Signal(range(nbytes))
+        hold = Signal(8 * nbytes)
+        hold_valid = Signal()
+        asm_room = Signal()  # the next byte may be taken (never waits on the engine's ready)
+        m.d.comb += asm_room.eq((asm_pos != nbytes - 1) | ~hold_valid)
+        asm_push = Signal()  # a DATA payload byte is taken this cycle
+        with m.If(asm_push):
+            m.d.sync += [asm.eq(Cat(asm[8:], b_data)),
+                         asm_pos.eq(Mux(asm_pos == nbytes - 1, 0, asm_pos + 1)),
+                         in_crc.eq(CRC32.next(in_crc, b_data))]
+            with m.If(asm_pos == nbytes - 1):
+                m.d.sync += [hold.eq(Cat(asm[8:], b_data)), hold_valid.eq(1)]
+        # asm_room keeps a completed beat from landing on a full hold register, so a beat taken
+        # by the engine and a new beat completing never meet in one cycle.
+        with m.If(engine.i_stream.valid & engine.i_stream.ready):
+            m.d.sync += hold_valid.eq(0)
+        hold_bytes = [hold[8 * i:8 * i + 8] for i in range(nbytes)]
+        m.d.comb += engine.i_stream.valid.eq(hold_valid)
+        for i in range(lanes):
+            lane = (Cat(hold_bytes[2 * i], hold_bytes[2 * i + 1]) if bpw == 2
+                    else hold_bytes[i][:width])
+            m.d.comb += engine.i_stream.payload.data[i].eq(lane)
+        m.d.comb += engine.i_stream.payload.lane_valid.eq(Cat(*hold_bytes[data_bytes:])[:lanes])
+
+        # --- engine -> output serializer -------------------------------------------------------
+        ser = Signal(8 * nbytes)
+        ser_left = Signal(range(nbytes + 1))
+        ser_take = Signal()  # the framer takes ser's low byte this cycle
+        ser_full = Signal()  # ser_left != 0, as a register (timing)
+        m.d.comb += engine.o_stream.ready.eq(~ser_full)
+        with m.If(engine.o_stream.valid & ~ser_full):
+            out = engine.o_stream.payload
+            lanes_out = []
+            for i in range(lanes):
+                wide = Signal(signed(8 * bpw), name=f"out_lane{i}")
+                m.d.comb += wide.eq(out.data[i])  # sign-extends 4-bit weights to a byte
+                lanes_out.append(wide)
+            m.d.sync += [ser.eq(Cat(*lanes_out, out.mask)), ser_left.eq(nbytes), ser_full.eq(1)]
+        with m.Elif(ser_take):
+            m.d.sync += [ser.eq(ser[8:]), ser_left.eq(ser_left - 1), ser_full.eq(ser_left != 1),
+                         out_crc.eq(CRC32.next(out_crc, ser[:8]))]
+
+        # --- answer framer ---------------------------------------------------------------------
+        small_len = max(_fields_len(STATUS_FIELDS), _fields_len(INFO_FIELDS), 2)
+        small = Signal(8 * small_len)
+        tx_start = Signal()
+        tx_small = Signal()          # payload from `small`, else the DATA answer (beats + status)
+        tx_cmd = Signal(8)
+        tx_len = Signal(16)
+        tx_idle = Signal()
+        status_valid = Signal()
+        status = Signal(8)
+
+        f_cmd = Signal(8)
+        f_len = Signal(16)
+        f_small = Signal()
+        f_left = Signal(16)
+        f_last = Signal()    # f_left == 1 and f_left == 0, as registers beside f_left (timing)
+        f_zero = Signal()
+        f_idx = Signal(3)
+        f_crc8 = Signal(8)
+        f_crc16 = Signal(16)
+        o_valid = Signal()
+        o_data = Signal(8)
+        m.d.comb += [self.o_tx.valid.eq(o_valid), self.o_tx.payload.eq(o_data)]
+        # A byte is loaded only into an empty output register (one byte per two clocks at most,
+        # far above any bit rate), so no load condition waits on the transmitter's ready.
+        can_load = Signal()
+        m.d.comb += can_load.eq(~o_valid)
+        with m.If(self.o_tx.ready):
+            m.d.sync += o_valid.eq(0)
+
+
+        def emit(byte):
+            return [o_valid.eq(1), o_data.eq(byte)]
+
+        with m.FSM(name="framer"):
+            with m.State("IDLE"):
+                m.d.comb += tx_idle.eq(1)
+                with m.If(tx_start):
+                    m.d.sync += [f_cmd.eq(tx_cmd), f_len.eq(tx_len), f_small.eq(tx_small),
+                                 f_left.eq(tx_len), f_last.eq(tx_len == 1), f_zero.eq(tx_len == 0),
+                                 f_idx.eq(0), f_crc8.eq(CRC8.init),
+                                 f_crc16.eq(CRC16.init)]
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                with m.If(can_load):
+                    m.d.sync += f_idx.eq(f_idx + 1)
+                    with m.Switch(f_idx):
+                        with m.Case(0):
+                            m.d.sync += emit(DEVICE_SYNC)
+                        for idx, byte in ((1, f_cmd), (2, f_len[:8]), (3, f_len[8:])):
+                            with m.Case(idx):
+                                m.d.sync += emit(byte)
+                                m.d.sync += [f_crc8.eq(CRC8.next(f_crc8, byte)),
+                                             f_crc16.eq(CRC16.next(f_crc16, byte))]
+                        with m.Case(4):
+                            m.d.sync += emit(f_crc8)
+                            m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                byte = Signal(8)
+                have = Signal()
+                with m.If(f_zero):
+                    m.next = "CRC_LO"
+                with m.Elif(f_small):
+                    m.d.comb += [byte.eq(small[:8]), have.eq(1)]
+                with m.Elif(f_last):
+                    m.d.comb += [byte.eq(status), have.eq(status_valid)]
+                with m.Else():
+                    m.d.comb += [byte.eq(ser[:8]), have.eq(ser_full),
+                                 ser_take.eq(can_load & ser_full)]
+                with m.If(can_load & have & ~f_zero):
+                    m.d.sync += emit(byte)
+                    m.d.sync += [f_crc16.eq(CRC16.next(f_crc16, byte)), f_left.eq(f_left - 1),
+                                 f_last.eq(f_left == 2), f_zero.eq(f_last)]
+                    with m.If(f_small):
+                        m.d.sync += small.eq(small[8:])
+            with m.State("CRC_LO"):
+                with m.If(can_load):
+                    m.d.sync += emit(f_crc16[:8])
+                    m.next = "CRC_HI"
+            with m.State("CRC_HI"):
+                with m.If(can_load):
+                    m.d.sync += emit(f_crc16[8:])
+                    m.next = "IDLE"
+
+        # --- frame parser ----------------------------------------------------------------------
+        p_cmd = Signal(8)
+        p_len = Signal(16)
+        p_idx = Signal(2)
+        p_crc8 = Signal(8)
+        p_crc16 = Signal(16)
+        p_left = Signal(17)
+        p_last = Signal()    # p_left == 1, kept in a register beside p_left (timing)
+        p_diff = Signal(signed(18))
+        hdr_ok = Signal()
+        crc_ok = Signal()    # the CRC-16 bytes received so far match
+        p_ferr = Signal()
+        err_code = Signal(8)
+        cfg = Signal(8 * _CFG_LEN)
+        # The engine samples tie_budget on clear: pulse clear one cycle after cfg_budget loads.
+        m.d.sync += clear.eq(0)
+
+        status_values = {
+            "beats": engine.beats, "kept": engine.kept, "ties_left": engine.ties_left,
+            "in_crc": ~in_crc, "out_crc": ~out_crc, "header_errors": hdr_errs,
+            "crc_errors": crc_errs, "framing_errors": ferr_errs, "timeouts": tmo_errs,
+            "overflows": ovf_errs,
+        }
+        info_values = {"version": C(PROTOCOL_VERSION, 8), "blocks": C(BLOCK_THRESHOLD_ENGINE, 8),
+                       "lanes": C(lanes, 8), "width": C(width, 8),
+                       "max_payload": C(MAX_PAYLOAD, 16)}
+
+        with m.FSM(name="parser") as parser:
+            with m.State("HUNT"):
+                m.d.comb += take.eq(b_valid)
+                with m.If(b_valid):
+                    with m.If(b_ferr):
+                        m.d.sync += bump(ferr_errs)
+                    with m.Elif(b_data == HOST_SYNC):
+                        m.d.sync += [p_idx.eq(0), p_crc8.eq(CRC8.init), p_crc16.eq(CRC16.init),
+                                     p_ferr.eq(0), crc_ok.eq(1), status.eq(0),
+                                     status_valid.eq(0)]
+                        m.next = "HEADER"
+            with m.State("HEADER"):
+                m.d.comb += [waiting.eq(1), take.eq(b_valid)]
+                with m.If(b_valid):
+                    m.d.sync += p_idx.eq(p_idx + 1)
+                    with m.If(b_ferr):
+                        m.d.sync += [bump(ferr_errs), err_code.eq(ErrorCode.FRAMING),
+                                     p_cmd.eq(0)]
+                        m.next = "ERROR"
+                    with m.Elif(p_idx == 3):
+                        # Decided in DISPATCH, from a flip-flop (timing).
+                        m.d.sync += hdr_ok.eq(b_data == p_crc8)
+                        m.next = "DISPATCH"
+                    with m.Else():
+                        m.d.sync += [p_crc8.eq(CRC8.next(p_crc8, b_data)),
+                                     p_crc16.eq(CRC16.next(p_crc16, b_data))]
+                        with m.Switch(p_idx):
+                            with m.Case(0):
+                                m.d.sync += p_cmd.eq(b_data)
+                            with m.Case(1):
+                                m.d.sync += p_len[:8].eq(b_data)
+                            with m.Case(2):
+                                m.d.sync += p_len[8:].eq(b_data)
+                with m.Elif(timed_out):
+                    m.d.sync += [bump(tmo_errs), err_code.eq(ErrorCode.TIMEOUT), p_cmd.eq(0)]
+                    m.next = "ERROR"
+            with m.State("DISPATCH"):
+                m.d.sync += [p_left.eq(p_len), p_last.eq(p_len == 1)]
+                with m.If(~hdr_ok):
+                    m.d.sync += [bump(hdr_errs), err_code.eq(ErrorCode.BAD_HEADER), p_cmd.eq(0)]
+                    m.next = "ERROR"
+                with m.Elif((p_cmd == Cmd.INFO) | (p_cmd == Cmd.TE_STATUS)):
+                    with m.If(p_len == 0):
+                        m.d.sync += [p_left.eq(2), p_last.eq(0)]
+                        m.next = "TRAILER"
+                    with m.Else():
+                        m.d.sync += [err_code.eq(ErrorCode.BAD_LENGTH), p_left.eq(p_len + 2), p_last.eq(0)]
+                        m.next = "SKIP"
+                with m.Elif(p_cmd == Cmd.TE_CONFIG):
+                    with m.If(p_len == _CFG_LEN):
+                        m.next = "CONFIG"
+                    with m.Else():
+                        m.d.sync += [err_code.eq(ErrorCode.BAD_LENGTH), p_left.eq(p_len + 2), p_last.eq(0)]
+                        m.next = "SKIP"
+                with m.Elif(p_cmd == Cmd.TE_DATA):
+                    with m.If((p_len == 0) | (p_len > MAX_PAYLOAD)):
+                        m.d.sync += [err_code.eq(ErrorCode.BAD_LENGTH), p_left.eq(p_len + 2), p_last.eq(0)]
+                        m.next = "SKIP"
+                    with m.Else():
+                        m.next = "DIVIDE"
+                with m.Else():
+                    m.d.sync += [err_code.eq(ErrorCode.UNKNOWN_CMD), p_left.eq(p_len + 2), p_last.eq(0)]
+                    m.next = "SKIP"
+            with m.State("DIVIDE"):
+                # LEN must be whole beats: subtract the beat size until it goes negative, two
+                # clocks a step (timing: the subtraction, then the decision on its sign).
+                m.d.sync += p_diff.eq(p_left - nbytes)
+                m.next = "DIVIDE_CHECK"
+            with m.State("DIVIDE_CHECK"):
+                with m.If(p_diff >= 0):
+                    m.d.sync += p_left.eq(p_diff)
+                    m.next = "DIVIDE"
+                with m.Elif(p_left != 0):
+                    m.d.sync += [err_code.eq(ErrorCode.BAD_LENGTH), p_left.eq(p_len + 2), p_last.eq(0)]
+                    m.next = "SKIP"
+                with m.Else():
+                    m.d.sync += [p_left.eq(p_len), p_last.eq(p_len == 1),
+                                 tx_cmd.eq(p_cmd | 0x80), tx_small.eq(0),
+                                 tx_len.eq(p_len + 1), fill.eq(0)]
+                    m.next = "DATA_START"
+            with m.State("SKIP"):
+                # Drop the payload and CRC of a frame we will not run, then answer with an error.
+                m.d.comb += [waiting.eq(1), take.eq(b_valid)]
+                with m.If(b_valid):
+                    m.d.sync += [p_left.eq(p_left - 1), p_last.eq(p_left == 2)]
+                    with m.If(p_last):
+                        m.next = "ERROR"
+                with m.Elif(timed_out):
+                    m.d.sync += bump(tmo_errs)
+                    m.next = "ERROR"
+            with m.State("CONFIG"):
+                m.d.comb += [waiting.eq(1), take.eq(b_valid)]
+                with m.If(b_valid):
+                    m.d.sync += [cfg.eq(Cat(cfg[8:], b_data)), p_left.eq(p_left - 1),
+                                 p_last.eq(p_left == 2),
+                                 p_crc16.eq(CRC16.next(p_crc16, b_data)),
+                                 p_ferr.eq(p_ferr | b_ferr)]
+                    with m.If(p_last):
+                        m.d.sync += [p_left.eq(2), p_last.eq(0)]
+                        m.next = "TRAILER"
+                with m.Elif(timed_out):
+                    m.d.sync += [bump(tmo_errs), err_code.eq(ErrorCode.TIMEOUT)]
+                    m.next = "ERROR"
+            with m.State("TRAILER"):
+                m.d.comb += [waiting.eq(1), take.eq(b_valid)]
+                with m.If(b_valid):
+                    # The CRC arrives low byte first: compare a byte, shift the next one down.
+                    m.d.sync += [crc_ok.eq(crc_ok & (b_data == p_crc16[:8])),
+                                 p_crc16.eq(p_crc16[8:]), p_left.eq(p_left - 1),
+                                 p_last.eq(p_left == 2), p_ferr.eq(p_ferr | b_ferr)]
+                    with m.If(p_last):
+                        m.next = "EXECUTE"
+                with m.Elif(timed_out):
+                    m.d.sync += [bump(tmo_errs), err_code.eq(ErrorCode.TIMEOUT)]
+                    m.next = "ERROR"
+            with m.State("EXECUTE"):
+                # Answers are loaded only while the framer is idle: it shifts `small` out.
+                with m.If(~tx_idle):
+                    pass
+                with m.Elif(p_ferr):
+                    m.d.sync += [bump(ferr_errs), err_code.eq(ErrorCode.FRAMING)]
+                    m.next = "ERROR"
+                with m.Elif(~crc_ok):
+                    m.d.sync += [bump(crc_errs), err_code.eq(ErrorCode.BAD_CRC)]
+                    m.next = "ERROR"
+                with m.Else():
+                    m.d.sync += [tx_cmd.eq(p_cmd | 0x80), tx_small.eq(1)]
+                    with m.Switch(p_cmd):
+                        with m.Case(Cmd.INFO):
+                            m.d.sync += [small.eq(Cat(*(info_values[n] for n, _ in INFO_FIELDS))),
+                                         tx_len.eq(_fields_len(INFO_FIELDS))]
+                        with m.Case(Cmd.TE_STATUS):
+                            m.d.sync += [
+                                small.eq(Cat(*(status_values[n] for n, _ in STATUS_FIELDS))),
+                                tx_len.eq(_fields_len(STATUS_FIELDS))]
+                        with m.Case(Cmd.TE_CONFIG):
+                            m.d.sync += clear.eq(1)
+                            m.d.sync += [cfg_threshold.eq(cfg[:width]),
+                                         cfg_budget.eq(cfg[16:48]),
+                                         in_crc.eq(CRC32.init), out_crc.eq(CRC32.init),
+                                         small.eq(0), tx_len.eq(1)]
+                    m.next = "RESPOND"
+            with m.State("ERROR"):
+                with m.If(tx_idle):
+                    m.d.sync += [tx_cmd.eq(Cmd.ERROR), tx_small.eq(1), tx_len.eq(2),
+                                 small.eq(Cat(err_code, p_cmd))]
+                    m.next = "RESPOND"
+            with m.State("RESPOND"):
+                with m.If(tx_idle):
+                    m.d.comb += tx_start.eq(1)
+                    m.next = "HUNT"
+            with m.State("DATA_START"):
+                with m.If(tx_idle):
+                    m.d.comb += tx_start.eq(1)
+                    m.next = "DATA"
+            with m.State("DATA"):
+                m.d.comb += [waiting.eq(~fill), take.eq(b_valid & asm_room),
+                             asm_push.eq(b_valid & asm_room)]
+                with m.If(b_valid & asm_room):
+                    m.d.sync += [p_left.eq(p_left - 1), p_last.eq(p_left == 2),
+                                 p_crc16.eq(CRC16.next(p_crc16, b_data))]
+                    with m.If(b_ferr):
+                        m.d.sync += status.eq(status | Status.FRAMING)
+                    with m.If(p_last):
+                        m.d.sync += [p_left.eq(2), p_last.eq(0)]
+                        with m.If(fill):
+                            m.d.sync += fill.eq(0)
+                            m.next = "DATA_WAIT"
+                        with m.Else():
+                            m.next = "DATA_TRAILER"
+                with m.Elif(timed_out):
+                    m.d.sync += [bump(tmo_errs), fill.eq(1), status.eq(status | Status.TIMEOUT)]
+            with m.State("DATA_TRAILER"):
+                m.d.comb += [waiting.eq(1), take.eq(b_valid)]
+                with m.If(b_valid):
+                    m.d.sync += [crc_ok.eq(crc_ok & (b_data == p_crc16[:8])),
+                                 p_crc16.eq(p_crc16[8:]), p_left.eq(p_left - 1),
+                                 p_last.eq(p_left == 2)]
+                    with m.If(b_ferr):
+                        m.d.sync += status.eq(status | Status.FRAMING)
+                    with m.If(p_last):
+                        m.next = "DATA_WAIT"
+                with m.Elif(timed_out):
+                    m.d.sync += [bump(tmo_errs), status.eq(status | Status.TIMEOUT)]
+                    m.next = "DATA_WAIT"
+            with m.State("DATA_WAIT"):
+                # The status byte ends the answer; wait until it has left.
+                m.d.sync += status_valid.eq(1)
+                with m.If(~status_valid & ~crc_ok):
+                    m.d.sync += status.eq(status | Status.BAD_CRC)
+                with m.If(status_valid & tx_idle):
+                    with m.If(status & Status.BAD_CRC):
+                        m.d.sync += bump(crc_errs)
+                    with m.If(status & Status.FRAMING):
+                        m.d.sync += bump(ferr_errs)
+                    m.d.sync += status_valid.eq(0)
+                    m.next = "HUNT"
+        m.d.comb += self.busy.eq(~tx_idle | ~parser.ongoing("HUNT"))
+        return m
+
+
+class UARTCore(wiring.Component):
+    """UART receiver + :class:`CommandBridge` + UART transmitter: the part of the board top that
+    does not depend on the board (no PLL, no pins).
+
+    Attributes
+    ----------
+    rx : In(1), tx : Out(1)
+        The serial lines (idle high).
+    busy, error : Out(1)
+        Status LEDs (see :class:`CommandBridge`).
+    """
+
+    def __init__(self, *, lanes, width, clocks_per_bit, timeout, fifo_depth=64):
+        check_clocks_per_bit(clocks_per_bit)
+        self._params = dict(lanes=lanes, width=width, timeout=timeout, fifo_depth=fifo_depth)
+        self._cpb = clocks_per_bit
+        self.bridge = CommandBridge(**self._params)
+        super().__init__({
+            "rx": In(1, init=1),
+            "tx": Out(1, init=1),
+            "busy": Out(1),
+            "error": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx = rx = UARTRx(clocks_per_bit=self._cpb)
+        m.submodules.uart_tx = tx = UARTTx(clocks_per_bit=self._cpb)
+        m.submodules.bridge = bridge = self.bridge
+        wiring.connect(m, rx.o_stream, bridge.i_rx)
+        wiring.connect(m, bridge.o_tx, tx.i_stream)
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), bridge.overflow.eq(rx.overflow),
+                     self.busy.eq(bridge.busy), self.error.eq(bridge.error)]
+        return m

@@ -1,0 +1,371 @@
+"""Host side of the UART command protocol (docs/uart_protocol.md) and the UART backends.
+
+``serial``
+    a real board (iCEBreaker, ULX3S) programmed with the bitstream of ``hwprune synth``, through
+    pyserial.
+``uart-sim``
+    the board's UART core (receiver, command bridge, engine, transmitter) verilated, with a C++
+    shim that plays the host's serial line bit by bit: the whole board path (framing, CRCs, the
+    receive FIFO, timeouts) runs here, a whole buffer of bytes per ctypes call.
+
+Both speak the protocol through :class:`UartLink` over a *transport* (``write(bytes)``,
+``read(n)`` that returns fewer bytes on timeout, ``resync()``), so they share every line of
+protocol code. Every pass is checked end to end: the device's beat and kept counts and the CRC-32
+of the bytes it took in and sent out must equal the host's, or the pass is retried.
+"""
+
+import abc
+import binascii
+import time
+import zlib
+
+import numpy as np
+
+from .backends import Backend
+from .hw.bridge import (DEVICE_SYNC, HOST_SYNC, INFO_FIELDS, MAX_PAYLOAD, STATUS_FIELDS, Cmd,
+                        ErrorCode, Status, beat_bytes)
+from .hw.threshold_engine import PIPELINE_LATENCY
+
+__all__ = ["crc8", "crc16", "encode_frame", "split_frames", "pack_beats", "unpack_beats", "UartError",
+           "DeviceTimeout", "DeviceError", "FrameError", "PassError", "IntegrityError",
+           "SerialTransport", "SimTransport", "UartLink", "UartBackend", "SerialBackend",
+           "UartSimBackend"]
+
+_ERROR_NAMES = {v: k for k, v in vars(ErrorCode).items() if not k.startswith("_")}
+_CMD_NAMES = {v: k for k, v in vars(Cmd).items() if not k.startswith("_")}
+
+
+def crc8(data, crc=0xFF):
+    """CRC-8 (polynomial 0x07, initial 0xFF, MSB first) of the frame header."""
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+def crc16(data):
+    """CRC-16/CCITT-FALSE (polynomial 0x1021, initial 0xFFFF) of CMD, LEN and the payload."""
+    return binascii.crc_hqx(bytes(data), 0xFFFF)
+
+
+def encode_frame(cmd, payload=b"", *, sync=HOST_SYNC):
+    """One frame: SYNC, CMD, LEN (LE), CRC-8 of CMD+LEN, payload, CRC-16 (LE)."""
+    payload = bytes(payload)
+    head = bytes([cmd, len(payload) & 0xFF, len(payload) >> 8])
+    return (bytes([sync]) + head + bytes([crc8(head)]) + payload
+            + crc16(head + payload).to_bytes(2, "little"))
+
+
+def split_frames(buf, *, sync=DEVICE_SYNC):
+    """Split a byte string into frames: returns ([(cmd, payload, crc_ok), ...], unused tail).
+
+    Bytes before a SYNC, and SYNCs whose header CRC-8 fails, are skipped.
+    """
+    buf, frames, pos = bytes(buf), [], 0
+    while True:
+        start = buf.find(bytes([sync]), pos)
+        if start < 0 or len(buf) - start < 5:
+            return frames, buf[start:] if start >= 0 else b""
+        head = buf[start + 1:start + 5]
+        if crc8(head[:3]) != head[3]:
+            pos = start + 1
+            continue
+        length = head[1] | head[2] << 8
+        end = start + 5 + length + 2
+        if len(buf) < end:
+            return frames, buf[start:]
+        payload = buf[start + 5:start + 5 + length]
+        crc_ok = crc16(head[:3] + payload) == int.from_bytes(buf[end - 2:end], "little")
+        frames.append((head[0], payload, crc_ok))
+        pos = end
+
+
+def pack_beats(tiles, lane_valid, width):
+    """(beats, lanes) weights and lane flags -> (beats, beat_bytes) uint8, the wire format."""
+    tiles = np.asarray(tiles, dtype=np.int16)
+    if width == 16:
+        weights = tiles.astype("<i2").view(np.uint8).reshape(tiles.shape[0], -1)
+    else:
+        weights = (tiles & 0xFF).astype(np.uint8)
+    bitmap = np.packbits(np.asarray(lane_valid, dtype=bool), axis=1, bitorder="little")
+    return np.ascontiguousarray(np.concatenate([weights, bitmap], axis=1))
+
+
+def unpack_beats(raw, lanes, width):
+    """(beats, beat_bytes) uint8 answer bytes -> (data int16, mask bool), both (beats, lanes)."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    bpw = 2 if width == 16 else 1
+    weights = np.ascontiguousarray(raw[:, :lanes * bpw])
+    if width == 16:
+        data = weights.view("<i2").astype(np.int16)
+    else:
+        sign = 1 << (width - 1)
+        data = (((weights.astype(np.int16) & ((1 << width) - 1)) ^ sign) - sign).astype(np.int16)
+    mask = np.unpackbits(raw[:, lanes * bpw:], axis=1, bitorder="little")[:, :lanes].astype(bool)
+    return data, mask
+
+
+class UartError(RuntimeError):
+    """Something went wrong on the UART link."""
+
+
+class DeviceTimeout(UartError, TimeoutError):
+    """The device did not answer in time."""
+
+
+class DeviceError(UartError):
+    """The device answered with an ERROR frame."""
+
+    def __init__(self, code, cmd):
+        self.code, self.cmd = code, cmd
+        super().__init__(f"device reported {_ERROR_NAMES.get(code, code)} for command "
+                         f"{_CMD_NAMES.get(cmd, hex(cmd))}")
+
+
+class FrameError(UartError):
+    """An answer frame arrived damaged (CRC) or was not the expected answer."""
+
+
+class PassError(UartError):
+    """A TE_DATA answer's status byte reported a damaged or incomplete request."""
+
+
+class IntegrityError(UartError):
+    """The device's counts or checksums of a pass differ from the host's."""
+
+
+class SerialTransport:
+    """A serial port (pyserial): a board's USB UART, or any pyserial URL (``loop://``...)."""
+
+    def __init__(self, port, *, baudrate=1_000_000, timeout=1.0, device_timeout=0.1):
+        import serial
+        self.port = port
+        self.timeout = timeout
+        self.device_timeout = device_timeout
+        self._serial = serial.serial_for_url(port, baudrate=baudrate, timeout=timeout)
+
+    def write(self, data):
+        self._serial.write(bytes(data))
+
+    def read(self, n):
+        return self._serial.read(n)
+
+    def resync(self):
+        """Stay quiet past the device's idle timeout, then drop whatever arrived."""
+        time.sleep(2 * self.device_timeout)
+        self._serial.reset_input_buffer()
+
+    def close(self):
+        self._serial.close()
+
+    def describe(self):
+        return f"serial port {self.port!r} (read timeout {self.timeout} s)"
+
+
+class SimTransport:
+    """The verilated UART core (:class:`hwprune.sim.uart_lib.UartCoreLib`) as a serial line.
+
+    Time is simulated: a read gives up after ``idle_cycles`` clock cycles in which no byte moved
+    on either line.
+    """
+
+    def __init__(self, lib, *, idle_cycles=None):
+        self.lib = lib
+        self.idle_cycles = idle_cycles or 4 * lib.timeout + 40 * lib.clocks_per_bit
+
+    def write(self, data):
+        self.lib.send(data)
+
+    def read(self, n):
+        return self.lib.recv(n, idle_cycles=self.idle_cycles)
+
+    def resync(self):
+        self.lib.drain(idle_cycles=2 * self.lib.timeout + 20 * self.lib.clocks_per_bit)
+
+    def close(self):
+        pass
+
+    def describe(self):
+        return (f"simulated UART core (gives up after {self.idle_cycles} idle cycles, "
+                f"{self.lib.clocks_per_bit} clocks per bit)")
+
+
+class UartLink:
+    """The protocol's commands over a transport."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.discarded = 0  # bytes skipped while hunting for an answer's SYNC
+
+    def _read_exact(self, n, what):
+        data = self.transport.read(n)
+        if len(data) < n:
+            raise DeviceTimeout(f"no answer from the device: got {len(data)} of {n} bytes of "
+                                f"{what} from {self.transport.describe()}; is the board "
+                                f"programmed with a matching bitstream and the port right?")
+        return bytes(data)
+
+    def read_frame(self, what="an answer"):
+        """Read the next valid-header frame; return (cmd, payload). Damaged headers are skipped."""
+        while True:
+            sync = self._read_exact(1, what)
+            if sync[0] != DEVICE_SYNC:
+                self.discarded += 1
+                continue
+            head = self._read_exact(4, what)
+            if crc8(head[:3]) != head[3]:
+                # A SYNC byte inside junk: hunt on (the real header may start inside `head`,
+                # but answers never follow junk without the host having flushed first).
+                self.discarded += 5
+                continue
+            cmd, length = head[0], head[1] | head[2] << 8
+            rest = self._read_exact(length + 2, what)
+            payload, crc = rest[:length], int.from_bytes(rest[length:], "little")
+            if crc16(head[:3] + payload) != crc:
+                raise FrameError(f"answer {_CMD_NAMES.get(cmd & 0x7F, hex(cmd))} arrived with a "
+                                 f"bad CRC-16")
+            return cmd, payload
+
+    def transact(self, cmd, payload=b""):
+        """Send a command; return the payload of its answer (raise on an ERROR frame)."""
+        self.transport.write(encode_frame(cmd, payload))
+        got, answer = self.read_frame(f"the answer to {_CMD_NAMES.get(cmd, hex(cmd))}")
+        if got == Cmd.ERROR:
+            raise DeviceError(answer[0] if answer else 0, answer[1] if len(answer) > 1 else 0)
+        if got != cmd | 0x80:
+            raise FrameError(f"expected the answer to {_CMD_NAMES.get(cmd, hex(cmd))}, got "
+                             f"command byte {got:#04x}")
+        return answer
+
+    @staticmethod
+    def _fields(fields, payload):
+        if len(payload) != sum(n for _, n in fields):
+            raise FrameError(f"answer of {len(payload)} bytes, expected "
+                             f"{sum(n for _, n in fields)}")
+        out, pos = {}, 0
+        for name, n in fields:
+            out[name] = int.from_bytes(payload[pos:pos + n], "little")
+            pos += n
+        return out
+
+    def info(self):
+        return self._fields(INFO_FIELDS, self.transact(Cmd.INFO))
+
+    def status(self):
+        return self._fields(STATUS_FIELDS, self.transact(Cmd.TE_STATUS))
+
+    def configure(self, threshold, tie_budget):
+        answer = self.transact(Cmd.TE_CONFIG, int(threshold).to_bytes(2, "little")
+                               + int(tie_budget).to_bytes(4, "little"))
+        if answer != b"\0":
+            raise FrameError(f"unexpected TE_CONFIG answer {answer!r}")
+
+    def data(self, payload):
+        """Send one TE_DATA frame; return (answer beat bytes, status byte)."""
+        answer = self.transact(Cmd.TE_DATA, payload)
+        if len(answer) != len(payload) + 1:
+            raise FrameError(f"TE_DATA answer of {len(answer)} bytes for {len(payload)} sent")
+        return answer[:-1], answer[-1]
+
+    def resync(self):
+        self.transport.resync()
+
+
+class UartBackend(Backend):
+    """The engine behind the UART bridge, over a :class:`UartLink` (base of the UART backends)."""
+
+    def __init__(self, *, lanes, width, transport, retries=2, check_info=True):
+        super().__init__(lanes=lanes, width=width)
+        self.link = UartLink(transport)
+        self.retries = retries
+        self.nbytes = beat_bytes(lanes, width)
+        self.stats = {"passes": 0, "retries": 0, "bytes_sent": 0, "bytes_received": 0}
+        if check_info:
+            self.link.resync()
+            info = self.link.info()
+            if (info["lanes"], info["width"]) != (lanes, width):
+                raise UartError(f"the device runs an engine of lanes={info['lanes']}, "
+                                f"width={info['width']}, not lanes={lanes}, width={width}")
+            self.max_payload = info["max_payload"]
+        else:
+            self.max_payload = MAX_PAYLOAD
+
+    def run(self, block, jobs):
+        if block != "threshold_engine":
+            raise ValueError(f"block must be one of ['threshold_engine'], not {block!r}")
+        return [self._threshold_pass(job) for job in jobs]
+
+    def _threshold_pass(self, job):
+        for attempt in range(self.retries + 1):
+            try:
+                return self._try_pass(job)
+            except (DeviceError, FrameError, PassError, IntegrityError):
+                if attempt == self.retries:
+                    raise
+                self.stats["retries"] += 1
+                self.link.resync()
+
+    def _try_pass(self, job):
+        from .golden import MaskResult
+        hi = 1 << (self.width - 1)
+        tiles = np.asarray(job.data)
+        if tiles.size and (tiles.min() < -hi or tiles.max() >= hi):
+            raise ValueError(f"weights must fit {self.width} bits")
+        if not 0 <= int(job.threshold) <= hi:
+            raise ValueError(f"threshold must be from 0 to {hi}, not {job.threshold!r}")
+        packed = pack_beats(tiles.reshape(-1, self.lanes),
+                            np.asarray(job.lane_valid).reshape(-1, self.lanes), self.width)
+        beats = packed.shape[0]
+        self.link.configure(job.threshold, job.tie_budget)
+        chunk = max(1, self.max_payload // self.nbytes)
+        answers, in_crc, out_crc = [], 0, 0
+        for start in range(0, beats, chunk):
+            sent = packed[start:start + chunk].tobytes()
+            raw, status = self.link.data(sent)
+            if status:
+                flags = [n for n, v in vars(Status).items() if not n.startswith("_") and v & status]
+                raise PassError(f"TE_DATA answer reports {'|'.join(flags) or hex(status)}")
+            in_crc, out_crc = zlib.crc32(sent, in_crc), zlib.crc32(raw, out_crc)
+            self.stats["bytes_sent"] += len(sent)
+            self.stats["bytes_received"] += len(raw)
+            answers.append(np.frombuffer(raw, dtype=np.uint8).reshape(-1, self.nbytes))
+        raw = np.concatenate(answers) if answers else np.zeros((0, self.nbytes), np.uint8)
+        data, mask = unpack_beats(raw, self.lanes, self.width)
+        st = self.link.status()
+        want = {"beats": beats, "kept": int(mask.sum()), "in_crc": in_crc, "out_crc": out_crc}
+        got = {k: st[k] for k in want}
+        if got != want:
+            raise IntegrityError(f"pass check failed: device {got}, host {want}")
+        self.stats["passes"] += 1
+        # The UART, not the engine, paces a board; report the engine's own stall-free cycles.
+        return MaskResult(data=data, mask=mask, beats=beats, kept=st["kept"],
+                          ties_left=st["ties_left"], cycles=beats + PIPELINE_LATENCY if beats else 0)
+
+
+class SerialBackend(UartBackend):
+    """A board programmed by ``hwprune synth``, on a serial port (``port``: device or URL)."""
+
+    name = "serial"
+
+    def __init__(self, *, lanes, width, port=None, baudrate=1_000_000, timeout=1.0,
+                 transport=None, **options):
+        if transport is None:
+            if port is None:
+                raise ValueError("the serial backend needs port=... (e.g. '/dev/ttyUSB1')")
+            transport = SerialTransport(port, baudrate=baudrate, timeout=timeout)
+        super().__init__(lanes=lanes, width=width, transport=transport, **options)
+
+
+class UartSimBackend(UartBackend):
+    """The board's UART core verilated; bytes go through a simulated serial line."""
+
+    name = "uart-sim"
+
+    def __init__(self, *, lanes, width, clocks_per_bit=4, gap=0.0, seed=1, idle_cycles=None,
+                 **options):
+        from .sim.uart_lib import UartCoreLib
+        self.lib = UartCoreLib(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit)
+        self.lib.set_gaps(gap, seed)
+        super().__init__(lanes=lanes, width=width,
+                         transport=SimTransport(self.lib, idle_cycles=idle_cycles), **options)

@@ -1,0 +1,185 @@
+"""The UART path end to end: the board's UART core verilated (``uart-sim``), the serial backend's
+timeout, error reporting, retries and the per-pass integrity check."""
+
+import numpy as np
+import pytest
+
+from hwprune.backends import BACKENDS, VerilatorBackend, get_backend
+from hwprune.golden import ALL_TIES, MODELS, ThresholdJob
+from hwprune.hw.bridge import Cmd, ErrorCode, Status, beat_bytes
+from hwprune.sim.stimulus import corner_values, random_tiles
+from hwprune.sim.uart_lib import UartCoreLib
+from hwprune.uart import (DeviceError, DeviceTimeout, IntegrityError, SerialBackend,
+                          SimTransport, UartBackend, UartLink, UartSimBackend, encode_frame,
+                          pack_beats)
+
+
+def jobs_for(lanes, width, seed):
+    rng = np.random.default_rng(seed)
+    hi = 2 ** (width - 1)
+    jobs = []
+    # 300 beats: more than one TE_DATA frame at 16 x 8 bits (227 beats per frame).
+    for beats, threshold, budget in [(300, 2, ALL_TIES), (40, hi // 4, 9), (0, 1, 3),
+                                     (25, 1, 0)]:
+        tiles, valid = random_tiles(rng, beats, lanes, width)
+        jobs.append(ThresholdJob(tiles, valid, threshold, budget))
+    corners = np.resize(corner_values(width), (12, lanes)).astype(np.int16)
+    jobs.append(ThresholdJob(corners, np.ones_like(corners, dtype=bool), hi, 2))
+    # Every weight a tie, budgets that run out across several multiples of 2**k (the engine
+    # splits its tie budget at 2**k, k = lanes.bit_length() + 1).
+    ties = np.where(rng.random((40, lanes)) < 0.5, 3, -3).astype(np.int16)
+    k = lanes.bit_length() + 1
+    for budget in (3 * 2**k + 5, 2**k, 2**k - 1):
+        jobs.append(ThresholdJob(ties, np.ones_like(ties, dtype=bool), 3, budget))
+    return jobs
+
+
+def assert_same(got, want):
+    np.testing.assert_array_equal(got.data, want.data)
+    np.testing.assert_array_equal(got.mask, want.mask)
+    assert (got.beats, got.kept, got.ties_left, got.cycles) == \
+        (want.beats, want.kept, want.ties_left, want.cycles)
+
+
+@pytest.fixture(scope="module")
+def lib16():
+    return UartCoreLib(lanes=16, width=8)
+
+
+def test_registered():
+    assert BACKENDS["serial"] is SerialBackend and BACKENDS["uart-sim"] is UartSimBackend
+
+
+@pytest.mark.parametrize("lanes,width", [(16, 8), (7, 4)])
+def test_uart_sim_is_bit_identical(lanes, width):
+    jobs = jobs_for(lanes, width, seed=lanes)
+    backend = get_backend("uart-sim", lanes=lanes, width=width, gap=0.3)
+    got = backend.run("threshold_engine", jobs)
+    for g, job in zip(got, jobs):
+        assert_same(g, MODELS["threshold_engine"](job))
+    assert backend.stats["retries"] == 0 and backend.stats["passes"] == len(jobs)
+    if (lanes, width) == (16, 8):
+        for g, v in zip(got, VerilatorBackend(lanes=lanes, width=width).run(
+                "threshold_engine", jobs)):
+            assert_same(g, v)
+
+
+def test_errors_are_reported_and_counted(lib16):
+    link = UartLink(SimTransport(lib16))
+    link.resync()
+    before = link.status()
+    nbytes = beat_bytes(16, 8)
+
+    def error_of(frame, **kw):
+        lib16.send(frame, **kw)
+        with pytest.raises(DeviceError) as exc:
+            cmd, payload = link.read_frame()
+            if cmd == Cmd.ERROR:
+                raise DeviceError(payload[0], payload[1])
+        return exc.value.code, exc.value.cmd
+
+    bad = bytearray(encode_frame(Cmd.INFO))
+    bad[4] ^= 0xFF
+    assert error_of(bad) == (ErrorCode.BAD_HEADER, 0)
+    assert error_of(encode_frame(0x33)) == (ErrorCode.UNKNOWN_CMD, 0x33)
+    assert error_of(encode_frame(Cmd.TE_DATA, bytes(nbytes - 1))) == \
+        (ErrorCode.BAD_LENGTH, Cmd.TE_DATA)
+    link.configure(5, 77)
+    bad = bytearray(encode_frame(Cmd.TE_CONFIG, bytes(6)))
+    bad[-2] ^= 1
+    assert error_of(bad) == (ErrorCode.BAD_CRC, Cmd.TE_CONFIG)
+    assert link.status()["ties_left"] == 77  # the damaged TE_CONFIG changed nothing
+    frame = encode_frame(Cmd.TE_CONFIG, bytes(6))
+    lib16.send(frame[:6])
+    lib16.send(frame[6:7], bad_stop=True)  # a byte with its stop bit low
+    lib16.send(frame[7:])
+    assert error_of(b"") == (ErrorCode.FRAMING, Cmd.TE_CONFIG)
+    assert error_of(encode_frame(Cmd.INFO)[:4]) == (ErrorCode.TIMEOUT, 0)
+
+    bad = bytearray(encode_frame(Cmd.TE_DATA, bytes(2 * nbytes)))
+    bad[7] ^= 0x10
+    lib16.send(bad)
+    cmd, payload = link.read_frame()
+    assert cmd == Cmd.TE_DATA | 0x80 and payload[-1] == Status.BAD_CRC
+    lib16.send(encode_frame(Cmd.TE_DATA, bytes(3 * nbytes))[:5 + nbytes])
+    cmd, payload = link.read_frame()
+    assert cmd == Cmd.TE_DATA | 0x80 and len(payload) == 3 * nbytes + 1
+    assert payload[-1] & Status.TIMEOUT
+
+    after = link.status()
+    assert after["header_errors"] == before["header_errors"] + 1
+    assert after["crc_errors"] == before["crc_errors"] + 2
+    assert after["framing_errors"] == before["framing_errors"] + 1
+    assert after["timeouts"] == before["timeouts"] + 2
+    assert lib16.leds == (False, True)  # idle, error LED on
+
+
+class CorruptOnce:
+    """A transport that flips one payload bit of the first TE_DATA frame it sends."""
+
+    def __init__(self, inner):
+        self.inner, self.done = inner, False
+
+    def write(self, data):
+        data = bytearray(data)
+        if not self.done and data[1] == Cmd.TE_DATA:
+            data[9] ^= 0x04
+            self.done = True
+        self.inner.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_damaged_pass_is_retried(lib16):
+    job = jobs_for(16, 8, seed=3)[1]
+    backend = UartBackend(lanes=16, width=8, transport=CorruptOnce(SimTransport(lib16)))
+    got, = backend.run("threshold_engine", [job])
+    assert backend.link.transport.done
+    assert backend.stats["retries"] == 1
+    assert_same(got, MODELS["threshold_engine"](job))
+
+
+def test_integrity_check_catches_a_duplicated_beat(lib16):
+    job = jobs_for(16, 8, seed=4)[1]
+    backend = UartBackend(lanes=16, width=8, transport=SimTransport(lib16), retries=0)
+    real = backend.link.data
+    nbytes = beat_bytes(16, 8)
+
+    def duplicate_first_beat(payload):
+        raw, status = real(payload)
+        return raw[:nbytes] + raw[:-nbytes], status  # same length, one beat lost, one doubled
+
+    backend.link.data = duplicate_first_beat
+    with pytest.raises(IntegrityError, match="pass check failed"):
+        backend.run("threshold_engine", [job])
+
+
+def test_host_times_out_when_the_device_is_silent(lib16):
+    backend = UartBackend(lanes=16, width=8, transport=SimTransport(lib16))
+    lib16.set_link(False)
+    try:
+        with pytest.raises(DeviceTimeout, match="no answer from the device"):
+            backend.run("threshold_engine", jobs_for(16, 8, seed=5)[1:2])
+    finally:
+        lib16.set_link(True)
+        backend.link.resync()
+    assert backend.link.info()["lanes"] == 16  # the link works again
+
+
+def test_serial_backend_times_out_on_a_port_nobody_answers():
+    # pyserial's loop:// echoes our own frames back: no device SYNC ever arrives.
+    with pytest.raises(DeviceTimeout, match="serial port 'loop://'"):
+        SerialBackend(lanes=8, width=8, port="loop://", timeout=0.2)
+
+
+def test_wire_format_round_trip():
+    from hwprune.uart import unpack_beats
+    rng = np.random.default_rng(9)
+    for lanes, width in [(5, 16), (7, 4), (16, 8), (64, 16)]:
+        tiles, valid = random_tiles(rng, 30, lanes, width)
+        packed = pack_beats(tiles, valid, width)
+        assert packed.shape == (30, beat_bytes(lanes, width))
+        data, mask = unpack_beats(packed, lanes, width)
+        np.testing.assert_array_equal(data, tiles)
+        np.testing.assert_array_equal(mask, valid)

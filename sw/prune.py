@@ -339,9 +339,17 @@ def _install(module, pname, mask, values, scale):
     target = orig if orig is not None else getattr(module, pname)
     mask_t = torch.from_numpy(np.ascontiguousarray(mask)).to(target.dtype)
     if orig is None:
-        torch_prune.custom_from_mask(module, pname, mask_t)
+        # What torch_prune.custom_from_mask does for a weight pruned for the first time, minus
+        # its multiplication of the mask by a tensor of ones: the same parameter, buffer and hook.
+        method = torch_prune.CustomFromMask(mask_t)
+        method._tensor_name = pname
+        module.register_parameter(pname + "_orig", target)
+        del module._parameters[pname]
+        module.register_buffer(pname + "_mask", mask_t)
+        module.register_forward_pre_hook(method)
         if values is None:
-            return                        # custom_from_mask has applied the mask already
+            setattr(module, pname, method.apply_mask(module))
+            return
     else:
         # Already pruned: the new mask already excludes the old zeros; update it in place so
         # there is still one mask and one hook, as torch.nn.utils.prune keeps them.

@@ -30,11 +30,10 @@ uint64_t field(const Bits& bits, unsigned lo, unsigned n) {
 }
 
 void pack_beat(Bits& bits, const int16_t* t, uint64_t lane_valid, bool last) {
-    bits.clear(IN_BITS);
-    for (unsigned i = 0; i < LANES; ++i) bits.put(i * WIDTH, WIDTH, (uint16_t)t[i]);
-    bits.put(LANES * WIDTH, LANES > 32 ? 32 : LANES, lane_valid & 0xffffffffu);
-    if (LANES > 32) bits.put(LANES * WIDTH + 32, LANES - 32, lane_valid >> 32);
-    bits.put(LANES * WIDTH + LANES, 1, last);
+    pack_tile<LANES, WIDTH>(bits, t, lane_valid);
+    // `last` may fall in a word pack_tile did not clear: set or clear its bit explicitly.
+    const unsigned lo = LANES * WIDTH + LANES;
+    bits.w[lo / 32] = (bits.w[lo / 32] & ~(1u << (lo % 32))) | ((uint32_t)last << (lo % 32));
 }
 }  // namespace
 

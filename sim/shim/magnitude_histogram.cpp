@@ -20,7 +20,6 @@ struct Unit {
         return true;
     }
 };
-constexpr unsigned PAYLOAD_BITS = LANES * WIDTH + LANES;
 }  // namespace
 
 extern "C" {
@@ -61,11 +60,7 @@ int64_t mh_run(void* h, const int16_t* in, const uint64_t* lane_valid, int64_t b
     while (sent < beats) {
         bool offer = !(in_stall_pct && rng.percent(in_stall_pct));
         if (offer) {
-            bits.clear(PAYLOAD_BITS);
-            const int16_t* t = in + sent * LANES;
-            for (unsigned i = 0; i < LANES; ++i) bits.put(i * WIDTH, WIDTH, (uint16_t)t[i]);
-            bits.put(LANES * WIDTH, LANES > 32 ? 32 : LANES, lane_valid[sent] & 0xffffffffu);
-            if (LANES > 32) bits.put(LANES * WIDTH + 32, LANES - 32, lane_valid[sent] >> 32);
+            pack_tile<LANES, WIDTH>(bits, in + sent * LANES, lane_valid[sent]);
             write_port(m->PORT(i_stream, payload), bits);
         }
         m->PORT(i_stream, valid) = offer;

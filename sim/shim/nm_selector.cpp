@@ -32,19 +32,17 @@ inline uint64_t field(const uint32_t* w, unsigned lo, unsigned n) {  // n <= 32
 }
 
 void pack_beat(Bits& bits, const int16_t* t, uint64_t lane_valid) {
-    bits.clear(IN_BITS);
-    for (unsigned i = 0; i < LANES; ++i) bits.put(i * WIDTH, WIDTH, (uint16_t)t[i]);
-    bits.put(LANES * WIDTH, LANES > 32 ? 32 : LANES, lane_valid & 0xffffffffu);
-    if (LANES > 32) bits.put(LANES * WIDTH + 32, LANES - 32, lane_valid >> 32);
+    pack_tile<LANES, WIDTH>(bits, t, lane_valid);
 }
 
 void unpack_beat(const uint32_t* w, int16_t* data, uint8_t* mask, int16_t* values,
                  uint8_t* index) {
     uint64_t keep = field(w, MASK_LO, LANES > 32 ? 32 : LANES);
     if (LANES > 32) keep |= field(w, MASK_LO + 32, LANES - 32) << 32;
+    const Bits& bits = *reinterpret_cast<const Bits*>(w);
+    unpack_lanes<LANES, WIDTH>(bits, 0, data);
+    unpack_lanes<LANES, WIDTH>(bits, VALUES_LO, values);
     for (unsigned i = 0; i < LANES; ++i) {
-        data[i] = (int16_t)sext(field(w, i * WIDTH, WIDTH), WIDTH);
-        values[i] = (int16_t)sext(field(w, VALUES_LO + i * WIDTH, WIDTH), WIDTH);
         index[i] = (uint8_t)field(w, INDEX_LO + i * INDEX_BITS, INDEX_BITS);
         mask[i] = (keep >> i) & 1;
     }

@@ -56,6 +56,38 @@ struct Lcg {
     bool percent(uint32_t p) { return p && (next() % 100) < p; }
 };
 
+// Pack one input tile (TileLayout: `lanes` weights of `width` bits, then the lane_valid bitmap).
+template <unsigned LANES_, unsigned WIDTH_>
+inline void pack_tile(Bits& bits, const int16_t* t, uint64_t lane_valid) {
+    bits.clear(LANES_ * WIDTH_ + LANES_);
+    if (WIDTH_ == 8 || WIDTH_ == 16) {
+        // Little-endian: lane i is byte (or half-word) i of the packed vector.
+        auto* bytes = reinterpret_cast<uint8_t*>(bits.w);
+        for (unsigned i = 0; i < LANES_; ++i) {
+            if (WIDTH_ == 8) bytes[i] = (uint8_t)t[i];
+            else { bytes[2 * i] = (uint8_t)t[i]; bytes[2 * i + 1] = (uint8_t)((uint16_t)t[i] >> 8); }
+        }
+    } else {
+        for (unsigned i = 0; i < LANES_; ++i) bits.put(i * WIDTH_, WIDTH_, (uint16_t)t[i]);
+    }
+    bits.put(LANES_ * WIDTH_, LANES_ > 32 ? 32 : LANES_, lane_valid & 0xffffffffu);
+    if (LANES_ > 32) bits.put(LANES_ * WIDTH_ + 32, LANES_ - 32, lane_valid >> 32);
+}
+
+// Unpack `lanes` signed weights of `width` bits starting at bit `lo` of the packed vector.
+template <unsigned LANES_, unsigned WIDTH_>
+inline void unpack_lanes(const Bits& bits, unsigned lo, int16_t* o) {
+    if ((WIDTH_ == 8 || WIDTH_ == 16) && lo % 8 == 0) {
+        auto* bytes = reinterpret_cast<const uint8_t*>(bits.w) + lo / 8;
+        for (unsigned i = 0; i < LANES_; ++i) {
+            if (WIDTH_ == 8) o[i] = (int8_t)bytes[i];
+            else o[i] = (int16_t)(bytes[2 * i] | (bytes[2 * i + 1] << 8));
+        }
+    } else {
+        for (unsigned i = 0; i < LANES_; ++i) o[i] = (int16_t)sext(bits.get(lo + i * WIDTH_, WIDTH_), WIDTH_);
+    }
+}
+
 }  // namespace hwprune
 
 // Verilator mangles the double underscore of Amaranth's flattened names ("i_stream__valid").

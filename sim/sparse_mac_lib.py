@@ -12,6 +12,7 @@ __all__ = ["SparseMacLib"]
 _i16p = np.ctypeslib.ndpointer(np.int16, flags="C_CONTIGUOUS")
 _u8p = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
 _i64p = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
+_u64p = np.ctypeslib.ndpointer(np.uint64, flags="C_CONTIGUOUS")
 
 
 class SparseMacLib:
@@ -40,7 +41,7 @@ class SparseMacLib:
         lib.sm_destroy.argtypes = [ctypes.c_void_p]
         lib.sm_reset.argtypes = [ctypes.c_void_p]
         lib.sm_run.restype = ctypes.c_int64
-        lib.sm_run.argtypes = [ctypes.c_void_p, _i16p, _u8p, _u8p, _u8p, ctypes.c_int64, _i16p,
+        lib.sm_run.argtypes = [ctypes.c_void_p, _i16p, _u8p, _u8p, _u64p, ctypes.c_int64, _i16p,
                                ctypes.c_int64, ctypes.c_int64, ctypes.c_uint32, ctypes.c_uint32,
                                ctypes.c_uint32, ctypes.c_int64, _i64p, ctypes.c_uint32,
                                ctypes.c_uint32, ctypes.c_uint32]
@@ -69,13 +70,16 @@ class SparseMacLib:
         if k % lanes or k > self.max_k:
             raise ValueError(f"activation vectors of {k} values do not fit the unit "
                              f"(a multiple of {lanes}, at most max_k = {self.max_k})")
-        last = np.ascontiguousarray(job.last, dtype=np.uint8)
-        rows = int(last.sum())
+        end = np.asarray(job.end, dtype=bool)
+        rows = int(end.sum())
+        bitmaps = np.ascontiguousarray(
+            (end.astype(np.uint64) << np.arange(lanes, dtype=np.uint64)).sum(axis=1,
+                                                                             dtype=np.uint64))
         out = np.zeros(vectors * rows, dtype=np.int64)
         m_log2 = exact_log2(int(job.nm_m)) if int(job.fmt) else 0
         cycles = self._lib.sm_run(
             self._handle, value, np.ascontiguousarray(job.index, dtype=np.uint8),
-            np.ascontiguousarray(job.count, dtype=np.uint8), last, beats, acts, k // lanes,
+            np.ascontiguousarray(job.count, dtype=np.uint8), bitmaps, beats, acts, k // lanes,
             vectors, int(job.fmt), int(job.nm_n), m_log2, rows, out, int(stall_seed),
             int(round(in_stall * 100)), int(round(out_stall * 100)))
         if cycles < 0:

@@ -76,8 +76,9 @@ class LayerRun:
     nnz: int = 0
     beats: int = 0               # weight beats per vector
     cycles: int = 0              # measured by the backend (golden: stall-free model)
-    dense_cycles: int = 0        # the same unit streaming the uncompressed weights
-    ideal_cycles: int = 0        # ceil(nnz / lanes) per row and vector + pipeline latency
+    dense_cycles: int = 0        # the same unit streaming the uncompressed weights (packed rows)
+    ideal_cycles: int = 0        # ceil(nnz / lanes) per row and vector + pipeline latency (rows
+    #                              shorter than a beat share beats, so a layer can beat it)
     lanes: int = 0
     backend_s: float = 0.0       # wall time of the backend call
 
@@ -408,7 +409,8 @@ def _unit_compute(session, backend):
             name=program.name, kind=program.kind, on_unit=True, rows=cw.rows, k=program.k,
             vectors=n, fmt=cw.fmt if cw.fmt == "unstructured" else f"{cw.n}:{cw.m}",
             nnz=cw.nnz, beats=cw.beats, cycles=int(result.cycles),
-            dense_cycles=stall_free_cycles(cw.rows * dense_act_beats, dense_act_beats, n),
+            dense_cycles=stall_free_cycles(-(-cw.rows * program.k // cw.lanes),
+                                           dense_act_beats, n),
             ideal_cycles=n * cw.ideal_beats + PIPELINE_LATENCY, lanes=cw.lanes,
             backend_s=backend_s))
         return shape(torch.as_tensor(result.out, dtype=torch.float64))
@@ -453,8 +455,8 @@ def run(model, x, *, backend="verilator", lanes=16, width=8, fmt="auto", granula
     lanes, width : int
         Unit parameters: multipliers (4 to 64, a power of two) and bits of weights and activations.
     fmt : str
-        Weight format: ``"auto"`` (2:4 when the layer is 2:4 sparse and that takes no more beats,
-        else unstructured), ``"unstructured"`` or ``"N:M"``.
+        Weight format: ``"auto"`` (whichever of unstructured and, for a 2:4-sparse layer, 2:4
+        takes fewer beats; 2:4 on a tie), ``"unstructured"`` or ``"N:M"``.
     granularity : {"tensor", "channel"}
         Weight quantization scale per tensor or per output channel.
     clock_mhz : float, optional
@@ -536,7 +538,8 @@ def mac_demo(model_name="cnn", *, seed=0, amount=0.9, pattern="unstructured", ba
     """Prune a built-in model through the engines and run it on the unit (``hwprune mac``).
 
     ``pattern="unstructured"`` prunes ``amount`` of every layer; ``"N:M"`` keeps N of every M
-    (:func:`hwprune.prune` on the same backend). Returns ``(report, chart path)``.
+    (:func:`hwprune.prune` on the same backend) and runs the unit's N:M format.
+    Returns ``(report, chart path)``.
     """
     from .models import build_model
     from .prune import prune
@@ -551,5 +554,6 @@ def mac_demo(model_name="cnn", *, seed=0, amount=0.9, pattern="unstructured", ba
     else:
         prune(model, pattern=f"{n}:{m}", backend=backend, lanes=lanes, width=width)
     x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
-    report = run(model, x, backend=backend, lanes=lanes, width=width, clock_mhz=clock_mhz)
+    report = run(model, x, backend=backend, lanes=lanes, width=width, clock_mhz=clock_mhz,
+                 fmt="unstructured" if name == "unstructured" else f"{n}:{m}")
     return report, plot_cycles(report, chart)

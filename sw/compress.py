@@ -6,25 +6,28 @@ kernel row, kernel column, then input channel fastest -- the layout of NVIDIA AS
 and of the N:M selector's rows (:func:`hwprune.patterns.nm_rows`), so that every N:M group holds
 ``M`` input channels at one kernel position. For N:M the input channels of each kernel position are
 zero-padded to a multiple of ``M`` (padding is never a real weight; its activations are 0).
-Every format cuts each row into beats of ``lanes`` slots; a beat never holds two rows.
+Every format streams beats of ``lanes`` slots.
+
+Every slot has an ``end`` bit: the row ends with that slot (results leave the unit in that order).
 
 Unstructured (``fmt="unstructured"``, EIE-style relative indices)
     The kept (non-zero) weights of a row in ascending position; each slot stores its value and the
     number of zero weights skipped since the previous slot of the row (the first slot: since
     position 0), in :data:`INDEX_WIDTH` bits. A run of more than ``MAX_SKIP`` zeros is bridged by
-    *padding slots* (value 0, index ``MAX_SKIP``, each covering ``MAX_SKIP + 1`` positions). A row
-    of ``e`` slots takes ``ceil(e / lanes)`` beats, the last one with ``count = e mod lanes``
-    (or ``lanes``) live slots; a row without any non-zero is one beat with ``count = 0``.
+    *padding slots* (value 0, index ``MAX_SKIP``, each covering ``MAX_SKIP + 1`` positions); a row
+    without any non-zero is one padding slot (value 0, index 0). Rows follow each other slot after
+    slot, so a beat may end one row and start the next: the stream takes ``ceil(slots / lanes)``
+    beats, every beat full but the last (``count`` live slots, a prefix of the beat).
 
 N:M (``fmt="n:m"``, as :mod:`hwprune` 's N:M selector emits it)
     The row is padded with zeros to a multiple of ``M`` and cut into groups of ``M`` consecutive
     weights. Each group keeps exactly ``N`` slots: the ``N`` largest magnitudes, the lower index
     winning ties (so a group with fewer than ``N`` non-zeros is filled with its first zeros), stored
     in ascending index order as (value, index within the group, ``log2(M)`` bits used of the
-    index field). A beat holds ``lanes // N`` whole groups (the last beat of a row fewer); a weight
-    matrix that is not N:M sparse is rejected, never silently changed.
+    index field). A beat holds ``lanes // N`` whole groups of one row (the row's last beat fewer);
+    a weight matrix that is not N:M sparse is rejected, never silently changed.
 
-Beat flags: ``last`` ends a row; the unit derives ``final`` (end of the matrix) from the beat count.
+The unit derives ``final`` (end of the matrix) from the beat count.
 Activations are streamed as ``act_beats = ceil(padded_k / lanes)`` beats of ``lanes`` values, zero
 padded, where ``padded_k`` is ``K`` rounded up to a multiple of ``M`` for N:M and ``K`` otherwise.
 """
@@ -57,7 +60,7 @@ class CompressedWeights:
     value: np.ndarray       # int16, (beats, lanes); dead slots are 0
     index: np.ndarray       # uint8, (beats, lanes); dead slots are 0
     count: np.ndarray       # uint8, (beats,): live slots, a prefix of the beat
-    last: np.ndarray        # bool, (beats,): the row's last beat
+    end: np.ndarray         # bool, (beats, lanes): the slot ends its row
     row_nnz: np.ndarray     # int64, (rows,): non-zero weights per row
 
     @property
@@ -88,8 +91,9 @@ class CompressedWeights:
 
     @property
     def dense_beats(self):
-        """Beats the same unit takes for the uncompressed matrix: ``ceil(K / lanes)`` per row."""
-        return self.rows * max(1, -(-self.shape[1] // self.lanes))
+        """Beats the same unit takes for the uncompressed matrix, rows packed like unstructured
+        ones: ``ceil(rows * K / lanes)``."""
+        return max(1, -(-self.rows * self.shape[1] // self.lanes))
 
     @property
     def ideal_beats(self):
@@ -98,7 +102,7 @@ class CompressedWeights:
 
     def decode(self):
         """The dense matrix (int64, ``rows x padded_k``) this stream stands for."""
-        return decode_stream(self.value, self.index, self.count, self.last, fmt=self.fmt_code,
+        return decode_stream(self.value, self.index, self.count, self.end, fmt=self.fmt_code,
                              n=self.n, m=self.m, k=self.act_beats * self.lanes)[:, :self.padded_k]
 
 
@@ -126,24 +130,17 @@ def _check_codes(codes, lanes):
     return codes.astype(np.int64)
 
 
-def _pack_rows(row_entries, lanes, entry_row, entry_value, entry_index, rows):
-    """Place each row's slots (given in row order) into beats of ``lanes``; one beat per empty row."""
-    row_beats = np.maximum(1, -(-row_entries // lanes))
-    beat_start = np.concatenate([[0], np.cumsum(row_beats)[:-1]]).astype(np.int64)
-    beats = int(row_beats.sum())
-    entry_start = np.concatenate([[0], np.cumsum(row_entries)[:-1]]).astype(np.int64)
-    rank = np.arange(entry_row.size, dtype=np.int64) - entry_start[entry_row]
-    slot = beat_start[entry_row] * lanes + rank
+def _pack_slots(entry_value, entry_index, entry_end, lanes):
+    """Cut a slot sequence into beats of ``lanes`` (every beat full but the last)."""
+    total = entry_value.size
+    beats = max(1, -(-total // lanes))
     value = np.zeros(beats * lanes, dtype=np.int16)
     index = np.zeros(beats * lanes, dtype=np.uint8)
-    value[slot] = entry_value
-    index[slot] = entry_index
+    end = np.zeros(beats * lanes, dtype=bool)
+    value[:total], index[:total], end[:total] = entry_value, entry_index, entry_end
     count = np.full(beats, lanes, dtype=np.uint8)
-    last_beat = beat_start + row_beats - 1
-    count[last_beat] = row_entries - (row_beats - 1) * lanes
-    last = np.zeros(beats, dtype=bool)
-    last[last_beat] = True
-    return value.reshape(beats, lanes), index.reshape(beats, lanes), count, last
+    count[-1] = total - (beats - 1) * lanes
+    return value.reshape(beats, lanes), index.reshape(beats, lanes), count, end.reshape(beats, lanes)
 
 
 def compress_unstructured(codes, lanes):
@@ -166,11 +163,18 @@ def compress_unstructured(codes, lanes):
     entry_value[ends] = codes[nz_row, nz_col]
     entry_index[ends] = skip - pads * (MAX_SKIP + 1)
     entry_row = np.repeat(nz_row, per_nz)
-    row_entries = np.bincount(entry_row, minlength=rows).astype(np.int64)
-    value, index, count, last = _pack_rows(row_entries, lanes, entry_row, entry_value,
-                                           entry_index, rows)
+    # An empty row is one padding slot; insert those in row order.
+    empty = np.flatnonzero(np.bincount(entry_row, minlength=rows) == 0)
+    if empty.size:
+        at = np.searchsorted(entry_row, empty)
+        entry_row = np.insert(entry_row, at, empty)
+        entry_value = np.insert(entry_value, at, 0)
+        entry_index = np.insert(entry_index, at, 0)
+    entry_end = np.ones(entry_row.size, dtype=bool)
+    entry_end[:-1] = entry_row[1:] != entry_row[:-1]
+    value, index, count, end = _pack_slots(entry_value, entry_index, entry_end, lanes)
     return CompressedWeights("unstructured", 0, 0, lanes, tuple(codes.shape), value, index,
-                             count, last, np.bincount(nz_row, minlength=rows).astype(np.int64))
+                             count, end, np.bincount(nz_row, minlength=rows).astype(np.int64))
 
 
 def nm_select(groups, n):
@@ -267,10 +271,11 @@ def compress_nm(codes, n, m, lanes):
     index[:, :per_beat * n] = idx.reshape(beats, per_beat * n)
     count = np.full((rows, row_beats), per_beat * n, dtype=np.uint8)
     count[:, -1] = (groups - (row_beats - 1) * per_beat) * n
-    last = np.zeros((rows, row_beats), dtype=bool)
-    last[:, -1] = True
+    end = np.zeros((rows, row_beats, lanes), dtype=bool)
+    end[:, -1, int(count[0, -1]) - 1] = True
     return CompressedWeights("n:m", n, m, lanes, (rows, k), value, index, count.reshape(-1),
-                             last.reshape(-1), np.count_nonzero(codes, axis=1).astype(np.int64))
+                             end.reshape(beats, lanes),
+                             np.count_nonzero(codes, axis=1).astype(np.int64))
 
 
 def compress(codes, lanes, fmt="unstructured"):
@@ -281,36 +286,38 @@ def compress(codes, lanes, fmt="unstructured"):
     return compress_nm(codes, n, m, lanes)
 
 
-def decode_stream(value, index, count, last, *, fmt, n=0, m=0, k):
+def decode_stream(value, index, count, end, *, fmt, n=0, m=0, k):
     """Decode a beat stream back to the dense matrix it encodes (int64, ``rows x k``).
 
     This is the format's semantics, used by the golden model: raises if a slot lands at or beyond
-    position ``k`` (the activations streamed per vector) or the stream does not end a row.
+    position ``k`` (the activations streamed per vector), the stream does not end a row on its
+    last slot, or an N:M beat holds more than one row.
     """
     value = np.asarray(value, dtype=np.int64)
     index = np.asarray(index, dtype=np.int64)
     count = np.asarray(count, dtype=np.int64)
-    last = np.asarray(last, dtype=bool)
+    end = np.asarray(end, dtype=bool)
     beats, lanes = value.shape
-    if beats == 0 or not last[-1]:
-        raise ValueError("a weight stream must hold at least one beat and end with a row's last")
     if (count > lanes).any():
         raise ValueError(f"a beat has more than {lanes} live slots")
-    rows = int(last.sum())
-    beat_row = np.concatenate([[0], np.cumsum(last)[:-1]]).astype(np.int64)
     live = np.arange(lanes) < count[:, None]
     slot_beat, slot_lane = np.nonzero(live)
-    row = beat_row[slot_beat]
+    slot_end = end[slot_beat, slot_lane]
+    if slot_end.size == 0 or not slot_end[-1]:
+        raise ValueError("a weight stream must hold at least one slot and end a row on its last")
+    rows = int(slot_end.sum())
+    row = np.concatenate([[0], np.cumsum(slot_end)[:-1]]).astype(np.int64)
     if fmt == FMT_UNSTRUCTURED:
         steps = index[slot_beat, slot_lane] + 1
         ends = np.concatenate([[0], np.cumsum(steps)])   # ends[i]: steps before slot i
         row_first = np.searchsorted(row, np.arange(rows))
-        base = ends[row_first]
-        ends = ends[1:]
-        pos = ends - 1 - base[row]
+        pos = ends[1:] - 1 - ends[row_first][row]
     else:
-        beat_start = np.concatenate([[0], np.flatnonzero(last)[:-1] + 1])
-        beat_in_row = np.arange(beats) - beat_start[beat_row]
+        beat_row = row[np.searchsorted(slot_beat, np.arange(beats))]
+        if (row != beat_row[slot_beat]).any() or (end & ~live).any():
+            raise ValueError("an N:M beat must hold slots of one row only")
+        beat_start = np.searchsorted(beat_row, beat_row, side="left")
+        beat_in_row = np.arange(beats) - beat_start
         per_beat = lanes // n
         group = beat_in_row[slot_beat] * per_beat + slot_lane // n
         if (index[slot_beat, slot_lane] >= m).any():

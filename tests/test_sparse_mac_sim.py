@@ -23,13 +23,14 @@ def run_unit(job, *, lanes, width, max_k, rng=None, stall=0.0, reset_after=None)
     rng = rng or np.random.default_rng(0)
     vectors, k = job.acts.shape
     act_beats, beats = k // lanes, len(job.count)
-    rows = int(np.count_nonzero(job.last))
+    rows = int(np.count_nonzero(job.end))
     result = {}
 
     def w_payload(i):
         b = i % beats
         return {"value": [int(v) for v in job.value[b]], "index": [int(v) for v in job.index[b]],
-                "count": int(job.count[b]), "last": int(job.last[b]), "final": int(b == beats - 1)}
+                "count": int(job.count[b]), "final": int(b == beats - 1),
+                "end": sum(1 << s for s in range(lanes) if job.end[b, s])}
 
     def a_payload(i):
         v, b = divmod(i, act_beats)
@@ -61,7 +62,8 @@ def run_unit(job, *, lanes, width, max_k, rng=None, stall=0.0, reset_after=None)
                 w_sent += bool(offer_w and w_ready)
                 a_sent += bool(offer_a and a_ready)
                 if o_valid and take:
-                    out.append(o_payload)
+                    out.extend(o_payload.value[s] for s in range(lanes)
+                               if (o_payload.valid >> s) & 1)
                 assert cycles < 40 * (beats + act_beats) * vectors + 200, "no progress"
                 if attempt == 0 and reset_after is not None and w_sent >= reset_after:
                     break

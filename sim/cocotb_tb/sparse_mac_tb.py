@@ -27,35 +27,48 @@ from hwprune.sim.cocotb_tb.streams import StreamSink, StreamSource, no_pauses, r
 
 def unit_shape(dut):
     """(lanes, width, act_width, acc_width) of the unit, read off its port widths."""
-    acc_width = len(dut.o_stream__payload)
+    w_bits = len(dut.w_stream__payload)
     a_bits = len(dut.a_stream__payload) - 1
-    w_bits = len(dut.w_stream__payload) - 2
     for lanes in (4, 8, 16, 32, 64):
-        count_bits = lanes.bit_length()
-        rest = w_bits - count_bits - lanes * INDEX_WIDTH
+        rest = w_bits - 1 - lanes - lanes.bit_length() - lanes * INDEX_WIDTH
         if rest > 0 and rest % lanes == 0 and a_bits % lanes == 0 and \
                 rest // lanes in (4, 8, 16) and a_bits // lanes in (4, 8, 16):
+            acc_width = (len(dut.o_stream__payload) - lanes) // lanes
             return lanes, rest // lanes, a_bits // lanes, acc_width
     raise AssertionError("cannot read the unit's parameters off its ports")
 
 
 def pack_weight_beats(job, width):
+    """Weight payload integers: values, indices, count, the end bitmap, final."""
     lanes = job.value.shape[1]
     vmask, count_bits = (1 << width) - 1, lanes.bit_length()
     base_index = lanes * width
     base_count = base_index + lanes * INDEX_WIDTH
+    base_end = base_count + count_bits
     beats = []
     n = len(job.count)
-    for b, (vals, idx) in enumerate(zip(job.value.tolist(), job.index.tolist())):
+    for b, (vals, idx, ends) in enumerate(zip(job.value.tolist(), job.index.tolist(),
+                                              np.asarray(job.end, dtype=bool).tolist())):
         word = 0
         for s in range(lanes):
             word |= (vals[s] & vmask) << (s * width)
             word |= idx[s] << (base_index + s * INDEX_WIDTH)
+            word |= int(ends[s]) << (base_end + s)
         word |= int(job.count[b]) << base_count
-        word |= int(bool(job.last[b])) << (base_count + count_bits)
-        word |= int(b == n - 1) << (base_count + count_bits + 1)
+        word |= int(b == n - 1) << (base_end + lanes)
         beats.append(word)
     return beats
+
+
+def unpack_results(beats, lanes, acc_width):
+    """Result payload integers -> the results they carry, in order."""
+    sign, mask = 1 << (acc_width - 1), (1 << acc_width) - 1
+    out = []
+    for word in beats:
+        valid = word >> (lanes * acc_width)
+        out.extend((((word >> (s * acc_width)) & mask) ^ sign) - sign
+                   for s in range(lanes) if (valid >> s) & 1)
+    return out
 
 
 def pack_act_beats(acts, lanes, act_width):
@@ -91,7 +104,12 @@ class SparseMacBench:
             return random_pauses(p, self.seed * 3 + salt) if p else no_pauses()
         self.w_source = StreamSource(self.dut, "w_stream", self.dut.clk, pauses(self.pause, 0))
         self.a_source = StreamSource(self.dut, "a_stream", self.dut.clk, pauses(self.pause, 1))
-        self.sink = StreamSink(self.dut, "o_stream", self.dut.clk, pauses(self.out_pause, 2))
+        self.results = 0
+
+        def count(word):
+            self.results += bin(word >> (self.lanes * self.acc_width)).count("1")
+        self.sink = StreamSink(self.dut, "o_stream", self.dut.clk, pauses(self.out_pause, 2),
+                               callback=count)
 
     def stop(self):
         self.w_source.stop()
@@ -109,20 +127,21 @@ class SparseMacBench:
         weights = pack_weight_beats(job, self.width)
         self.w_source.queue.extend(weights * vectors)
         self.a_source.queue.extend(pack_act_beats(job.acts, self.lanes, self.act_width))
-        rows = int(np.count_nonzero(job.last))
+        rows = int(np.count_nonzero(job.end))
         expected = rows * vectors
         limit = 64 * (len(weights) + job.acts.shape[1]) * vectors + 1000
         waited = 0
-        while len(self.sink.received) < expected:
+
+        while self.results < expected:
             await RisingEdge(self.dut.clk)
             waited += 1
-            assert waited <= limit, f"no progress: {len(self.sink.received)} of {expected} out"
+            assert waited <= limit, f"no progress: {self.results} of {expected} results out"
         # Keep taking for a while: nothing more may come out once every row is done.
         await ClockCycles(self.dut.clk, 8)
         self.stop()
-        assert len(self.sink.received) == expected, "results after the last row"
-        sign = 1 << (self.acc_width - 1)
-        out = np.array([(v ^ sign) - sign for v in self.sink.received], dtype=np.int64)
+        out = np.array(unpack_results(self.sink.received, self.lanes, self.acc_width),
+                       dtype=np.int64)
+        assert len(out) == expected, "results after the last row"
         first = min(self.w_source.first_offer_cycle, self.a_source.first_offer_cycle)
         return SparseMacResult(out=out.reshape(vectors, rows),
                                cycles=self.sink.last_take_cycle - first + 1)

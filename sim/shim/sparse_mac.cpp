@@ -20,11 +20,38 @@ struct Unit {
 constexpr unsigned W_VALUE = 0;
 constexpr unsigned W_INDEX = LANES * WIDTH;
 constexpr unsigned W_COUNT = W_INDEX + LANES * INDEX_WIDTH;
-constexpr unsigned W_LAST = W_COUNT + COUNT_BITS;
-constexpr unsigned W_FINAL = W_LAST + 1;
+constexpr unsigned W_END = W_COUNT + COUNT_BITS;
+constexpr unsigned W_FINAL = W_END + LANES;
 constexpr unsigned W_BITS = W_FINAL + 1;
 constexpr unsigned A_LAST = LANES * ACT_WIDTH;
 constexpr unsigned A_BITS = A_LAST + 1;
+
+// The result beat (LANES accumulators of ACC_WIDTH bits, then the valid bitmap) can be wider than
+// ports.h's Bits: read it into a buffer of its own.
+constexpr unsigned O_BITS = LANES * ACC_WIDTH + LANES;
+constexpr unsigned O_WORDS = (O_BITS + 31) / 32 + 2;
+struct WideOut {
+    uint32_t w[O_WORDS];
+    uint64_t get(unsigned lo, unsigned n) const {   // n <= 64
+        uint64_t v = 0;
+        for (unsigned i = 0; i < n; ++i) {
+            unsigned bit = lo + i;
+            v |= (uint64_t)((w[bit / 32] >> (bit % 32)) & 1u) << i;
+        }
+        return v;
+    }
+};
+template <typename T> inline void read_out(const T& port, WideOut& o) {
+    std::memset(o.w, 0, sizeof o.w);
+    uint64_t v = (uint64_t)port;
+    o.w[0] = (uint32_t)v;
+    o.w[1] = (uint32_t)(v >> 32);
+}
+template <std::size_t N> inline void read_out(const VlWide<N>& port, WideOut& o) {
+    static_assert(N <= O_WORDS, "result port wider than the buffer");
+    std::memset(o.w, 0, sizeof o.w);
+    std::memcpy(o.w, port.m_storage, N * 4);
+}
 
 inline int64_t sext64(uint64_t v, unsigned width) {
     if (width >= 64) return (int64_t)v;
@@ -61,12 +88,12 @@ void* sm_create() {
 
 void sm_destroy(void* h) { delete static_cast<Unit*>(h); }
 
-// One pass: the weight stream (`beats` beats) is replayed for each of `vectors` activation
-// vectors of `act_beats` beats. out: vectors*rows results, vector-major. Random stalls (percent
+// One pass: the weight stream (`beats` beats; `end`: one bitmap per beat of the slots that end a
+// row) is replayed for each of `vectors` activation vectors of `act_beats` beats. out: vectors*rows results, vector-major. Random stalls (percent
 // per cycle and stream, seeded) exercise every handshake. Returns the cycles from the first beat
 // offered to the last result taken, or -1 if the unit stops making progress.
 int64_t sm_run(void* h, const int16_t* value, const uint8_t* index, const uint8_t* count,
-               const uint8_t* last, int64_t beats, const int16_t* acts, int64_t act_beats,
+               const uint64_t* end, int64_t beats, const int16_t* acts, int64_t act_beats,
                int64_t vectors, uint32_t fmt, uint32_t nm_n, uint32_t nm_m_log2, int64_t rows,
                int64_t* out, uint32_t stall_seed, uint32_t in_stall_pct, uint32_t out_stall_pct) {
     auto* u = static_cast<Unit*>(h);
@@ -78,7 +105,8 @@ int64_t sm_run(void* h, const int16_t* value, const uint8_t* index, const uint8_
     u->tick();
 
     Lcg rng(stall_seed);
-    Bits wbits, abits, obits;
+    Bits wbits, abits;
+    WideOut obits;
     const bool stalls = in_stall_pct || out_stall_pct;
     const int64_t w_total = beats * vectors, a_total = act_beats * vectors, o_total = rows * vectors;
     int64_t w_sent = 0, a_sent = 0, got = 0, cycles = 0;
@@ -101,7 +129,8 @@ int64_t sm_run(void* h, const int16_t* value, const uint8_t* index, const uint8_
             static_assert(W_INDEX % 8 == 0 && INDEX_WIDTH == 8, "index field must be byte aligned");
             std::memcpy(bytes + W_INDEX / 8, ix, LANES);
             wbits.put(W_COUNT, COUNT_BITS, count[b]);
-            wbits.put(W_LAST, 1, last[b] ? 1 : 0);
+            wbits.put(W_END, LANES > 32 ? 32 : LANES, end[b] & 0xffffffffu);
+            if (LANES > 32) wbits.put(W_END + 32, LANES - 32, end[b] >> 32);
             wbits.put(W_FINAL, 1, b == beats - 1 ? 1 : 0);
             write_port(m->PORT(w_stream, payload), wbits);
             w_loaded = true;
@@ -126,8 +155,11 @@ int64_t sm_run(void* h, const int16_t* value, const uint8_t* index, const uint8_
         bool w_fire = offer_w && m->PORT(w_stream, ready);
         bool a_fire = offer_a && m->PORT(a_stream, ready);
         if (m->PORT(o_stream, valid) && take) {
-            read_port(m->PORT(o_stream, payload), obits);
-            out[got++] = sext64((uint64_t)obits.w[0] | ((uint64_t)obits.w[1] << 32), ACC_WIDTH);
+            read_out(m->PORT(o_stream, payload), obits);
+            uint64_t valid = obits.get(LANES * ACC_WIDTH, LANES);
+            for (unsigned s = 0; s < LANES; ++s)
+                if (((valid >> s) & 1) && got < o_total)
+                    out[got++] = sext64(obits.get(s * ACC_WIDTH, ACC_WIDTH), ACC_WIDTH);
         }
         m->clk = 1;
         m->eval();

@@ -21,7 +21,7 @@ class SparseMacJob:
     value: np.ndarray   # int16, (beats, lanes)
     index: np.ndarray   # uint8, (beats, lanes)
     count: np.ndarray   # uint8, (beats,)
-    last: np.ndarray    # bool, (beats,)
+    end: np.ndarray     # bool, (beats, lanes): the slot ends its row
     acts: np.ndarray    # int16, (vectors, act_beats * lanes), zero padded
     fmt: int            # 0: unstructured, 1: N:M
     nm_n: int = 0
@@ -54,7 +54,7 @@ def make_job(compressed, acts):
     padded = np.zeros((vectors, compressed.act_beats * compressed.lanes), dtype=np.int16)
     padded[:, :k] = acts
     return SparseMacJob(value=compressed.value, index=compressed.index, count=compressed.count,
-                        last=compressed.last, acts=padded, fmt=compressed.fmt_code,
+                        end=compressed.end, acts=padded, fmt=compressed.fmt_code,
                         nm_n=compressed.n, nm_m=compressed.m)
 
 
@@ -83,7 +83,7 @@ def run(job, *, latency=PIPELINE_LATENCY):
     lanes = job.value.shape[1]
     if acts.ndim != 2 or acts.shape[1] % lanes:
         raise ValueError(f"acts must be (vectors, act_beats * {lanes}), not {acts.shape}")
-    dense = decode_stream(job.value, job.index, job.count, job.last, fmt=int(job.fmt),
+    dense = decode_stream(job.value, job.index, job.count, job.end, fmt=int(job.fmt),
                           n=int(job.nm_n), m=int(job.nm_m), k=acts.shape[1])
     out = acts @ dense.T
     cycles = stall_free_cycles(job.value.shape[0], acts.shape[1] // lanes, acts.shape[0],

@@ -94,6 +94,15 @@ def _scan(m, level, step, count, shape):
     return level, step
 
 
+def _sum(values):
+    """Sum of ``values`` as a balanced adder tree."""
+    terms = list(values)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
 def popcount(value):
     """Number of set bits of ``value``, as a balanced adder tree."""
     terms = [Value.cast(value)[i].as_unsigned() for i in range(len(Value.cast(value)))]
@@ -128,7 +137,7 @@ class ThresholdEngine(wiring.Component):
         Output beats delivered and weights kept since the last ``clear`` (``kept`` includes a
         delivered beat one clock after its transfer).
     ties_left : Out(unsigned(32))
-        Tie budget not yet used (final one clock after the last beat).
+        Tie budget not yet used (final one clock after the last delivered beat).
     """
 
     def __init__(self, *, lanes, width):
@@ -232,31 +241,37 @@ class ThresholdEngine(wiring.Component):
         hi_one = Signal()
         hi_two = Signal()
         m.d.comb += hi_two.eq(Mux(borrow, hi == 3, hi == 2))
-        used = Signal(range(lanes + 1))
-        m.d.comb += used.eq(Mux(budget_big | (s3_ties < lo), s3_ties, lo))
-        lo_next = Signal(signed(k + 2))
-        m.d.comb += lo_next.eq(lo - used)
+        # The beat uses min(ties, ties_left): below 2**k that is lo floored at 0 after taking
+        # the ties off, above it a plain (possibly borrowing) subtraction. One short chain.
+        lo_diff = Signal(signed(k + 2))
+        m.d.comb += lo_diff.eq(lo - s3_ties)
         mask = Signal(lanes)
         for i in range(lanes):
             m.d.comb += mask[i].eq(s3_gt[i] | (s3_eq[i] & (budget_big | (s3_rank[i] < lo))))
         beat = Signal()
         m.d.comb += beat.eq(advance & s3_valid)
         new_borrow = Signal()
-        m.d.comb += new_borrow.eq(beat & (lo_next < 0))
+        m.d.comb += new_borrow.eq(beat & budget_big & (lo_diff < 0))
         m.d.sync += [hi.eq(hi - borrow), borrow.eq(new_borrow)]
         with m.If(new_borrow):
             m.d.sync += [budget_big.eq(~hi_one), hi_one.eq(hi_two)]
         with m.If(beat):
-            m.d.sync += lo.eq(lo_next[:k])
-        # The ties_left output is a register (timing: the subtraction ends at a flip-flop), so it
-        # is final one clock after the last beat, like kept.
+            m.d.sync += lo.eq(Mux(~budget_big & (lo_diff < 0), 0, lo_diff[:k]))
+        # The ties_left output is a register copy of Cat(lo, hi) (timing: no subtraction on the
+        # way out). A pending borrow is in hi one clock after the last beat leaves S4, and in
+        # the copy the clock after: by then that beat has been delivered, so ties_left is final
+        # one clock after the last delivered beat, like kept.
         ties_left = Signal(unsigned(COUNTER_WIDTH))
-        m.d.sync += ties_left.eq(Cat(lo, hi - borrow))
+        m.d.sync += ties_left.eq(Cat(lo, hi))
 
         out = self.o_stream.payload
+        # Kept weights per group of 4 lanes, registered with the beat (timing: the kept count
+        # of a delivered beat is then a short sum of these).
+        out_groups = [Signal(range(5), name=f"out_kept{j}") for j in range((lanes + 3) // 4)]
         with m.If(advance):
             m.d.sync += self.o_stream.valid.eq(s3_valid)
             m.d.sync += out.mask.eq(mask)
+            m.d.sync += [g.eq(popcount(mask[4 * j:4 * j + 4])) for j, g in enumerate(out_groups)]
             m.d.sync += [out.data[i].eq(Mux(mask[i], s3_data[i], 0)) for i in range(lanes)]
 
         # Counters count delivered beats, so a stalled output is never counted twice. The kept
@@ -267,7 +282,7 @@ class ThresholdEngine(wiring.Component):
         delivered_kept = Signal(range(lanes + 1))
         m.d.sync += [delivered_kept.eq(0), kept.eq(kept + delivered_kept)]
         with m.If(self.o_stream.valid & self.o_stream.ready):
-            m.d.sync += [beats.eq(beats + 1), delivered_kept.eq(popcount(out.mask))]
+            m.d.sync += [beats.eq(beats + 1), delivered_kept.eq(_sum(out_groups))]
         with m.If(self.clear):
             m.d.sync += [beats.eq(0), kept.eq(0), delivered_kept.eq(0),
                          lo.eq(self.tie_budget[:k]), hi.eq(self.tie_budget[k:]), borrow.eq(0),

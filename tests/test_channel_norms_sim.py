@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 
 from hwprune.golden import MODELS, ChannelJob
 from hwprune.hw import ChannelNorms
-from hwprune.hw.channel_norms import PIPELINE_LATENCY, l1_width, l2_width
+from hwprune.hw.channel_norms import PIPELINE_LATENCY, NormLayout, l1_width, l2_width
 from hwprune.sim.stimulus import corner_values, random_tiles
 
 channel_norms = MODELS["channel_norms"]
@@ -146,8 +146,7 @@ def test_sum_widths_hold_two_to_the_24_extreme_weights(width):
     # The bound the widths are chosen for: 2**24 weights of -2**(width-1).
     assert l1_width(width) == (2**24 * 2**(width - 1)).bit_length()
     assert l2_width(width) == (2**24 * 2**(2 * width - 2)).bit_length()
-    port = ChannelNorms(lanes=4, width=width).o_stream.payload.shape()
-    assert port.size == l1_width(width) + l2_width(width)
+    assert NormLayout(width).size == l1_width(width) + l2_width(width)
 
 
 def test_golden_rejects_unterminated_channel_and_overflow():

@@ -36,17 +36,6 @@ def test_golden_verilator_cocotb_bit_identical():
             assert_same(want, got)
 
 
-def test_cocotb_backend_with_stalls_changes_only_cycles():
-    lanes, width = 16, 8
-    jobs = make_jobs(np.random.default_rng(22), lanes, width)[:2]
-    golden = get_backend("golden", lanes=lanes, width=width).run("nm_selector", jobs)
-    stalled = get_backend("cocotb", lanes=lanes, width=width, in_stall=0.3, out_stall=0.3,
-                          stall_seed=3).run("nm_selector", jobs)
-    for want, got in zip(golden, stalled):
-        assert_same(want, got, cycles=False)
-        assert got.cycles > want.cycles
-
-
 @pytest.mark.parametrize("lanes,width", [(8, 4), (16, 8)])
 def test_verilator_with_stalls_and_large_tensor(lanes, width):
     # A whole layer's worth of beats per call, with random stalls on both streams.
@@ -54,7 +43,7 @@ def test_verilator_with_stalls_and_large_tensor(lanes, width):
     golden = get_backend("golden", lanes=lanes, width=width)
     rng = np.random.default_rng(lanes + width)
     for m, n in [(4, 2), (8, 4), (8, 1), (4, 3)]:
-        tiles, valid = random_tiles(rng, 20000, lanes, width)
+        tiles, valid = random_tiles(rng, 10000, lanes, width)
         job = NMJob(tiles, valid, m, n)
         want, = golden.run("nm_selector", [job])
         assert_same(want, lib.run_job(job))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .build import VERILATOR_WARNINGS, BuildError, cache_dir, setup_verilator, verilog_file
+from .build import (VERILATOR_WARNINGS, BuildError, _digest, cache_dir, setup_verilator,
+                    verilog_file)
 
 __all__ = ["cocotb_build", "cocotb_test"]
 
@@ -21,7 +22,12 @@ def cocotb_build(block, **params):
 
     setup_verilator()
     vfile = verilog_file(block, **params)
-    build_dir = cache_dir() / "cocotb" / vfile.stem
+    # Keyed by the Verilog itself: an edit elsewhere in hw/ that leaves this block's Verilog
+    # unchanged reuses the simulator.
+    import cocotb
+    build_dir = cache_dir() / "cocotb" / (
+        f"{block}-" + _digest(vfile.read_bytes(), *VERILATOR_WARNINGS, cocotb.__version__,
+                              setup_verilator().parent.parent.name))
     with FileLock(str(build_dir) + ".lock"):
         done = build_dir / ".built"
         if not done.exists():

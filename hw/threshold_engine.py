@@ -205,10 +205,15 @@ class ThresholdEngine(wiring.Component):
         s2_gt = Signal(lanes)
         s2_eq = Signal(lanes)
         s2_scan = [Signal(count_shape, name=f"s2_scan{i}") for i in range(lanes)]
+        # Lanes kept outright (|w| > T), counted per group of 4 here and summed in S3: a beat
+        # keeps that many plus the ties it is granted (timing: no popcount of the final mask).
+        s2_gt_groups = [Signal(range(5), name=f"s2_gt_group{j}") for j in range((lanes + 3) // 4)]
         with m.If(advance):
             m.d.sync += [s2_valid.eq(s1_valid), s2_data.eq(s1_data), s2_gt.eq(s1_gt),
                          s2_eq.eq(s1_eq)]
             m.d.sync += [r.eq(v) for r, v in zip(s2_scan, scan)]
+            m.d.sync += [g.eq(popcount(s1_gt[4 * j:4 * j + 4]))
+                         for j, g in enumerate(s2_gt_groups)]
 
         inclusive, _ = _scan(m, s2_scan, step, levels, count_shape)
         s3_valid = Signal()
@@ -217,9 +222,11 @@ class ThresholdEngine(wiring.Component):
         s3_eq = Signal(lanes)
         s3_rank = Signal(data.ArrayLayout(count_shape, lanes))
         s3_ties = Signal(count_shape)
+        s3_gt_count = Signal(count_shape)
         with m.If(advance):
             m.d.sync += [s3_valid.eq(s2_valid), s3_data.eq(s2_data), s3_gt.eq(s2_gt),
-                         s3_eq.eq(s2_eq), s3_ties.eq(inclusive[-1])]
+                         s3_eq.eq(s2_eq), s3_ties.eq(inclusive[-1]),
+                         s3_gt_count.eq(_sum(s2_gt_groups))]
             # Exclusive counts: the inclusive count of the lane before.
             m.d.sync += [s3_rank[i].eq(inclusive[i - 1] if i else 0) for i in range(lanes)]
 
@@ -265,13 +272,15 @@ class ThresholdEngine(wiring.Component):
         m.d.sync += ties_left.eq(Cat(lo, hi))
 
         out = self.o_stream.payload
-        # Kept weights per group of 4 lanes, registered with the beat (timing: the kept count
-        # of a delivered beat is then a short sum of these).
-        out_groups = [Signal(range(5), name=f"out_kept{j}") for j in range((lanes + 3) // 4)]
+        # The beat's kept count is its S3 count of lanes kept outright plus the ties it used,
+        # both registered with the beat and added when it is delivered.
+        used = Signal(count_shape)
+        m.d.comb += used.eq(Mux(~budget_big & (lo_diff < 0), lo, s3_ties))
+        out_gt_count = Signal(count_shape)
+        out_used = Signal(count_shape)
         with m.If(advance):
             m.d.sync += self.o_stream.valid.eq(s3_valid)
-            m.d.sync += out.mask.eq(mask)
-            m.d.sync += [g.eq(popcount(mask[4 * j:4 * j + 4])) for j, g in enumerate(out_groups)]
+            m.d.sync += [out.mask.eq(mask), out_gt_count.eq(s3_gt_count), out_used.eq(used)]
             m.d.sync += [out.data[i].eq(Mux(mask[i], s3_data[i], 0)) for i in range(lanes)]
 
         # Counters count delivered beats, so a stalled output is never counted twice. The kept
@@ -282,7 +291,7 @@ class ThresholdEngine(wiring.Component):
         delivered_kept = Signal(range(lanes + 1))
         m.d.sync += [delivered_kept.eq(0), kept.eq(kept + delivered_kept)]
         with m.If(self.o_stream.valid & self.o_stream.ready):
-            m.d.sync += [beats.eq(beats + 1), delivered_kept.eq(_sum(out_groups))]
+            m.d.sync += [beats.eq(beats + 1), delivered_kept.eq(out_gt_count + out_used)]
         with m.If(self.clear):
             m.d.sync += [beats.eq(0), kept.eq(0), delivered_kept.eq(0),
                          lo.eq(self.tie_budget[:k]), hi.eq(self.tie_budget[k:]), borrow.eq(0),

@@ -17,13 +17,13 @@ an ``end`` bit per slot marks the last slot of a row, and ``final`` ends the mat
     bits per kept weight at any density, decode with one ``lanes``-wide prefix sum, and every beat
     carries ``lanes`` kept weights whatever the sparsity.
 ``fmt = 1``, N:M
-    beats hold whole groups of one row (``lanes // N`` groups of ``N`` slots); ``index`` is the
-    position of the kept weight inside its group of ``M`` (``log2(M)`` bits used), ascending
-    within a group: exactly N/M of the dense work.
+    beats hold ``lanes // N`` whole groups of ``N`` slots, rows following each other group after
+    group; ``index`` is the position of the kept weight inside its group of ``M`` (``log2(M)``
+    bits used), ascending within a group: exactly N/M of the dense work.
 
 Throughput: one weight beat per clock, so a matrix costs ``ceil(slots / lanes)`` cycles per vector
-(slots: kept weights plus rare padding slots; N:M: ``ceil(groups / (lanes // N))`` per row) whatever
-its dense size; see :data:`PIPELINE_LATENCY`. A beat can end up to ``lanes`` rows, so a result beat
+(slots: kept weights plus rare padding slots; N:M: ``ceil(groups / (lanes // N))``) whatever its
+dense size; see :data:`PIPELINE_LATENCY`. A beat can end up to ``lanes`` rows, so a result beat
 carries up to ``lanes`` results.
 
 Activations arrive on their own stream, ``lanes`` values per beat (``last`` on the final beat of a
@@ -263,35 +263,33 @@ class SparseMac(wiring.Component):
 
         # S1 decode: the position of every slot in its row. A row may start and end anywhere in a
         # beat (unstructured); `starts[s]`: slot s begins a row after an earlier slot's row ended.
-        pos = Signal(pos_width)   # unstructured: next position; N:M: first position of the beat
+        pos = Signal(pos_width)   # the position after the open row's last slot so far
         live = Signal(lanes)
         ends = Signal(lanes)
         m.d.comb += [live[s].eq(s1.count > s) for s in range(lanes)]
         m.d.comb += ends.eq(s1.end & live)
         starts = Cat(C(0, 1), ends[:-1])
-        steps, started = _segmented_scan(
-            [Mux(live[s], s1.index[s] + 1, 0) for s in range(lanes)], [starts[s] for s in range(lanes)])
-        group_of = [Signal(range(lanes + 1), name=f"group{s}") for s in range(lanes)]
-        nm_step = Signal(range(lanes * 2 ** 3 + 1))
+        # A slot's step: unstructured, the zeros it skips plus itself; N:M, a whole group of M
+        # positions on the first slot of each group (groups never straddle beats).
+        first_of_group = Signal(lanes)
         with m.Switch(self.nm_n):
             for n in range(1, MAX_N + 1):
                 with m.Case(n):
-                    m.d.comb += [group_of[s].eq(s // n) for s in range(lanes)]
-                    m.d.comb += nm_step.eq(C(lanes // n, 7) << self.nm_m_log2)
+                    m.d.comb += [first_of_group[s].eq(s % n == 0) for s in range(lanes)]
+        group_size = Signal(4)
+        m.d.comb += group_size.eq(C(1, 4) << self.nm_m_log2)
+        steps, started = _segmented_scan(
+            [Mux(live[s], Mux(self.fmt, Mux(first_of_group[s], group_size, 0), s1.index[s] + 1), 0)
+             for s in range(lanes)],
+            [starts[s] for s in range(lanes)])
         positions = []
         for s in range(lanes):
             p = Signal(pos_width, name=f"pos{s}")
-            m.d.comb += p.eq(Mux(self.fmt,
-                                 pos + (group_of[s] << self.nm_m_log2) + s1.index[s],
-                                 Mux(started[s], 0, pos) + steps[s] - 1))
+            base = Mux(started[s], 0, pos) + steps[s]
+            m.d.comb += p.eq(Mux(self.fmt, base - group_size + s1.index[s], base - 1))
             positions.append(p)
-        next_u = Signal(pos_width)
-        m.d.comb += next_u.eq(Mux(ends[-1], 0, Mux(started[-1], 0, pos) + steps[-1]))
         with m.If(fire):
-            with m.If(self.fmt):   # N:M beats never hold two rows
-                m.d.sync += pos.eq(Mux(ends.any(), 0, pos + nm_step))
-            with m.Else():
-                m.d.sync += pos.eq(next_u)
+            m.d.sync += pos.eq(Mux(ends[-1], 0, Mux(started[-1], 0, pos) + steps[-1]))
 
         # S2: one bank read per lane (the read happens on the edge that moves S1 to S2).
         s2_valid = Signal()

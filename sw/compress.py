@@ -24,10 +24,11 @@ N:M (``fmt="n:m"``, as :mod:`hwprune` 's N:M selector emits it)
     weights. Each group keeps exactly ``N`` slots: the ``N`` largest magnitudes, the lower index
     winning ties (so a group with fewer than ``N`` non-zeros is filled with its first zeros), stored
     in ascending index order as (value, index within the group, ``log2(M)`` bits used of the
-    index field). A beat holds ``lanes // N`` whole groups of one row (the row's last beat fewer);
-    a weight matrix that is not N:M sparse is rejected, never silently changed.
+    index field). Rows follow each other group after group; a beat holds ``lanes // N`` whole
+    groups (the last beat fewer). A weight matrix that is not N:M sparse is rejected, never
+    silently changed.
 
-The unit derives ``final`` (end of the matrix) from the beat count.
+Whoever streams the beats sets ``final`` on the matrix's last one (it frees the activation bank).
 Activations are streamed as ``act_beats = ceil(padded_k / lanes)`` beats of ``lanes`` values, zero
 padded, where ``padded_k`` is ``K`` rounded up to a multiple of ``M`` for N:M and ``K`` otherwise.
 """
@@ -259,22 +260,23 @@ def compress_nm(codes, n, m, lanes):
         raise ValueError(f"weights are not {n}:{m} sparse: row {r}, inputs {g * m}..{g * m + m - 1}"
                          f" hold {have[r, g]} non-zeros (at most {n} allowed)")
     per_beat = lanes // n
-    row_beats = -(-groups // per_beat)
-    slots = np.zeros((rows, row_beats * per_beat, n), dtype=np.int64)
+    total = rows * groups
+    beats = -(-total // per_beat)
+    slots = np.zeros((beats * per_beat, n), dtype=np.int64)
     idx = np.zeros_like(slots)
-    slots[:, :groups] = vals
-    idx[:, :groups] = sel
-    beats = rows * row_beats
+    slots[:total] = vals.reshape(total, n)
+    idx[:total] = sel.reshape(total, n)
+    ends = np.zeros((beats * per_beat, n), dtype=bool)
+    ends[groups - 1:total:groups, n - 1] = True          # the last slot of each row's last group
     value = np.zeros((beats, lanes), dtype=np.int16)
     index = np.zeros((beats, lanes), dtype=np.uint8)
+    end = np.zeros((beats, lanes), dtype=bool)
     value[:, :per_beat * n] = slots.reshape(beats, per_beat * n)
     index[:, :per_beat * n] = idx.reshape(beats, per_beat * n)
-    count = np.full((rows, row_beats), per_beat * n, dtype=np.uint8)
-    count[:, -1] = (groups - (row_beats - 1) * per_beat) * n
-    end = np.zeros((rows, row_beats, lanes), dtype=bool)
-    end[:, -1, int(count[0, -1]) - 1] = True
-    return CompressedWeights("n:m", n, m, lanes, (rows, k), value, index, count.reshape(-1),
-                             end.reshape(beats, lanes),
+    end[:, :per_beat * n] = ends.reshape(beats, per_beat * n)
+    count = np.full(beats, per_beat * n, dtype=np.uint8)
+    count[-1] = (total - (beats - 1) * per_beat) * n
+    return CompressedWeights("n:m", n, m, lanes, (rows, k), value, index, count, end,
                              np.count_nonzero(codes, axis=1).astype(np.int64))
 
 
@@ -291,7 +293,7 @@ def decode_stream(value, index, count, end, *, fmt, n=0, m=0, k):
 
     This is the format's semantics, used by the golden model: raises if a slot lands at or beyond
     position ``k`` (the activations streamed per vector), the stream does not end a row on its
-    last slot, or an N:M beat holds more than one row.
+    last slot, or N:M beats or rows do not hold whole groups.
     """
     value = np.asarray(value, dtype=np.int64)
     index = np.asarray(index, dtype=np.int64)
@@ -313,16 +315,14 @@ def decode_stream(value, index, count, end, *, fmt, n=0, m=0, k):
         row_first = np.searchsorted(row, np.arange(rows))
         pos = ends[1:] - 1 - ends[row_first][row]
     else:
-        beat_row = row[np.searchsorted(slot_beat, np.arange(beats))]
-        if (row != beat_row[slot_beat]).any() or (end & ~live).any():
-            raise ValueError("an N:M beat must hold slots of one row only")
-        beat_start = np.searchsorted(beat_row, beat_row, side="left")
-        beat_in_row = np.arange(beats) - beat_start
-        per_beat = lanes // n
-        group = beat_in_row[slot_beat] * per_beat + slot_lane // n
+        slot = np.arange(row.size)
+        row_first = np.searchsorted(row, np.arange(rows))
+        rank = slot - row_first[row]
+        if (count % n).any() or (np.bincount(row, minlength=rows) % n).any() or (end & ~live).any():
+            raise ValueError(f"N:M beats and rows must hold whole groups of N = {n} slots")
         if (index[slot_beat, slot_lane] >= m).any():
             raise ValueError(f"an N:M index is not below M = {m}")
-        pos = group * m + index[slot_beat, slot_lane]
+        pos = (rank // n) * m + index[slot_beat, slot_lane]
     if pos.size and pos.max() >= k:
         raise ValueError(f"a slot lands at position {int(pos.max())}, beyond the {k} "
                          f"activations of a vector")

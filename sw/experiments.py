@@ -10,7 +10,6 @@ Verilator engine while it trains, and print dense against pruned accuracy and pe
 """
 
 import copy
-import inspect
 import json
 import math
 from pathlib import Path
@@ -24,7 +23,7 @@ from .prune import prune
 from .schedules import CubicSchedule, GradualPruner
 from .train import evaluate, train
 
-__all__ = ["available_patterns", "train_dense", "one_shot", "gradual", "mixed_precision",
+__all__ = ["PATTERNS", "train_dense", "one_shot", "gradual", "mixed_precision",
            "sparsity_sweep", "plot_accuracy_vs_sparsity", "plot_layer_sparsity", "demo",
            "DIGITS_MODELS"]
 
@@ -32,11 +31,8 @@ DIGITS_MODELS = ("mlp-digits", "cnn-digits")
 _BATCH = 32
 
 
-def available_patterns():
-    """Pruning patterns :func:`hwprune.prune` offers in this build: ``"unstructured"`` always,
-    ``"2:4"`` and ``"channel"`` once the engine's N:M selector and channel norms are in."""
-    params = inspect.signature(prune).parameters
-    return ("unstructured", "2:4", "channel") if "pattern" in params else ("unstructured",)
+#: The pruning patterns the workflows compare (see :func:`hwprune.prune`).
+PATTERNS = ("unstructured", "2:4", "channel")
 
 
 def _steps_per_epoch(dataset):
@@ -146,7 +142,7 @@ def mixed_precision(pruned, splits, dense_accuracy, *, tolerance=0.005, backend=
 def sparsity_sweep(model_name="mlp-digits", *, seed=0, sparsities=(0.5, 0.7, 0.8, 0.9, 0.95),
                    dense_epochs=40, epochs=30, l1=1e-5, backend="verilator", progress=False):
     """Accuracy against sparsity: one-shot against gradual (and one-shot after L1 training),
-    plus the structured patterns this build offers, each at its own sparsity.
+    plus the structured patterns (2:4, channel), each at its own sparsity.
 
     Returns a JSON-ready dict.
     """
@@ -168,7 +164,7 @@ def sparsity_sweep(model_name="mlp-digits", *, seed=0, sparsities=(0.5, 0.7, 0.8
         runs.append(r)
         runs.append(gradual(dense, splits, s, epochs=epochs, seed=seed, backend=backend,
                             progress=progress)[1])
-    for pattern in available_patterns()[1:]:
+    for pattern in PATTERNS[1:]:
         runs.append(one_shot(dense, splits, 0.5, finetune_epochs=epochs, seed=seed,
                              backend=backend, progress=progress, pattern=pattern)[1])
     return {"model": model_name, "seed": seed, "dense_accuracy": dense_accuracy,

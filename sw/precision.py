@@ -19,7 +19,6 @@ import copy
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from .prune import prunable_parameters, prune
 from .train import evaluate

@@ -21,7 +21,7 @@ from .backends import Backend, get_backend
 from .golden import NMJob, ThresholdJob, select_threshold_passes
 from .hw import check_params
 from .patterns import nm_rows, nm_unrows, parse_pattern
-from .quant import GRANULARITIES, Quantized, dequantize, quantize, tile, untile
+from .quant import GRANULARITIES, dequantize, quantize, tile, untile
 from .report import LayerReport, PruneReport
 
 __all__ = ["prune", "remove", "prunable_parameters", "WRITE_BACKS", "SCOPES"]

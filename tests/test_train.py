@@ -210,13 +210,6 @@ def test_schedule_errors_reach_the_cli(capsys):
         capsys.readouterr().err
 
 
-needs_patterns = pytest.mark.skipif("channel" not in
-                                    __import__("hwprune.experiments").experiments
-                                    .available_patterns(),
-                                    reason="hwprune.prune has no pattern= in this build")
-
-
-@needs_patterns
 def test_nm24_structure_survives_fine_tuning(dense_mlp, splits):
     model, result = one_shot(dense_mlp, splits, 0.5, finetune_epochs=1, backend="golden",
                              pattern="2:4")
@@ -227,7 +220,6 @@ def test_nm24_structure_survives_fine_tuning(dense_mlp, splits):
         assert int((groups != 0).sum(dim=2).max()) <= 2, name
 
 
-@needs_patterns
 def test_channel_one_shot_removes_channels_and_fine_tunes(splits):
     cnn = train_dense("cnn-digits", splits, seed=0, epochs=1)
     model, result = one_shot(cnn, splits, 0.5, finetune_epochs=1, backend="golden",

@@ -33,7 +33,7 @@ def main():
     ap.add_argument("--lanes", type=int, default=16)
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--amount", type=float, default=0.5)
-    ap.add_argument("--cocotb-beats", type=int, default=20000)
+    ap.add_argument("--cocotb-beats", type=int, default=36000)
     args = ap.parse_args()
     lanes, width = args.lanes, args.width
 
@@ -66,13 +66,17 @@ def main():
 
     cocotb = get_backend("cocotb", lanes=lanes, width=width)
     big = jobs[10]
-    n_small, n_large = args.cocotb_beats // 4, args.cocotb_beats
+    n_small, n_large = args.cocotb_beats // 9, args.cocotb_beats
 
     def cocotb_time(n):
+        # The best of two runs: simulator start-up time varies from run to run.
         job = ThresholdJob(big.data[:n], big.lane_valid[:n], big.threshold, big.tie_budget)
-        t = time.perf_counter()
-        cocotb.threshold_passes([job])
-        return time.perf_counter() - t
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            cocotb.threshold_passes([job])
+            times.append(time.perf_counter() - t)
+        return min(times)
     t_small, t_large = cocotb_time(n_small), cocotb_time(n_large)
     cocotb_beats_per_s = (n_large - n_small) / max(t_large - t_small, 1e-9)
     cocotb_weights_per_s = cocotb_beats_per_s * lanes

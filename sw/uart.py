@@ -280,7 +280,8 @@ class UartBackend(Backend):
         self.link = UartLink(transport)
         self.retries = retries
         self.nbytes = beat_bytes(lanes, width)
-        self.stats = {"passes": 0, "retries": 0, "bytes_sent": 0, "bytes_received": 0}
+        self.stats = {"passes": 0, "retries": 0, "bytes_sent": 0, "bytes_received": 0,
+                      "host_jobs": 0}
         if check_info:
             self.link.resync()
             info = self.link.info()
@@ -291,9 +292,23 @@ class UartBackend(Backend):
         else:
             self.max_payload = MAX_PAYLOAD
 
+    #: Blocks the board's bitstream contains (INFO's block bitmap); other blocks run on the host.
+    device_blocks = ("threshold_engine",)
+
     def run(self, block, jobs):
-        if block != "threshold_engine":
-            raise ValueError(f"block must be one of ['threshold_engine'], not {block!r}")
+        """Run ``jobs`` on ``block``: on the device for the threshold engine; a block that the
+        bitstream does not contain (e.g. the magnitude histogram that ``hwprune.prune`` uses to
+        choose thresholds) runs in its golden model on the host, so the same ``prune`` call
+        works on a board (counted in ``stats["host_jobs"]``)."""
+        from . import golden
+        if block not in self.device_blocks:
+            try:
+                model = golden.MODELS[block]
+            except KeyError:
+                raise ValueError(f"block must be one of {sorted(golden.MODELS)}, "
+                                 f"not {block!r}") from None
+            self.stats["host_jobs"] += len(jobs)
+            return [model(job) for job in jobs]
         return [self._threshold_pass(job) for job in jobs]
 
     def _threshold_pass(self, job):

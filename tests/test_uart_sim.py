@@ -183,3 +183,22 @@ def test_wire_format_round_trip():
         data, mask = unpack_beats(packed, lanes, width)
         np.testing.assert_array_equal(data, tiles)
         np.testing.assert_array_equal(mask, valid)
+
+
+def test_prune_through_the_uart_matches_golden():
+    import torch
+
+    import hwprune
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
+                                   torch.nn.Linear(32, 10))
+
+    board, ref = model(), model()
+    report = hwprune.prune(board, amount=0.5, backend="uart-sim", lanes=16, width=8)
+    hwprune.prune(ref, amount=0.5, backend="golden", lanes=16, width=8)
+    masks = dict(board.named_buffers())
+    for name, want in ref.named_buffers():
+        assert torch.equal(masks[name], want), name
+    assert report.kept == sum(int(m.sum()) for m in masks.values())

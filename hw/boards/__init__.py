@@ -26,7 +26,7 @@ from pathlib import Path
 
 from amaranth import *
 from amaranth.build import ResourceError
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
 from ..bridge import UARTCore
@@ -140,13 +140,13 @@ class BoardTop(wiring.Component):
         locked = Signal()
         clk_io = platform.request(platform.default_clk, dir="-")
         if self.family == "ice40":
+            # The PLL's PACKAGEPIN is the clock pad itself (no input buffer in between).
             m.submodules.pll = Instance(
                 "SB_PLL40_PAD", p_FEEDBACK_PATH="SIMPLE",
                 **{f"p_{k}": v for k, v in self.pll_params.items()},
                 i_PACKAGEPIN=clk_io.io, i_RESETB=1, i_BYPASS=0,
                 o_PLLOUTGLOBAL=cd_sync.clk, o_LOCK=locked)
         else:
-            from amaranth.lib import io
             m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_io)
             clkop = Signal()
             p = self.pll_params
@@ -167,8 +167,9 @@ class BoardTop(wiring.Component):
             m.d.comb += cd_sync.clk.eq(clkop)
         platform.add_clock_constraint(cd_sync.clk, self.freq * 1e6)
 
-        button = platform.request(*BOARDS[self.board][3]).i
-        m.submodules.reset_sync = ResetSynchronizer(~locked | button, domain="sync")
+        m.submodules.button = button = io.Buffer("i", platform.request(*BOARDS[self.board][3],
+                                                                       dir="-"))
+        m.submodules.reset_sync = ResetSynchronizer(~locked | button.i, domain="sync")
         return locked
 
     def elaborate(self, platform):
@@ -177,17 +178,20 @@ class BoardTop(wiring.Component):
         m.submodules.core = core = UARTCore(lanes=self.lanes, width=self.width,
                                             clocks_per_bit=self.clocks_per_bit,
                                             timeout=self.timeout)
-        uart = platform.request("uart", 0)
-        m.d.comb += [core.rx.eq(uart.rx.i), uart.tx.o.eq(core.tx)]
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
+        m.d.comb += [core.rx.eq(uart_rx.i), uart_tx.o.eq(core.tx)]
 
         heartbeat = Signal(range(int(self.freq * 1e6)))
         m.d.sync += heartbeat.eq(heartbeat + 1)
         roles = [core.error, heartbeat[-1], core.busy, locked]
         for i, value in enumerate(roles):
             try:
-                led = platform.request("led", i)
+                led = io.Buffer("o", platform.request("led", i, dir="-"))
             except ResourceError:  # the board has fewer LEDs
                 break
+            m.submodules[f"led{i}"] = led
             m.d.comb += led.o.eq(value)
         return m
 
@@ -225,7 +229,8 @@ class EngineTimingTop(BoardTop):
         m.d.sync += [c.eq(watched[16 * i:16 * i + 16].xor()) for i, c in enumerate(chunks)]
         folded = Signal()
         m.d.sync += folded.eq(Cat(*chunks).xor())
-        m.d.comb += platform.request("led", 0).o.eq(folded)
+        m.submodules.led = led = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += led.o.eq(folded)
         return m
 
 

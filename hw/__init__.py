@@ -12,10 +12,11 @@ from .threshold_engine import (COUNTER_WIDTH, MAX_LANES, MIN_LANES, PIPELINE_LAT
 from .sparse_mac import SparseMac
 from .nm_selector import NMSelector
 from .channel_norms import ChannelNorms
+from .bridge import CommandBridge, UARTCore
 
 __all__ = ["BLOCKS", "to_verilog", "ThresholdEngine", "MagnitudeHistogram", "check_params", "SUPPORTED_WIDTHS",
            "MIN_LANES", "MAX_LANES", "PIPELINE_LATENCY", "COUNTER_WIDTH", "SparseMac",
-           "NMSelector", "ChannelNorms"]
+           "NMSelector", "ChannelNorms", "UARTCore", "CommandBridge"]
 
 #: Block name (also the Verilog module name) -> component class taking keyword parameters.
 BLOCKS = {
@@ -24,6 +25,8 @@ BLOCKS = {
     "sparse_mac": SparseMac,
     "nm_selector": NMSelector,
     "channel_norms": ChannelNorms,
+    "uart_core": UARTCore,
+    "command_bridge": CommandBridge,
 }
 
 

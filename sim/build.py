@@ -6,6 +6,7 @@ build is done once per machine and shared by every test, backend and benchmark. 
 lock, so parallel test workers wait for one build instead of racing.
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -67,8 +68,13 @@ def _digest(*parts):
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=None)
 def _hw_sources_digest():
+    """Digest of the hardware sources, read once per process right after they are imported, so
+    the key describes the designs this process generates even if the files change later."""
     import amaranth
+
+    import hwprune.hw  # noqa: F401  (the designs this process will generate)
     files = sorted(HW_DIR.glob("*.py"))
     return _digest(amaranth.__version__, *(f.name.encode() + f.read_bytes() for f in files))
 

@@ -1,21 +1,16 @@
 """The board's UART core verilated with a C++ serial-line shim (``sim/shim/uart_core.cpp``).
 
-Verilog and shared libraries are cached by content hash like :mod:`hwprune.sim.build`'s; the
-cocotb bench of the command bridge is built here too.
+Built, like every block, by :func:`hwprune.sim.build.shared_library` and
+:mod:`hwprune.sim.cocotb_run` (``uart_core`` and ``command_bridge`` are in
+:data:`hwprune.hw.BLOCKS`).
 """
 
 import ctypes
-import json
-import os
-import shutil
-import subprocess
-import sys
 
 import numpy as np
-from filelock import FileLock
 
-from .build import (SHIM_DIR, VERILATOR_WARNINGS, BuildError, _compiler, _digest,
-                    _hw_sources_digest, cache_dir, setup_verilator)
+from .build import shared_library, verilog_file
+from .cocotb_run import cocotb_build, cocotb_test
 
 __all__ = ["SIM_CLOCKS_PER_BIT", "sim_timeout", "core_verilog", "UartCoreLib",
            "bridge_cocotb_build", "bridge_cocotb_test"]
@@ -29,56 +24,13 @@ def sim_timeout(clocks_per_bit):
     return 500 * clocks_per_bit
 
 
-def _tops():
-    from hwprune.hw.bridge import CommandBridge, UARTCore
-    return {"uart_core": UARTCore, "command_bridge": CommandBridge}
-
-
 def core_verilog(top, **params):
     """Path of the cached Verilog of ``top`` ("uart_core" or "command_bridge") with ``params``."""
-    from amaranth.back import verilog
-    out_dir = cache_dir() / "verilog"
-    out_dir.mkdir(exist_ok=True)
-    key = _digest(_hw_sources_digest(), top, json.dumps(params, sort_keys=True))
-    path = out_dir / f"{top}-{key}.v"
-    with FileLock(str(path) + ".lock"):
-        if not path.exists():
-            text = verilog.convert(_tops()[top](**params), name=top, emit_src=False)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
-    return path
+    return verilog_file(top, **params)
 
 
 def _shared_library(**params):
-    verilator = setup_verilator()
-    cxx = _compiler()
-    vfile = core_verilog("uart_core", **params)
-    shim = SHIM_DIR / "uart_core.cpp"
-    macros = {k.upper(): v for k, v in params.items() if k != "fifo_depth"}
-    key = _digest(vfile.read_bytes(), shim.read_bytes(), (SHIM_DIR / "ports.h").read_bytes(),
-                  json.dumps(macros, sort_keys=True), verilator.parent.parent.name,
-                  sys.version_info[:2], cxx)
-    build_dir = cache_dir() / "lib" / f"uart_core-{key}"
-    lib = build_dir / "libuart_core.so"
-    with FileLock(str(build_dir) + ".lock"):
-        if lib.exists():
-            return lib
-        if build_dir.exists():
-            shutil.rmtree(build_dir)
-        cflags = " ".join(["-O2", "-fPIC", f"-I{SHIM_DIR}"] +
-                          [f"-D{k}={v}" for k, v in sorted(macros.items())])
-        cmd = [str(verilator), "--cc", "--build", "-O3", *VERILATOR_WARNINGS,
-               "--top-module", "uart_core", "--x-assign", "fast", "--x-initial", "fast",
-               str(vfile), str(shim), "-CFLAGS", cflags, "-LDFLAGS", "-shared",
-               "--lib-create", "uart_core", "-Mdir", str(build_dir),
-               "-j", str(os.cpu_count() or 2)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, CXX=cxx))
-        if proc.returncode != 0 or not lib.exists():
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
-            raise BuildError(f"Verilator build of uart_core {params} failed "
-                             f"(exit {proc.returncode}):\n{tail}")
-    return lib
+    return shared_library("uart_core", "uart_core.cpp", **params)
 
 
 _u8p = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
@@ -159,43 +111,10 @@ class UartCoreLib:
 
 def bridge_cocotb_build(**params):
     """Build (once) the cocotb simulator of the command bridge; return its build folder."""
-    from cocotb_tools.runner import get_runner
-    setup_verilator()
-    vfile = core_verilog("command_bridge", **params)
-    build_dir = cache_dir() / "cocotb" / vfile.stem
-    with FileLock(str(build_dir) + ".lock"):
-        if not (build_dir / ".built").exists():
-            try:
-                get_runner("verilator").build(
-                    sources=[vfile], hdl_toplevel="command_bridge", build_dir=build_dir,
-                    build_args=[*VERILATOR_WARNINGS, "-O3", "--x-assign", "fast",
-                                "--x-initial", "fast"], always=True)
-            except (subprocess.CalledProcessError, SystemExit) as exc:
-                raise BuildError(f"cocotb build of command_bridge {params} failed: {exc}") \
-                    from exc
-            (build_dir / ".built").touch()
-    return build_dir
+    return cocotb_build("command_bridge", **params)
 
 
 def bridge_cocotb_test(test_module, *, testcase=None, extra_env=None, **params):
     """Run cocotb tests of ``test_module`` on the command bridge; return (tests, failed)."""
-    from cocotb_tools.runner import get_results, get_runner
-    build_dir = bridge_cocotb_build(**params)
-    test_dir = build_dir / "run"
-    test_dir.mkdir(parents=True, exist_ok=True)
-    results = test_dir / f"results-{os.getpid()}.xml"
-    env = {"PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "")}
-    env.update(extra_env or {})
-    try:
-        get_runner("verilator").test(
-            test_module=test_module, hdl_toplevel="command_bridge", hdl_toplevel_lang="verilog",
-            testcase=testcase, build_dir=build_dir, test_dir=test_dir,
-            results_xml=str(results), extra_env=env)
-    except SystemExit as exc:
-        if not results.exists():
-            raise RuntimeError(f"cocotb simulation of command_bridge failed (exit {exc.code})") \
-                from exc
-    try:
-        return get_results(results)
-    finally:
-        results.unlink(missing_ok=True)
+    return cocotb_test("command_bridge", test_module, testcase=testcase, extra_env=extra_env,
+                       **params)

@@ -18,7 +18,7 @@ Generated Verilog ports of ``uart_core`` (the contract with ``sim/shim/uart_core
 """
 
 from amaranth import *
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .crc import CRC8, CRC16, CRC32

@@ -36,6 +36,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import tree_sum
 from .threshold_engine import COUNTER_WIDTH, check_params
 
 __all__ = ["MAX_CHANNEL_WEIGHTS", "PIPELINE_LATENCY", "l1_width", "l2_width",
@@ -77,15 +78,6 @@ class NormLayout(data.StructLayout):
             "l1": unsigned(l1_width(width)),
             "l2": unsigned(l2_width(width)),
         })
-
-
-def _tree_sum(terms):
-    """Sum of ``terms`` as a balanced adder tree."""
-    terms = list(terms)
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
-    return terms[0]
 
 
 class ChannelNorms(wiring.Component):
@@ -168,8 +160,8 @@ class ChannelNorms(wiring.Component):
         s3_l2 = Signal(unsigned(2 * width - 1 + lanes.bit_length()))
         with m.If(advance):
             m.d.sync += [s3_valid.eq(s2_valid), s3_last.eq(s2_last),
-                         s3_l1.eq(_tree_sum(s2_mag[i] for i in range(lanes))),
-                         s3_l2.eq(_tree_sum(s2_sq[i] for i in range(lanes)))]
+                         s3_l1.eq(tree_sum(s2_mag[i] for i in range(lanes))),
+                         s3_l2.eq(tree_sum(s2_sq[i] for i in range(lanes)))]
 
         # S4: accumulate the channel; its last beat moves the total to the output register and
         # restarts the sums.

@@ -32,6 +32,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .arith import tree_sum
 from .threshold_engine import COUNTER_WIDTH, TileLayout, check_params
 
 __all__ = ["MagnitudeHistogram", "histogram_bins", "SELECT_LATENCY"]
@@ -151,12 +152,8 @@ class MagnitudeHistogram(wiring.Component):
             counts.append(rp.data)
 
         # Adder tree over the lanes' counts of the bin being walked.
-        terms = list(counts)
-        while len(terms) > 1:
-            terms = [terms[j] + terms[j + 1] if j + 1 < len(terms) else terms[j]
-                     for j in range(0, len(terms), 2)]
         bin_total = Signal(unsigned(COUNTER_WIDTH + 7))
-        m.d.comb += bin_total.eq(terms[0])
+        m.d.comb += bin_total.eq(tree_sum(counts))
 
         cum = Signal(unsigned(COUNTER_WIDTH + 7))
         cum_next = Signal(unsigned(COUNTER_WIDTH + 7))

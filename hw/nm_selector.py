@@ -51,7 +51,8 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .threshold_engine import COUNTER_WIDTH, SUPPORTED_WIDTHS, TileLayout, popcount
+from .arith import popcount
+from .threshold_engine import COUNTER_WIDTH, SUPPORTED_WIDTHS, TileLayout
 
 __all__ = ["MIN_LANES", "MAX_LANES", "GROUP_SIZES", "INDEX_BITS", "PIPELINE_LATENCY",
            "check_params", "NMTileLayout", "NMSelector"]

@@ -35,6 +35,8 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import popcount, tree_sum
+
 __all__ = ["SUPPORTED_WIDTHS", "MIN_LANES", "MAX_LANES", "PIPELINE_LATENCY", "COUNTER_WIDTH",
            "check_params", "TileLayout", "MaskedTileLayout", "ThresholdEngine"]
 
@@ -92,24 +94,6 @@ def _scan(m, level, step, count, shape):
                 nxt.append(level[i])
         level, step = nxt, step * 2
     return level, step
-
-
-def _sum(values):
-    """Sum of ``values`` as a balanced adder tree."""
-    terms = list(values)
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
-    return terms[0]
-
-
-def popcount(value):
-    """Number of set bits of ``value``, as a balanced adder tree."""
-    terms = [Value.cast(value)[i].as_unsigned() for i in range(len(Value.cast(value)))]
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
-    return terms[0]
 
 
 class ThresholdEngine(wiring.Component):
@@ -226,7 +210,7 @@ class ThresholdEngine(wiring.Component):
         with m.If(advance):
             m.d.sync += [s3_valid.eq(s2_valid), s3_data.eq(s2_data), s3_gt.eq(s2_gt),
                          s3_eq.eq(s2_eq), s3_ties.eq(inclusive[-1]),
-                         s3_gt_count.eq(_sum(s2_gt_groups))]
+                         s3_gt_count.eq(tree_sum(s2_gt_groups))]
             # Exclusive counts: the inclusive count of the lane before.
             m.d.sync += [s3_rank[i].eq(inclusive[i - 1] if i else 0) for i in range(lanes)]
 

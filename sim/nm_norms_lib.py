@@ -1,6 +1,7 @@
 """ctypes bindings of the verilated N:M selector and channel-norm accumulator (registered in
 :data:`.verilator_lib.LIBRARIES`)."""
 
+import abc
 import ctypes
 
 import numpy as np
@@ -16,7 +17,7 @@ _u32p = np.ctypeslib.ndpointer(np.uint32, flags="C_CONTIGUOUS")
 _i64p = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
 
 
-class _Lib:
+class _Lib(abc.ABC):
     """One verilated block in ``lib<block>.so`` (functions ``<prefix>_*``), one instance each."""
 
     block = shim = prefix = None
@@ -42,8 +43,9 @@ class _Lib:
     def reset(self):
         self._fn("reset")(self._handle)
 
+    @abc.abstractmethod
     def _declare(self, lib):
-        raise NotImplementedError
+        """Set the ctypes signatures of the block's own functions."""
 
 
 def _stall_args(stall_seed, in_stall, out_stall):

@@ -14,7 +14,6 @@ protocol code. Every pass is checked end to end: the device's beat and kept coun
 of the bytes it took in and sent out must equal the host's, or the pass is retried.
 """
 
-import abc
 import binascii
 import time
 import zlib

@@ -65,8 +65,9 @@ def main():
         t_raw += seconds
 
     cocotb = get_backend("cocotb", lanes=lanes, width=width)
-    big = jobs[10]
-    n_small, n_large = args.cocotb_beats // 9, args.cocotb_beats
+    big = max(jobs, key=lambda j: j.data.shape[0])          # a slice of the largest tensor
+    n_large = min(args.cocotb_beats, big.data.shape[0])
+    n_small = n_large // 9
 
     def cocotb_time(n):
         # The best of two runs: simulator start-up time varies from run to run.

@@ -8,13 +8,7 @@
 using namespace hwprune;
 
 namespace {
-struct Norms {
-    VerilatedContext ctx;
-    Vchannel_norms* m;
-    Norms() { m = new Vchannel_norms{&ctx}; }
-    ~Norms() { m->final(); delete m; }
-    void tick() { m->clk = 0; m->eval(); m->clk = 1; m->eval(); }
-};
+using Norms = Model<Vchannel_norms>;
 constexpr unsigned IN_BITS = LANES * WIDTH + LANES + 1;
 // Output payload: l1 [WIDTH+24], then l2 [2*WIDTH+23] (at most 95 bits).
 constexpr unsigned L1_BITS = WIDTH + 24;
@@ -44,11 +38,9 @@ int cn_width() { return WIDTH; }
 
 void* cn_create() {
     auto* e = new Norms();
-    e->m->rst = 1;
     e->m->PORT(i_stream, valid) = 0;
     e->m->PORT(o_stream, ready) = 0;
-    e->tick(); e->tick();
-    e->m->rst = 0;
+    e->reset();
     e->tick();
     return e;
 }
@@ -56,8 +48,7 @@ void* cn_create() {
 void cn_destroy(void* h) { delete static_cast<Norms*>(h); }
 
 void cn_reset(void* h) {
-    auto* e = static_cast<Norms*>(h);
-    e->m->rst = 1; e->tick(); e->tick(); e->m->rst = 0;
+    static_cast<Norms*>(h)->reset();
 }
 
 // Stream `beats` tiles (channels ended by `last`, one byte per beat) through the block and collect

@@ -8,12 +8,7 @@
 using namespace hwprune;
 
 namespace {
-struct Unit {
-    VerilatedContext ctx;
-    Vmagnitude_histogram* m;
-    Unit() { m = new Vmagnitude_histogram{&ctx}; }
-    ~Unit() { m->final(); delete m; }
-    void tick() { m->clk = 0; m->eval(); m->clk = 1; m->eval(); }
+struct Unit : Model<Vmagnitude_histogram> {
     // Clock until the unit is idle (the clear walk after reset, or a select walk).
     bool wait_idle(int64_t& cycles, int64_t limit) {
         while (m->busy) { tick(); ++cycles; if (cycles > limit) return false; }
@@ -29,11 +24,9 @@ int mh_width() { return WIDTH; }
 
 void* mh_create() {
     auto* u = new Unit();
-    u->m->rst = 1;
     u->m->PORT(i_stream, valid) = 0;
     u->m->select = 0;
-    u->tick(); u->tick();
-    u->m->rst = 0;
+    u->reset();
     int64_t cycles = 0;
     u->wait_idle(cycles, 1 << 20);
     return u;

@@ -8,13 +8,7 @@
 using namespace hwprune;
 
 namespace {
-struct Selector {
-    VerilatedContext ctx;
-    Vnm_selector* m;
-    Selector() { m = new Vnm_selector{&ctx}; }
-    ~Selector() { m->final(); delete m; }
-    void tick() { m->clk = 0; m->eval(); m->clk = 1; m->eval(); }
-};
+using Selector = Model<Vnm_selector>;
 constexpr unsigned IN_BITS = LANES * WIDTH + LANES;
 // Output payload: data [LANES*WIDTH], mask [LANES], values [LANES*WIDTH], index [LANES*3]; always
 // wider than 64 bits, so the port is a VlWide array of 32-bit words (up to 2304 bits: wider than
@@ -56,11 +50,9 @@ int nm_width() { return WIDTH; }
 
 void* nm_create() {
     auto* e = new Selector();
-    e->m->rst = 1;
     e->m->PORT(i_stream, valid) = 0;
     e->m->PORT(o_stream, ready) = 0;
-    e->tick(); e->tick();
-    e->m->rst = 0;
+    e->reset();
     e->tick();
     return e;
 }
@@ -68,8 +60,7 @@ void* nm_create() {
 void nm_destroy(void* h) { delete static_cast<Selector*>(h); }
 
 void nm_reset(void* h) {
-    auto* e = static_cast<Selector*>(h);
-    e->m->rst = 1; e->tick(); e->tick(); e->m->rst = 0;
+    static_cast<Selector*>(h)->reset();
 }
 
 // Stream `beats` tiles through the selector with pattern n:(m8 ? 8 : 4). in: beats*LANES int16;

@@ -88,6 +88,23 @@ inline void unpack_lanes(const Bits& bits, unsigned lo, int16_t* o) {
     }
 }
 
+// One verilated block with its own context: clocking and a synchronous reset of `cycles` clocks.
+template <typename V>
+struct Model {
+    VerilatedContext ctx;
+    V* m;
+    Model() : m(new V{&ctx}) {}
+    ~Model() { m->final(); delete m; }
+    Model(const Model&) = delete;
+    Model& operator=(const Model&) = delete;
+    void tick() { m->clk = 0; m->eval(); m->clk = 1; m->eval(); }
+    void reset(unsigned cycles = 2) {
+        m->rst = 1;
+        for (unsigned i = 0; i < cycles; ++i) tick();
+        m->rst = 0;
+    }
+};
+
 }  // namespace hwprune
 
 // Verilator mangles the double underscore of Amaranth's flattened names ("i_stream__valid").

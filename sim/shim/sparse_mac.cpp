@@ -10,13 +10,7 @@
 using namespace hwprune;
 
 namespace {
-struct Unit {
-    VerilatedContext ctx;
-    Vsparse_mac* m;
-    Unit() { m = new Vsparse_mac{&ctx}; }
-    ~Unit() { m->final(); delete m; }
-    void tick() { m->clk = 0; m->eval(); m->clk = 1; m->eval(); }
-};
+using Unit = Model<Vsparse_mac>;
 constexpr unsigned W_VALUE = 0;
 constexpr unsigned W_INDEX = LANES * WIDTH;
 constexpr unsigned W_COUNT = W_INDEX + LANES * INDEX_WIDTH;
@@ -77,7 +71,8 @@ int sm_max_k() { return MAX_K; }
 void sm_reset(void* h) {
     auto* u = static_cast<Unit*>(h);
     idle(u);
-    u->m->rst = 1; u->tick(); u->tick(); u->m->rst = 0; u->tick();
+    u->reset();
+    u->tick();
 }
 
 void* sm_create() {

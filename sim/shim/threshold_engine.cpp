@@ -9,13 +9,7 @@
 using namespace hwprune;
 
 namespace {
-struct Engine {
-    VerilatedContext ctx;
-    Vthreshold_engine* m;
-    Engine() { m = new Vthreshold_engine{&ctx}; }
-    ~Engine() { m->final(); delete m; }
-    void tick() { m->clk = 0; m->eval(); m->clk = 1; m->eval(); }
-};
+using Engine = Model<Vthreshold_engine>;
 constexpr unsigned PAYLOAD_BITS = LANES * WIDTH + LANES;
 }  // namespace
 
@@ -26,11 +20,9 @@ int te_width() { return WIDTH; }
 
 void* te_create() {
     auto* e = new Engine();
-    e->m->rst = 1;
     e->m->PORT(i_stream, valid) = 0;
     e->m->PORT(o_stream, ready) = 0;
-    e->tick(); e->tick();
-    e->m->rst = 0;
+    e->reset();
     e->tick();
     return e;
 }
@@ -38,8 +30,7 @@ void* te_create() {
 void te_destroy(void* h) { delete static_cast<Engine*>(h); }
 
 void te_reset(void* h) {
-    auto* e = static_cast<Engine*>(h);
-    e->m->rst = 1; e->tick(); e->tick(); e->m->rst = 0;
+    static_cast<Engine*>(h)->reset();
 }
 
 static inline void pack_beat(Bits& bits, const int16_t* t, uint64_t lane_valid) {

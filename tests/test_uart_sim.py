@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hwprune.backends import BACKENDS, VerilatorBackend, get_backend
-from hwprune.golden import ALL_TIES, MODELS, ThresholdJob
+from hwprune.golden import ALL_TIES, MODELS, ThresholdJob, threshold_mask
 from hwprune.hw.bridge import Cmd, ErrorCode, Status, beat_bytes
 from hwprune.sim.stimulus import corner_values, random_tiles
 from hwprune.sim.uart_lib import UartCoreLib
@@ -202,3 +202,15 @@ def test_prune_through_the_uart_matches_golden():
     for name, want in ref.named_buffers():
         assert torch.equal(masks[name], want), name
     assert report.kept == sum(int(m.sum()) for m in masks.values())
+
+
+def test_long_passes_at_eight_lanes_match_golden():
+    # Regression: a 512-beat pass at 8 lanes (4.6 KB) used to end in a device TIMEOUT.
+    rng = np.random.default_rng(9)
+    tiles, valid = random_tiles(rng, 512, 8, 8)
+    job = ThresholdJob(tiles, valid, 3, 5)
+    got, = get_backend("uart-sim", lanes=8, width=8).run("threshold_engine", [job])
+    want = threshold_mask(tiles, valid, 3, 5)
+    np.testing.assert_array_equal(got.mask, want.mask)
+    np.testing.assert_array_equal(got.data, want.data)
+    assert (got.beats, got.kept, got.ties_left) == (want.beats, want.kept, want.ties_left)

@@ -33,23 +33,7 @@ void pack_beat(Bits& bits, const int16_t* t, uint64_t lane_valid, bool last) {
 
 extern "C" {
 
-int cn_lanes() { return LANES; }
-int cn_width() { return WIDTH; }
-
-void* cn_create() {
-    auto* e = new Norms();
-    e->m->PORT(i_stream, valid) = 0;
-    e->m->PORT(o_stream, ready) = 0;
-    e->reset();
-    e->tick();
-    return e;
-}
-
-void cn_destroy(void* h) { delete static_cast<Norms*>(h); }
-
-void cn_reset(void* h) {
-    static_cast<Norms*>(h)->reset();
-}
+HWPRUNE_STREAM_SHIM_LIFECYCLE(cn, Norms)
 
 // Stream `beats` tiles (channels ended by `last`, one byte per beat) through the block and collect
 // one {l1, l2} per channel into l1/l2 (`channels` entries each). counters: {beats}. Random stalls

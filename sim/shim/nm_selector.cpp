@@ -45,23 +45,7 @@ void unpack_beat(const uint32_t* w, int16_t* data, uint8_t* mask, int16_t* value
 
 extern "C" {
 
-int nm_lanes() { return LANES; }
-int nm_width() { return WIDTH; }
-
-void* nm_create() {
-    auto* e = new Selector();
-    e->m->PORT(i_stream, valid) = 0;
-    e->m->PORT(o_stream, ready) = 0;
-    e->reset();
-    e->tick();
-    return e;
-}
-
-void nm_destroy(void* h) { delete static_cast<Selector*>(h); }
-
-void nm_reset(void* h) {
-    static_cast<Selector*>(h)->reset();
-}
+HWPRUNE_STREAM_SHIM_LIFECYCLE(nm, Selector)
 
 // Stream `beats` tiles through the selector with pattern n:(m8 ? 8 : 4). in: beats*LANES int16;
 // lane_valid: one uint64 bitmap per beat; data/values: beats*LANES int16; mask/index:

@@ -109,3 +109,19 @@ struct Model {
 
 // Verilator mangles the double underscore of Amaranth's flattened names ("i_stream__valid").
 #define PORT(a, b) a##___05F##b
+
+// The lifecycle every stream-block shim exports, inside its extern "C" block:
+// <prefix>_lanes, _width, _create (both streams idle, reset, one clock), _destroy, _reset.
+#define HWPRUNE_STREAM_SHIM_LIFECYCLE(prefix, Type)                                    \
+    int prefix##_lanes() { return LANES; }                                             \
+    int prefix##_width() { return WIDTH; }                                             \
+    void* prefix##_create() {                                                          \
+        auto* e = new Type();                                                          \
+        e->m->PORT(i_stream, valid) = 0;                                               \
+        e->m->PORT(o_stream, ready) = 0;                                               \
+        e->reset();                                                                    \
+        e->tick();                                                                     \
+        return e;                                                                      \
+    }                                                                                  \
+    void prefix##_destroy(void* h) { delete static_cast<Type*>(h); }                   \
+    void prefix##_reset(void* h) { static_cast<Type*>(h)->reset(); }

@@ -15,23 +15,7 @@ constexpr unsigned PAYLOAD_BITS = LANES * WIDTH + LANES;
 
 extern "C" {
 
-int te_lanes() { return LANES; }
-int te_width() { return WIDTH; }
-
-void* te_create() {
-    auto* e = new Engine();
-    e->m->PORT(i_stream, valid) = 0;
-    e->m->PORT(o_stream, ready) = 0;
-    e->reset();
-    e->tick();
-    return e;
-}
-
-void te_destroy(void* h) { delete static_cast<Engine*>(h); }
-
-void te_reset(void* h) {
-    static_cast<Engine*>(h)->reset();
-}
+HWPRUNE_STREAM_SHIM_LIFECYCLE(te, Engine)
 
 static inline void pack_beat(Bits& bits, const int16_t* t, uint64_t lane_valid) {
     pack_tile<LANES, WIDTH>(bits, t, lane_valid);

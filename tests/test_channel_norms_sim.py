@@ -5,12 +5,11 @@ import gc
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module
-from amaranth.sim import Simulator
 
 from hwprune.golden import MODELS, ChannelJob
 from hwprune.hw import ChannelNorms
 from hwprune.hw.channel_norms import PIPELINE_LATENCY, NormLayout, l1_width, l2_width
+from hwprune.sim.amaranth_bench import reset_mid_stream, simulate, stream_beats, tile_payload
 from hwprune.sim.stimulus import corner_values, random_tiles
 
 channel_norms = MODELS["channel_norms"]
@@ -33,69 +32,33 @@ def run_norms(lanes, width, job, *, rng=None, in_stall=0.0, out_stall=0.0, reset
     rng = rng or np.random.default_rng(0)
     beats = len(job.data)
     channels = int(job.last.sum())
-    result = {}
+    l1, l2, result = [], [], {}
 
     def drive(ctx, b):
-        ctx.set(dut.i_stream.payload, {
-            "data": [int(v) for v in job.data[b]],
-            "lane_valid": int(sum(1 << i for i in range(lanes) if job.lane_valid[b, i])),
-            "last": int(job.last[b])})
+        ctx.set(dut.i_stream.payload,
+                tile_payload(job.data, job.lane_valid, b, last=int(job.last[b])))
+
+    def take(pl):
+        l1.append(pl.l1)
+        l2.append(pl.l2)
 
     async def clear(ctx):
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
 
-    async def bench(ctx):
+    async def bench(ctx, rst):
         await clear(ctx)
         if reset_after is not None:
-            sent = 0
-            while sent < reset_after:
-                ctx.set(dut.i_stream.valid, 1)
-                drive(ctx, sent)
-                ctx.set(dut.o_stream.ready, rng.random() < 0.5)
-                _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
-                sent += ready
-            ctx.set(dut.o_stream.ready, 0)
-            ctx.set(dut.i_stream.valid, 0)
-            ctx.set(sync.rst, 1)
-            await ctx.tick()
-            await ctx.tick()
-            ctx.set(sync.rst, 0)
-            assert not ctx.get(dut.o_stream.valid)
+            await reset_mid_stream(ctx, dut, rst, drive, reset_after, rng)
             await clear(ctx)
-        l1, l2 = [], []
-        sent = cycles = 0
-        while len(l1) < channels:
-            offer = sent < beats and rng.random() >= in_stall
-            take = rng.random() >= out_stall
-            ctx.set(dut.i_stream.valid, offer)
-            if offer:
-                drive(ctx, sent)
-            ctx.set(dut.o_stream.ready, take)
-            _, _, i_ready, o_valid, pl = await ctx.tick().sample(
-                dut.i_stream.ready, dut.o_stream.valid, dut.o_stream.payload)
-            cycles += 1
-            sent += bool(offer and i_ready)
-            if o_valid and take:
-                l1.append(pl.l1)
-                l2.append(pl.l2)
-            assert cycles < 20 * beats + 100, "block stopped making progress"
-        ctx.set(dut.i_stream.valid, 0)
-        ctx.set(dut.o_stream.ready, 0)
-        await ctx.tick()
+        cycles = await stream_beats(ctx, dut, beats, drive, take, lambda: len(l1) == channels,
+                                    rng, in_stall, out_stall)
         result.update(l1=np.array(l1, dtype=np.int64), l2=np.array(l2, dtype=np.int64),
                       beats=ctx.get(dut.beats), channels=ctx.get(dut.channels), cycles=cycles)
 
-    top = Module()
-    top.domains.sync = sync = ClockDomain()
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return result
-
 
 def check(job, got, *, cycles=False):
     want = channel_norms(job)

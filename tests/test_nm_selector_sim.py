@@ -4,12 +4,11 @@ import gc
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module
-from amaranth.sim import Simulator
 
 from hwprune.golden import NMJob, MODELS
 from hwprune.hw import NMSelector
 from hwprune.hw.nm_selector import PIPELINE_LATENCY
+from hwprune.sim.amaranth_bench import reset_mid_stream, simulate, stream_beats, tile_payload
 from hwprune.sim.stimulus import corner_values, random_tiles
 
 nm_select = MODELS["nm_selector"]
@@ -30,70 +29,35 @@ def run_selector(lanes, width, job, *, rng=None, in_stall=0.0, out_stall=0.0, re
 
     def drive(ctx, b):
         m, n = patterns[b] if patterns else (job.m, job.n)
-        ctx.set(dut.i_stream.payload, {
-            "data": [int(v) for v in job.data[b]],
-            "lane_valid": int(sum(1 << i for i in range(lanes) if job.lane_valid[b, i]))})
+        ctx.set(dut.i_stream.payload, tile_payload(job.data, job.lane_valid, b))
         ctx.set(dut.m8, m == 8)
         ctx.set(dut.n, n)
+
+    rows = {"data": [], "mask": [], "values": [], "index": []}
+
+    def take(pl):
+        rows["data"].append([pl.data[i] for i in range(lanes)])
+        rows["mask"].append([(pl.mask >> i) & 1 for i in range(lanes)])
+        rows["values"].append([pl.values[i] for i in range(lanes)])
+        rows["index"].append([pl.index[i] for i in range(lanes)])
 
     async def clear(ctx):
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
 
-    async def bench(ctx):
+    async def bench(ctx, rst):
         await clear(ctx)
         if reset_after is not None:
-            sent = 0
-            while sent < reset_after:
-                ctx.set(dut.i_stream.valid, 1)
-                drive(ctx, sent)
-                ctx.set(dut.o_stream.ready, rng.random() < 0.5)
-                _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
-                sent += ready
-            ctx.set(dut.o_stream.ready, 0)
-            ctx.set(dut.i_stream.valid, 0)
-            ctx.set(sync.rst, 1)
-            await ctx.tick()
-            await ctx.tick()
-            ctx.set(sync.rst, 0)
-            assert not ctx.get(dut.o_stream.valid)
+            await reset_mid_stream(ctx, dut, rst, drive, reset_after, rng)
             await clear(ctx)
-        rows = {"data": [], "mask": [], "values": [], "index": []}
-        sent = cycles = got = 0
-        while got < beats:
-            offer = sent < beats and rng.random() >= in_stall
-            take = rng.random() >= out_stall
-            ctx.set(dut.i_stream.valid, offer)
-            if offer:
-                drive(ctx, sent)
-            ctx.set(dut.o_stream.ready, take)
-            _, _, i_ready, o_valid, pl = await ctx.tick().sample(
-                dut.i_stream.ready, dut.o_stream.valid, dut.o_stream.payload)
-            cycles += 1
-            sent += bool(offer and i_ready)
-            if o_valid and take:
-                got += 1
-                rows["data"].append([pl.data[i] for i in range(lanes)])
-                rows["mask"].append([(pl.mask >> i) & 1 for i in range(lanes)])
-                rows["values"].append([pl.values[i] for i in range(lanes)])
-                rows["index"].append([pl.index[i] for i in range(lanes)])
-            assert cycles < 20 * beats + 100, "selector stopped making progress"
-        ctx.set(dut.i_stream.valid, 0)
-        ctx.set(dut.o_stream.ready, 0)
-        await ctx.tick()
+        cycles = await stream_beats(ctx, dut, beats, drive, take,
+                                    lambda: len(rows["data"]) == beats, rng, in_stall, out_stall)
         result.update({k: np.array(v).reshape(beats, lanes) for k, v in rows.items()})
         result.update(cycles=cycles, beats=ctx.get(dut.beats), kept=ctx.get(dut.kept))
 
-    top = Module()
-    top.domains.sync = sync = ClockDomain()
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    simulate(dut, bench)
     return result
-
 
 def check(job, got, *, cycles=False):
     want = nm_select(job)

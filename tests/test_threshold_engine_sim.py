@@ -4,11 +4,10 @@ import gc
 
 import numpy as np
 import pytest
-from amaranth.hdl import ClockDomain, Module
-from amaranth.sim import Simulator
 
 from hwprune.golden import ALL_TIES, threshold_mask
 from hwprune.hw import PIPELINE_LATENCY, ThresholdEngine
+from hwprune.sim.amaranth_bench import reset_mid_stream, simulate, stream_beats, tile_payload
 from hwprune.sim.stimulus import corner_values, random_tiles
 
 
@@ -23,11 +22,14 @@ def run_engine(lanes, width, tiles, lane_valid, threshold, tie_budget, *, rng=No
     dut = ThresholdEngine(lanes=lanes, width=width)
     rng = rng or np.random.default_rng(0)
     beats = len(tiles)
-    result = {}
+    data, mask, result = [], [], {}
 
-    def payload(b):
-        return {"data": [int(v) for v in tiles[b]],
-                "lane_valid": int(sum(1 << i for i in range(lanes) if lane_valid[b, i]))}
+    def drive(ctx, b):
+        ctx.set(dut.i_stream.payload, tile_payload(tiles, lane_valid, b))
+
+    def take(pl):
+        data.append([pl.data[i] for i in range(lanes)])
+        mask.append([(pl.mask >> i) & 1 for i in range(lanes)])
 
     async def configure(ctx):
         ctx.set(dut.threshold, threshold)
@@ -36,61 +38,21 @@ def run_engine(lanes, width, tiles, lane_valid, threshold, tie_budget, *, rng=No
         await ctx.tick()
         ctx.set(dut.clear, 0)
 
-    async def bench(ctx):
+    async def bench(ctx, rst):
         await configure(ctx)
         if reset_after is not None:
-            # Outputs before the reset are thrown away, as a host does when it restarts a pass.
-            sent = 0
-            while sent < reset_after:
-                ctx.set(dut.i_stream.valid, 1)
-                ctx.set(dut.i_stream.payload, payload(sent))
-                ctx.set(dut.o_stream.ready, rng.random() < 0.5)
-                _, _, ready = await ctx.tick().sample(dut.i_stream.ready)
-                sent += ready
-            ctx.set(dut.o_stream.ready, 0)
-            ctx.set(dut.i_stream.valid, 0)
-            ctx.set(sync.rst, 1)
-            await ctx.tick()
-            await ctx.tick()
-            ctx.set(sync.rst, 0)
-            assert not ctx.get(dut.o_stream.valid)
+            await reset_mid_stream(ctx, dut, rst, drive, reset_after, rng)
             await configure(ctx)
-        data, mask = [], []
-        sent = cycles = 0
-        while len(data) < beats:
-            offer = sent < beats and rng.random() >= in_stall
-            take = rng.random() >= out_stall
-            ctx.set(dut.i_stream.valid, offer)
-            if offer:
-                ctx.set(dut.i_stream.payload, payload(sent))
-            ctx.set(dut.o_stream.ready, take)
-            _, _, i_ready, o_valid, pl = await ctx.tick().sample(
-                dut.i_stream.ready, dut.o_stream.valid, dut.o_stream.payload)
-            cycles += 1
-            sent += bool(offer and i_ready)
-            if o_valid and take:
-                data.append([pl.data[i] for i in range(lanes)])
-                mask.append([(pl.mask >> i) & 1 for i in range(lanes)])
-            assert cycles < 20 * beats + 100, "engine stopped making progress"
-        ctx.set(dut.i_stream.valid, 0)
-        ctx.set(dut.o_stream.ready, 0)
-        await ctx.tick()
-        result.update(data=data, mask=mask, cycles=cycles, counters={
-            "beats": ctx.get(dut.beats), "kept": ctx.get(dut.kept),
-            "ties_left": ctx.get(dut.ties_left)})
+        result["cycles"] = await stream_beats(ctx, dut, beats, drive, take,
+                                              lambda: len(data) == beats, rng, in_stall,
+                                              out_stall)
+        result["counters"] = {"beats": ctx.get(dut.beats), "kept": ctx.get(dut.kept),
+                              "ties_left": ctx.get(dut.ties_left)}
 
-    # An explicit clock domain, so that the testbench can drive its reset.
-    top = Module()
-    top.domains.sync = sync = ClockDomain()
-    top.submodules.dut = dut
-    sim = Simulator(top)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return (np.array(result["data"], dtype=np.int16).reshape(beats, lanes),
-            np.array(result["mask"], dtype=bool).reshape(beats, lanes),
+    simulate(dut, bench)
+    return (np.array(data, dtype=np.int16).reshape(beats, lanes),
+            np.array(mask, dtype=bool).reshape(beats, lanes),
             result["counters"], result["cycles"])
-
 
 def check(lanes, width, tiles, lane_valid, threshold, tie_budget, got):
     data, mask, counters, _ = got

@@ -19,11 +19,11 @@ from torch.nn.utils import prune as torch_prune
 from tqdm import tqdm
 
 from hwprune import get_backend
-from hwprune.golden import ThresholdJob, select_threshold_passes
-from hwprune.golden.magnitude_histogram import run as golden_histogram
+from hwprune.contract import ThresholdJob, select_threshold_passes
+from hwprune.contract.magnitude_histogram import run as golden_histogram
 from hwprune.prune import _keep_count
 from hwprune.quant import quantize, tile
-from hwprune.sim.verilator_lib import ThresholdEngineLib
+from hwprune.sim.verilator_lib import library
 
 from resnet18_shapes import RESNET18_WEIGHT_SHAPES
 
@@ -58,10 +58,10 @@ def main():
     golden = get_backend("golden", lanes=lanes, width=width).threshold_passes(jobs)
     exact = all(np.array_equal(a.mask, b.mask) and a.kept == b.kept for a, b in zip(golden, results))
 
-    raw = ThresholdEngineLib(lanes=lanes, width=width)
+    raw = library("threshold_engine", lanes=lanes, width=width)
     t_raw = 0.0
     for j in tqdm(jobs, desc="raw C++ loop", unit="tensor"):
-        _, seconds = raw.raw_loop(j.data, j.lane_valid)
+        _, seconds = raw.raw_loop(j)
         t_raw += seconds
 
     cocotb = get_backend("cocotb", lanes=lanes, width=width)

@@ -21,67 +21,19 @@ from amaranth import *
 from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..contract import protocol
+from ..contract.protocol import (CFG_LEN, DEVICE_SYNC, HOST_SYNC, INFO_FIELDS, MAX_PAYLOAD,
+                                 PROTOCOL_VERSION, STATUS_FIELDS, Cmd, ErrorCode, Status)
+from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
 from .crc import CRC8, CRC16, CRC32
-from .threshold_engine import ThresholdEngine, check_params
-from .uart import RxByte, UARTRx, UARTTx, check_clocks_per_bit
+from .threshold_engine import ThresholdEngine
+from .uart import RxByte, UARTRx, UARTTx
 
-__all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "Cmd", "ErrorCode", "Status",
-           "MAX_PAYLOAD", "beat_bytes", "CommandBridge", "UARTCore", "STATUS_FIELDS",
-           "INFO_FIELDS"]
+__all__ = ["CommandBridge", "UARTCore"]
 
-PROTOCOL_VERSION = 1
-HOST_SYNC = 0xA5
-DEVICE_SYNC = 0x5A
-#: Largest payload of a TE_DATA frame the bridge accepts (the host splits passes into frames).
-MAX_PAYLOAD = 4096
-#: Bits of the block bitmap in the INFO answer.
-BLOCK_THRESHOLD_ENGINE = 0x01
-
-
-class Cmd:
-    """Command codes. Answers carry ``code | 0x80``; ``ERROR`` is the device's error frame."""
-    INFO = 0x01
-    TE_CONFIG = 0x10
-    TE_DATA = 0x11
-    TE_STATUS = 0x12
-    ERROR = 0xFF
-    # Later blocks get their own ranges: 0x20-0x2F N:M selector, 0x30-0x3F sparse MAC.
-
-
-class ErrorCode:
-    """Payload byte 0 of an ERROR frame (byte 1 is the command byte received, 0 if unknown)."""
-    BAD_HEADER = 1
-    UNKNOWN_CMD = 2
-    BAD_LENGTH = 3
-    BAD_CRC = 4
-    FRAMING = 5
-    TIMEOUT = 6
-
-
-class Status:
-    """Bits of the status byte that ends a TE_DATA answer (0: the pass data is good)."""
-    BAD_CRC = 0x01
-    FRAMING = 0x02
-    TIMEOUT = 0x04
-
-
-#: TE_STATUS answer payload, in order: (name, bytes), little-endian.
-STATUS_FIELDS = (("beats", 4), ("kept", 4), ("ties_left", 4), ("in_crc", 4), ("out_crc", 4),
-                 ("header_errors", 1), ("crc_errors", 1), ("framing_errors", 1),
-                 ("timeouts", 1), ("overflows", 1))
-#: INFO answer payload.
-INFO_FIELDS = (("version", 1), ("blocks", 1), ("lanes", 1), ("width", 1), ("max_payload", 2))
-
-_CFG_LEN = 6  # threshold u16, tie_budget u32
-
-
-def beat_bytes(lanes, width):
-    """Bytes of one tile on the wire: weights (1 byte each, 2 at width 16), then a lane bitmap.
-
-    The same count holds for an input beat (weights, lane_valid) and an output beat (pruned
-    weights, keep mask).
-    """
-    return lanes * (2 if width == 16 else 1) + (lanes + 7) // 8
+#: INFO's block bitmap: the blocks this bridge holds.
+BLOCKS_BITMAP = 1 << THRESHOLD_ENGINE.bridge_bit
+_CFG_LEN = CFG_LEN
 
 
 def _fields_len(fields):
@@ -112,9 +64,8 @@ class CommandBridge(wiring.Component):
     """
 
     def __init__(self, *, lanes, width, timeout, fifo_depth=64):
-        check_params(lanes=lanes, width=width)
-        if not isinstance(timeout, int) or timeout < 16:
-            raise ValueError(f"timeout must be an integer of at least 16 cycles, not {timeout!r}")
+        protocol.COMMAND_BRIDGE.check(lanes=lanes, width=width, timeout=timeout,
+                                      fifo_depth=fifo_depth)
         self._lanes, self._width = lanes, width
         self._timeout, self._fifo_depth = timeout, fifo_depth
         super().__init__({
@@ -351,13 +302,29 @@ class CommandBridge(wiring.Component):
         # The engine samples tie_budget on clear: pulse clear one cycle after cfg_budget loads.
         m.d.sync += clear.eq(0)
 
+        # Engine clocks of the pass, from the clock of its first input beat to that of its last
+        # output beat (inclusive): the device's own cycle figure, reported in TE_STATUS.
+        pass_cycles = Signal(32)
+        since_first = Signal(32)
+        started = Signal()
+        in_fire = engine.i_stream.valid & engine.i_stream.ready
+        out_fire = engine.o_stream.valid & engine.o_stream.ready
+        with m.If(clear):
+            m.d.sync += [started.eq(0), since_first.eq(0), pass_cycles.eq(0)]
+        with m.Else():
+            with m.If(started | in_fire):
+                m.d.sync += [started.eq(1), since_first.eq(since_first + 1)]
+            with m.If(out_fire):
+                m.d.sync += pass_cycles.eq(since_first + 1)
+
         status_values = {
+            "cycles": pass_cycles,
             "beats": engine.beats, "kept": engine.kept, "ties_left": engine.ties_left,
             "in_crc": ~in_crc, "out_crc": ~out_crc, "header_errors": hdr_errs,
             "crc_errors": crc_errs, "framing_errors": ferr_errs, "timeouts": tmo_errs,
             "overflows": ovf_errs,
         }
-        info_values = {"version": C(PROTOCOL_VERSION, 8), "blocks": C(BLOCK_THRESHOLD_ENGINE, 8),
+        info_values = {"version": C(PROTOCOL_VERSION, 8), "blocks": C(BLOCKS_BITMAP, 8),
                        "lanes": C(lanes, 8), "width": C(width, 8),
                        "max_payload": C(MAX_PAYLOAD, 16)}
 
@@ -575,7 +542,8 @@ class UARTCore(wiring.Component):
     """
 
     def __init__(self, *, lanes, width, clocks_per_bit, timeout, fifo_depth=64):
-        check_clocks_per_bit(clocks_per_bit)
+        protocol.UART_CORE.check(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
+                                 timeout=timeout, fifo_depth=fifo_depth)
         self._params = dict(lanes=lanes, width=width, timeout=timeout, fifo_depth=fifo_depth)
         self._cpb = clocks_per_bit
         self.bridge = CommandBridge(**self._params)

@@ -37,47 +37,24 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import tree_sum
-from .threshold_engine import COUNTER_WIDTH, check_params
+from ..contract import channel_norms as contract
+from ..contract.block import COUNTER_WIDTH
+from ..contract.channel_norms import l1_width, l2_width
+from .layouts import amaranth_layout
 
-__all__ = ["MAX_CHANNEL_WEIGHTS", "PIPELINE_LATENCY", "l1_width", "l2_width",
-           "ChannelTileLayout", "NormLayout", "ChannelNorms"]
+__all__ = ["ChannelTileLayout", "NormLayout", "ChannelNorms"]
 
-#: Weights per channel that the sums hold without overflow.
-MAX_CHANNEL_WEIGHTS = 2**24
-#: Register stages between a channel's last input beat and its output beat.
-PIPELINE_LATENCY = 4
-_WEIGHT_BITS = (MAX_CHANNEL_WEIGHTS - 1).bit_length()  # 24
+PIPELINE_LATENCY = contract.PIPELINE_LATENCY
 
 
-def l1_width(width):
-    """Bits of the L1 sum: ``2**24 * 2**(width-1)`` must fit."""
-    return width + _WEIGHT_BITS
+def ChannelTileLayout(lanes, width):
+    """One input beat (:func:`hwprune.contract.channel_norms.channel_tile_layout`)."""
+    return amaranth_layout(contract.channel_tile_layout(lanes=lanes, width=width))
 
 
-def l2_width(width):
-    """Bits of the L2 sum: ``2**24 * 2**(2*width-2)`` must fit."""
-    return 2 * width - 1 + _WEIGHT_BITS
-
-
-class ChannelTileLayout(data.StructLayout):
-    """One input beat: a tile, its lane bitmap, and ``last`` on a channel's final beat."""
-
-    def __init__(self, lanes, width):
-        super().__init__({
-            "data": data.ArrayLayout(signed(width), lanes),
-            "lane_valid": unsigned(lanes),
-            "last": unsigned(1),
-        })
-
-
-class NormLayout(data.StructLayout):
-    """One output beat: the L1 and L2 norms of one channel."""
-
-    def __init__(self, width):
-        super().__init__({
-            "l1": unsigned(l1_width(width)),
-            "l2": unsigned(l2_width(width)),
-        })
+def NormLayout(width):
+    """One output beat (:func:`hwprune.contract.channel_norms.norm_layout`)."""
+    return amaranth_layout(contract.norm_layout(lanes=None, width=width))
 
 
 class ChannelNorms(wiring.Component):
@@ -104,7 +81,7 @@ class ChannelNorms(wiring.Component):
     """
 
     def __init__(self, *, lanes, width):
-        check_params(lanes=lanes, width=width)
+        contract.DOMAIN.check(lanes=lanes, width=width)
         self._lanes, self._width = lanes, width
         super().__init__({
             "i_stream": In(stream.Signature(ChannelTileLayout(lanes, width))),

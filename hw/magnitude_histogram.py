@@ -33,17 +33,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .arith import tree_sum
-from .threshold_engine import COUNTER_WIDTH, TileLayout, check_params
+from ..contract import magnitude_histogram as contract
+from ..contract.block import COUNTER_WIDTH
+from ..contract.magnitude_histogram import histogram_bins
+from .threshold_engine import TileLayout
 
-__all__ = ["MagnitudeHistogram", "histogram_bins", "SELECT_LATENCY"]
-
-#: Cycles from the last beat's clock to ``done``, beyond one cycle per bin.
-SELECT_LATENCY = 2
-
-
-def histogram_bins(width):
-    """Number of bins: 16 for 4-bit weights (magnitudes 0..8), else 256 (one byte)."""
-    return 16 if width == 4 else 256
+__all__ = ["MagnitudeHistogram"]
 
 
 class MagnitudeHistogram(wiring.Component):
@@ -75,7 +70,7 @@ class MagnitudeHistogram(wiring.Component):
     """
 
     def __init__(self, *, lanes, width):
-        check_params(lanes=lanes, width=width)
+        contract.DOMAIN.check(lanes=lanes, width=width)
         self._lanes, self._width = lanes, width
         self._bins = histogram_bins(width)
         super().__init__({

@@ -52,40 +52,20 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .arith import popcount
-from .threshold_engine import COUNTER_WIDTH, SUPPORTED_WIDTHS, TileLayout
+from ..contract import nm_selector as contract
+from ..contract.block import COUNTER_WIDTH
+from ..contract.nm_selector import INDEX_BITS
+from .layouts import amaranth_layout
+from .threshold_engine import TileLayout
 
-__all__ = ["MIN_LANES", "MAX_LANES", "GROUP_SIZES", "INDEX_BITS", "PIPELINE_LATENCY",
-           "check_params", "NMTileLayout", "NMSelector"]
+__all__ = ["NMTileLayout", "NMSelector"]
 
-MIN_LANES, MAX_LANES = 8, 64
-#: The group sizes ``M`` the selector supports (``m8`` low: 4, high: 8).
-GROUP_SIZES = (4, 8)
-#: Bits of one ``index`` slot (enough for ``M = 8``).
-INDEX_BITS = 3
-#: Register stages between an accepted input beat and its output beat.
-PIPELINE_LATENCY = 5
+PIPELINE_LATENCY = contract.PIPELINE_LATENCY
 
 
-def check_params(*, lanes, width):
-    """Validate selector parameters; raise with a message naming the allowed values."""
-    if (not isinstance(lanes, int) or isinstance(lanes, bool) or lanes % 8
-            or not MIN_LANES <= lanes <= MAX_LANES):
-        raise ValueError(f"lanes must be a multiple of 8 from {MIN_LANES} to {MAX_LANES}, "
-                         f"not {lanes!r}")
-    if width not in SUPPORTED_WIDTHS or isinstance(width, bool):
-        raise ValueError(f"width must be one of {SUPPORTED_WIDTHS}, not {width!r}")
-
-
-class NMTileLayout(data.StructLayout):
-    """One output beat: the dense pruned tile, its mask, and the compacted values with indices."""
-
-    def __init__(self, lanes, width):
-        super().__init__({
-            "data": data.ArrayLayout(signed(width), lanes),
-            "mask": unsigned(lanes),
-            "values": data.ArrayLayout(signed(width), lanes),
-            "index": data.ArrayLayout(unsigned(INDEX_BITS), lanes),
-        })
+def NMTileLayout(lanes, width):
+    """One output beat (:func:`hwprune.contract.nm_selector.nm_tile_layout`)."""
+    return amaranth_layout(contract.nm_tile_layout(lanes=lanes, width=width))
 
 
 class NMSelector(wiring.Component):
@@ -114,7 +94,7 @@ class NMSelector(wiring.Component):
     """
 
     def __init__(self, *, lanes, width):
-        check_params(lanes=lanes, width=width)
+        contract.DOMAIN.check(lanes=lanes, width=width)
         self._lanes, self._width = lanes, width
         super().__init__({
             "i_stream": In(stream.Signature(TileLayout(lanes, width))),

@@ -61,105 +61,31 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
 
-__all__ = ["SUPPORTED_WIDTHS", "LANE_COUNTS", "INDEX_WIDTH", "DEFAULT_MAX_K", "MAX_N", "NM_M",
-           "FMT_UNSTRUCTURED", "FMT_NM", "PIPELINE_LATENCY", "accumulator_width",
-           "check_mac_params", "WeightBeatLayout", "ActBeatLayout", "ResultLayout", "SparseMac"]
+from ..contract import sparse_mac as contract
+from ..contract.sparse_mac import (DEFAULT_MAX_K, INDEX_WIDTH, MAX_N,
+                                   accumulator_width)
+from .arith import segmented_scan
+from .layouts import amaranth_layout
 
-SUPPORTED_WIDTHS = (4, 8, 16)
-#: Lane counts: a power of two, so that a position splits into bank row and lane by bit slicing.
-LANE_COUNTS = (4, 8, 16, 32, 64)
-#: Bits of each slot's index field.
-INDEX_WIDTH = 8
-#: Longest row (inputs per output) of the default build; the Fmax/area cost is the bank depth.
-DEFAULT_MAX_K = 4096
-MAX_K_RANGE = (16, 65536)
-#: N:M patterns: M in NM_M, 1 <= N < M.
-NM_M = (4, 8)
-MAX_N = 7
-FMT_UNSTRUCTURED, FMT_NM = 0, 1
-#: Stall-free, a pass takes ``F + B + PIPELINE_LATENCY - 1`` cycles from the first beat offered to
-#: the last result taken, where ``F`` is the cycle the last vector's first weight beat leaves S1
-#: and ``B`` the weight beats per vector (:func:`hwprune.golden.sparse_mac.stall_free_cycles`).
-PIPELINE_LATENCY = 5
+__all__ = ["WeightBeatLayout", "ActBeatLayout", "ResultLayout", "SparseMac"]
 
 
-def accumulator_width(width, act_width, max_k):
-    """Signed bits of the accumulator and of each output: ``width + act_width + log2(max_k)``."""
-    return width + act_width + exact_log2(max_k)
+def WeightBeatLayout(lanes, width):
+    """One compressed weight beat (:func:`hwprune.contract.sparse_mac.weight_beat_layout`)."""
+    return amaranth_layout(contract.weight_beat_layout(lanes=lanes, width=width))
 
 
-def check_mac_params(*, lanes, width, act_width, max_k):
-    """Validate unit parameters; raise with a message naming the allowed values."""
-    if isinstance(lanes, bool) or lanes not in LANE_COUNTS:
-        raise ValueError(f"lanes must be one of {LANE_COUNTS}, not {lanes!r}")
-    if isinstance(width, bool) or width not in SUPPORTED_WIDTHS:
-        raise ValueError(f"width must be one of {SUPPORTED_WIDTHS}, not {width!r}")
-    if isinstance(act_width, bool) or act_width not in SUPPORTED_WIDTHS:
-        raise ValueError(f"act_width must be one of {SUPPORTED_WIDTHS}, not {act_width!r}")
-    lo, hi = MAX_K_RANGE
-    if (not isinstance(max_k, int) or isinstance(max_k, bool) or not lo <= max_k <= hi
-            or max_k & (max_k - 1) or max_k < 2 * lanes):
-        raise ValueError(f"max_k must be a power of two from {lo} to {hi} and at least "
-                         f"2 * lanes, not {max_k!r}")
+def ActBeatLayout(lanes, act_width):
+    """One activation beat (:func:`hwprune.contract.sparse_mac.act_beat_layout`)."""
+    return amaranth_layout(contract.act_beat_layout(lanes=lanes, width=act_width,
+                                                    act_width=act_width))
 
 
-class WeightBeatLayout(data.StructLayout):
-    """One compressed weight beat: ``lanes`` (value, index) slots of one row."""
-
-    def __init__(self, lanes, width):
-        super().__init__({
-            "value": data.ArrayLayout(signed(width), lanes),
-            "index": data.ArrayLayout(unsigned(INDEX_WIDTH), lanes),
-            "count": unsigned(bits_for(lanes)),
-            "end": unsigned(lanes),
-            "final": 1,
-        })
-
-
-class ResultLayout(data.StructLayout):
-    """One output beat: the results of the rows that end in one weight beat, in slot order."""
-
-    def __init__(self, lanes, acc_width):
-        super().__init__({
-            "value": data.ArrayLayout(signed(acc_width), lanes),
-            "valid": unsigned(lanes),
-        })
-
-
-class ActBeatLayout(data.StructLayout):
-    """``lanes`` consecutive activations of one vector; ``last`` on the vector's final beat."""
-
-    def __init__(self, lanes, act_width):
-        super().__init__({
-            "data": data.ArrayLayout(signed(act_width), lanes),
-            "last": 1,
-        })
-
-
-def _inclusive_scan(values):
-    """Inclusive prefix sums of ``values`` as a Kogge-Stone network (log2(n) adder levels)."""
-    level = [Value.cast(v) for v in values]
-    step = 1
-    while step < len(level):
-        level = [level[i] + level[i - step] if i >= step else level[i] for i in range(len(level))]
-        step *= 2
-    return level
-
-
-def _segmented_scan(values, starts):
-    """Segmented inclusive prefix sums (Kogge-Stone): ``starts[i]`` begins a new segment at ``i``.
-
-    Returns ``(sums, started)``: ``sums[i]`` adds ``values`` from the start of ``i``'s segment
-    (or from 0) to ``i``; ``started[i]`` is set when a segment starts anywhere in ``1 .. i``.
-    """
-    v = [Value.cast(x) for x in values]
-    f = [Value.cast(x) for x in starts]
-    step = 1
-    while step < len(v):
-        v = [Mux(f[i], v[i], v[i] + v[i - step]) if i >= step else v[i] for i in range(len(v))]
-        f = [f[i] | f[i - step] if i >= step else f[i] for i in range(len(f))]
-        step *= 2
-    return v, f
+def ResultLayout(lanes, acc_width):
+    """One result beat: ``lanes`` signed ``acc_width``-bit results and their valid bitmap."""
+    return amaranth_layout(contract.Layout("result", [
+        contract.Field("value", acc_width, lanes, signed=True),
+        contract.Field("valid", 1, lanes)]))
 
 
 class SparseMac(wiring.Component):
@@ -190,8 +116,8 @@ class SparseMac(wiring.Component):
     """
 
     def __init__(self, *, lanes, width, act_width=None, max_k=DEFAULT_MAX_K):
-        act_width = width if act_width is None else act_width
-        check_mac_params(lanes=lanes, width=width, act_width=act_width, max_k=max_k)
+        p = contract.DOMAIN.check(lanes=lanes, width=width, act_width=act_width, max_k=max_k)
+        act_width, max_k = p["act_width"], p["max_k"]
         self._lanes, self._width, self._act_width, self._max_k = lanes, width, act_width, max_k
         self._acc_width = accumulator_width(width, act_width, max_k)
         super().__init__({
@@ -278,7 +204,7 @@ class SparseMac(wiring.Component):
                     m.d.comb += [first_of_group[s].eq(s % n == 0) for s in range(lanes)]
         group_size = Signal(4)
         m.d.comb += group_size.eq(C(1, 4) << self.nm_m_log2)
-        steps, started = _segmented_scan(
+        steps, started = segmented_scan(
             [Mux(live[s], Mux(self.fmt, Mux(first_of_group[s], group_size, 0), s1.index[s] + 1), 0)
              for s in range(lanes)],
             [starts[s] for s in range(lanes)])
@@ -324,7 +250,7 @@ class SparseMac(wiring.Component):
         s4_started = Signal(lanes)
         sum_shape = signed(width + act_width + lane_bits + 1)
         s4_sum = Signal(data.ArrayLayout(sum_shape, lanes))
-        sums, started = _segmented_scan([s3_prod[s] for s in range(lanes)],
+        sums, started = segmented_scan([s3_prod[s] for s in range(lanes)],
                                         [s3_starts[s] for s in range(lanes)])
         with m.If(advance):
             m.d.sync += [s4_valid.eq(s3_valid), s4_ends.eq(s3_ends), s4_started.eq(Cat(*started))]

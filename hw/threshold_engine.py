@@ -35,65 +35,24 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import popcount, tree_sum
+from ..contract import threshold_engine as contract
+from ..contract.block import COUNTER_WIDTH
+from .arith import kogge_stone_levels, popcount, tree_sum
+from .layouts import amaranth_layout
 
-__all__ = ["SUPPORTED_WIDTHS", "MIN_LANES", "MAX_LANES", "PIPELINE_LATENCY", "COUNTER_WIDTH",
-           "check_params", "TileLayout", "MaskedTileLayout", "ThresholdEngine"]
+__all__ = ["COUNTER_WIDTH", "TileLayout", "MaskedTileLayout", "ThresholdEngine"]
 
-SUPPORTED_WIDTHS = (4, 8, 16)
-MIN_LANES, MAX_LANES = 4, 64
-#: Register stages between an accepted input beat and its output beat.
-PIPELINE_LATENCY = 4
-COUNTER_WIDTH = 32
+PIPELINE_LATENCY = contract.PIPELINE_LATENCY
 
 
-def check_params(*, lanes, width):
-    """Validate engine parameters; raise with a message naming the allowed values."""
-    if not isinstance(lanes, int) or isinstance(lanes, bool) or not MIN_LANES <= lanes <= MAX_LANES:
-        raise ValueError(f"lanes must be an integer from {MIN_LANES} to {MAX_LANES}, not {lanes!r}")
-    if width not in SUPPORTED_WIDTHS or isinstance(width, bool):
-        raise ValueError(f"width must be one of {SUPPORTED_WIDTHS}, not {width!r}")
+def TileLayout(lanes, width):
+    """One input beat (:func:`hwprune.contract.threshold_engine.tile_layout`)."""
+    return amaranth_layout(contract.tile_layout(lanes=lanes, width=width))
 
 
-class TileLayout(data.StructLayout):
-    """One input beat: ``lanes`` signed weights and a bitmap of the lanes that hold real data."""
-
-    def __init__(self, lanes, width):
-        super().__init__({
-            "data": data.ArrayLayout(signed(width), lanes),
-            "lane_valid": unsigned(lanes),
-        })
-
-
-class MaskedTileLayout(data.StructLayout):
-    """One output beat: the pruned weights and the keep mask (bit i set: lane i kept)."""
-
-    def __init__(self, lanes, width):
-        super().__init__({
-            "data": data.ArrayLayout(signed(width), lanes),
-            "mask": unsigned(lanes),
-        })
-
-
-def _scan(m, level, step, count, shape):
-    """Run ``count`` more Kogge-Stone levels (starting at distance ``step``) over ``level``.
-
-    Returns the new values (inclusive prefix sums once ``step >= len(level)``) and the next step.
-    """
-    n = len(level)
-    for _ in range(count):
-        if step >= n:
-            break
-        nxt = []
-        for i in range(n):
-            if i >= step:
-                s = Signal(shape)
-                m.d.comb += s.eq(level[i] + level[i - step])
-                nxt.append(s)
-            else:
-                nxt.append(level[i])
-        level, step = nxt, step * 2
-    return level, step
+def MaskedTileLayout(lanes, width):
+    """One output beat (:func:`hwprune.contract.threshold_engine.masked_tile_layout`)."""
+    return amaranth_layout(contract.masked_tile_layout(lanes=lanes, width=width))
 
 
 class ThresholdEngine(wiring.Component):
@@ -125,7 +84,7 @@ class ThresholdEngine(wiring.Component):
     """
 
     def __init__(self, *, lanes, width):
-        check_params(lanes=lanes, width=width)
+        contract.DOMAIN.check(lanes=lanes, width=width)
         self._lanes, self._width = lanes, width
         super().__init__({
             "i_stream": In(stream.Signature(TileLayout(lanes, width))),
@@ -183,7 +142,7 @@ class ThresholdEngine(wiring.Component):
         # S2, S3: position of each tie among the ties of its beat, and the beat's tie count: a
         # Kogge-Stone scan whose log2(lanes) adder levels are split between the two stages.
         levels = max(1, (lanes - 1).bit_length())
-        scan, step = _scan(m, [s1_eq[i] for i in range(lanes)], 1, levels // 2, count_shape)
+        scan, step = kogge_stone_levels(m, [s1_eq[i] for i in range(lanes)], 1, levels // 2, count_shape)
         s2_valid = Signal()
         s2_data = Signal(data.ArrayLayout(signed(width), lanes))
         s2_gt = Signal(lanes)
@@ -199,7 +158,7 @@ class ThresholdEngine(wiring.Component):
             m.d.sync += [g.eq(popcount(s1_gt[4 * j:4 * j + 4]))
                          for j, g in enumerate(s2_gt_groups)]
 
-        inclusive, _ = _scan(m, s2_scan, step, levels, count_shape)
+        inclusive, _ = kogge_stone_levels(m, s2_scan, step, levels, count_shape)
         s3_valid = Signal()
         s3_data = Signal(data.ArrayLayout(signed(width), lanes))
         s3_gt = Signal(lanes)

@@ -13,15 +13,17 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 from filelock import FileLock
 
 __all__ = ["BuildError", "cache_dir", "setup_verilator", "verilog_file", "shared_library",
-           "SHIM_DIR", "VERILATOR_WARNINGS"]
+           "load_library", "SHIM_DIR", "VERILATOR_WARNINGS"]
 
 SHIM_DIR = Path(__file__).parent / "shim"
 HW_DIR = Path(__file__).resolve().parent.parent / "hw"
+CONTRACT_DIR = Path(__file__).resolve().parent.parent / "contract"
 #: Amaranth's Verilog widens and truncates freely; these warnings are not errors in our flow.
 VERILATOR_WARNINGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNOPTFLAT"]
 
@@ -75,7 +77,7 @@ def _hw_sources_digest():
     import amaranth
 
     import hwprune.hw  # noqa: F401  (the designs this process will generate)
-    files = sorted(HW_DIR.glob("*.py"))
+    files = sorted(HW_DIR.glob("*.py")) + sorted(CONTRACT_DIR.glob("*.py"))
     return _digest(amaranth.__version__, *(f.name.encode() + f.read_bytes() for f in files))
 
 
@@ -107,17 +109,39 @@ def _compiler():
     return cxx
 
 
-def shared_library(block, shim, *, defines=None, **params):
+def _file_digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _cached(build_dir, lib):
+    """True when ``build_dir`` holds a complete build: the library and its recorded checksum."""
+    stamp = build_dir / "BUILD_OK"
+    if not (lib.exists() and stamp.exists()):
+        return False
+    if stamp.read_text().strip() == _file_digest(lib):
+        return True
+    warnings.warn(f"cached build {build_dir} is damaged (checksum mismatch); rebuilding",
+                  RuntimeWarning, stacklevel=3)
+    return False
+
+
+def shared_library(block, shim, *, defines=None, generated=None, **params):
     """Build (once) and return the path of ``lib<block>.so``: ``block`` verilated with ``shim``.
 
     Parameters
     ----------
     block : str
-        Hardware block name (see :data:`hwprune.hw.BLOCKS`); also the Verilog top module.
+        Hardware block name (see :data:`hwprune.contract.blocks.BLOCKS`); also the Verilog top.
     shim : str
         File name of the C++ shim in ``sim/shim/`` that exports the ``extern "C"`` API.
     defines : dict, optional
         Preprocessor macros for the shim (the block parameters are passed as upper-case macros).
+    generated : dict, optional
+        Header name -> text of headers generated for this build (``block_ports.h``).
+
+    A build is made in a temporary folder and renamed into place when complete, with the
+    library's checksum beside it; a cached build that is incomplete or fails its checksum is
+    rebuilt with a warning, so a build killed half-way never poisons the cache.
     """
     verilator = setup_verilator()
     cxx = _compiler()
@@ -125,31 +149,57 @@ def shared_library(block, shim, *, defines=None, **params):
     shim_path = SHIM_DIR / shim
     macros = {k.upper(): v for k, v in params.items()}
     macros.update(defines or {})
+    generated = dict(generated or {})
     headers = sorted(SHIM_DIR.glob("*.h"))
     key = _digest(vfile.read_bytes(), shim_path.read_bytes(),
                   *(h.read_bytes() for h in headers), json.dumps(macros, sort_keys=True),
+                  json.dumps(generated, sort_keys=True),
                   verilator.parent.parent.name, sys.version_info[:2], cxx)
     build_dir = cache_dir() / "lib" / f"{block}-{key}"
     lib = build_dir / f"lib{block}.so"
     with FileLock(str(build_dir) + ".lock"):
-        if lib.exists():
+        if _cached(build_dir, lib):
             return lib
-        if build_dir.exists():
-            shutil.rmtree(build_dir)
-        cflags = " ".join(["-O3", "-fPIC", f"-I{SHIM_DIR}"] +
+        tmp = build_dir.with_name(f"{build_dir.name}.tmp{os.getpid()}")
+        for stale in (tmp, build_dir):
+            if stale.exists():
+                shutil.rmtree(stale)
+        gen_dir = tmp / "gen"
+        gen_dir.mkdir(parents=True)
+        for name, text in generated.items():
+            (gen_dir / name).write_text(text)
+        cflags = " ".join(["-O3", "-fPIC", f"-I{SHIM_DIR}", f"-I{gen_dir}"] +
                           [f"-D{k}={v}" for k, v in sorted(macros.items())])
         cmd = [str(verilator), "--cc", "--build", "-O3", *VERILATOR_WARNINGS,
                "--top-module", block, "--x-assign", "fast", "--x-initial", "fast",
                str(vfile), str(shim_path),
                "-CFLAGS", cflags, "-LDFLAGS", "-shared", "--lib-create", block,
-               "-Mdir", str(build_dir), "-j", str(os.cpu_count() or 2),
+               "-Mdir", str(tmp), "-j", str(os.cpu_count() or 2),
                # verilated.mk hard-codes `c++`: pass the chosen compiler on make's command line.
                "-MAKEFLAGS", f"CXX={cxx}", "-MAKEFLAGS", f"LINK={cxx}"]
         env = dict(os.environ, CXX=cxx)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0 or not lib.exists():
+        tmp_lib = tmp / lib.name
+        if proc.returncode != 0 or not tmp_lib.exists():
             output = (proc.stdout + proc.stderr).strip().splitlines()
             tail = "\n".join(output[-40:])
+            shutil.rmtree(tmp, ignore_errors=True)
             raise BuildError(f"Verilator build of {block} {params} failed "
                              f"(exit {proc.returncode}):\n{tail}")
+        (tmp / "BUILD_OK").write_text(_file_digest(tmp_lib))
+        tmp.rename(build_dir)
     return lib
+
+
+def load_library(path, rebuild):
+    """``ctypes.CDLL(path)``; a library that fails to load is rebuilt once by ``rebuild()``
+    (which returns the new path), with a warning."""
+    import ctypes
+    try:
+        return ctypes.CDLL(str(path))
+    except OSError as exc:
+        warnings.warn(f"cached library {path} failed to load ({exc}); rebuilding",
+                      RuntimeWarning, stacklevel=2)
+        stamp = Path(path).parent / "BUILD_OK"
+        stamp.unlink(missing_ok=True)
+        return ctypes.CDLL(str(rebuild()))

@@ -4,6 +4,7 @@ Builds are cached like the shared libraries (by a hash of the Verilog and the bu
 the tests and the cocotb backend share one simulator binary per parameter set.
 """
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -55,7 +56,8 @@ def cocotb_test(block, test_module, *, testcase=None, extra_env=None, test_dir=N
     test_dir = Path(test_dir or build_dir / "run")
     test_dir.mkdir(parents=True, exist_ok=True)
     results = test_dir / f"results-{os.getpid()}.xml"
-    env = {"PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "")}
+    env = {"PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", ""), "HWPRUNE_BLOCK": block,
+           "HWPRUNE_BLOCK_PARAMS": json.dumps(params)}
     env.update(extra_env or {})
     try:
         runner.test(test_module=test_module, hdl_toplevel=block, hdl_toplevel_lang="verilog",

@@ -1,7 +1,11 @@
-"""ctypes bindings of the verilated engines (the host driver's fast path).
+"""ctypes bindings of the verilated blocks (the host driver's fast path).
 
-Each class loads the shared library that :func:`hwprune.sim.build.shared_library` built for its
-parameters and moves whole numpy buffers per call: the C++ shim loops over the clock cycles.
+:class:`BlockLib` is the one ctypes lifecycle (load the shared library that
+:func:`hwprune.sim.build.shared_library` built, check it is the one asked for, create, reset and
+destroy its model). :class:`StreamLib` runs any stream block through the one C++ stream-pass
+template (``sim/shim/stream_pass.cpp``): the block's description (:mod:`hwprune.contract`) gives
+the generated port header, the payload layouts the host packs whole buffers with, and the
+adapter between jobs and streams. :data:`LIBRARIES` is derived from the list of blocks.
 """
 
 import ctypes
@@ -9,108 +13,138 @@ import time
 
 import numpy as np
 
-from .build import shared_library
+from ..contract.blocks import STREAM_BLOCKS
+from ..contract.blocks import block as _block
+from .build import load_library, shared_library
+from .shim_gen import stream_header
 
-__all__ = ["LIBRARIES", "ThresholdEngineLib", "SparseMacLib", "lane_bitmaps"]
+__all__ = ["BlockLib", "StreamLib", "LIBRARIES", "library"]
 
-_i16p = np.ctypeslib.ndpointer(np.int16, flags="C_CONTIGUOUS")
+_i64p = np.ctypeslib.ndpointer(np.int64, flags="C_CONTIGUOUS")
 _u64p = np.ctypeslib.ndpointer(np.uint64, flags="C_CONTIGUOUS")
-_u8p = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
 _u32p = np.ctypeslib.ndpointer(np.uint32, flags="C_CONTIGUOUS")
 
 
-def lane_bitmaps(lane_valid):
-    """(beats, lanes) booleans -> one uint64 bitmap per beat (bit i: lane i)."""
-    lane_valid = np.asarray(lane_valid, dtype=bool)
-    beats, lanes = lane_valid.shape
-    full = np.uint64((1 << lanes) - 1)
-    bitmaps = np.full(beats, full, dtype=np.uint64)
-    # Only padded beats (in practice the ragged tail) need the bit-by-bit conversion.
-    partial = np.flatnonzero(~lane_valid.all(axis=1))
-    if partial.size:
-        weights = np.left_shift(np.uint64(1), np.arange(lanes, dtype=np.uint64))
-        bitmaps[partial] = (lane_valid[partial].astype(np.uint64) * weights).sum(
-            axis=1, dtype=np.uint64)
-    return bitmaps
+class BlockLib:
+    """One verilated block in a shared library exporting ``<prefix>_create`` / ``_destroy`` /
+    ``_reset``; one model instance per object. Subclasses declare their own functions in
+    :meth:`_declare` and call :meth:`_load` from ``__init__``."""
 
+    prefix = None
 
-class ThresholdEngineLib:
-    """The threshold engine verilated into ``libthreshold_engine.so``, one instance per object."""
-
-    def __init__(self, *, lanes, width):
-        self.lanes, self.width = lanes, width
-        self.path = shared_library("threshold_engine", "threshold_engine.cpp",
-                                   lanes=lanes, width=width)
-        lib = ctypes.CDLL(str(self.path))
-        lib.te_create.restype = ctypes.c_void_p
-        lib.te_destroy.argtypes = [ctypes.c_void_p]
-        lib.te_reset.argtypes = [ctypes.c_void_p]
-        lib.te_run.restype = ctypes.c_int64
-        lib.te_run.argtypes = [ctypes.c_void_p, _i16p, _u64p, ctypes.c_int64, ctypes.c_uint32,
-                               ctypes.c_uint32, _i16p, _u8p, _u32p, ctypes.c_uint32,
-                               ctypes.c_uint32, ctypes.c_uint32]
-        lib.te_raw_loop.restype = ctypes.c_int64
-        lib.te_raw_loop.argtypes = [ctypes.c_void_p, _i16p, _u64p, ctypes.c_int64]
-        assert (lib.te_lanes(), lib.te_width()) == (lanes, width), "stale library"
+    def _load(self, build):
+        """Load the library ``build()`` returns (rebuilt once if it fails to load)."""
+        self.path = build()
+        lib = load_library(self.path, build)
+        self._fn = lambda name: getattr(lib, f"{self.prefix}_{name}")
+        self._fn("create").restype = ctypes.c_void_p
+        self._fn("destroy").argtypes = [ctypes.c_void_p]
+        self._fn("reset").argtypes = [ctypes.c_void_p]
+        self._declare(lib)
         self._lib = lib
-        self._handle = lib.te_create()
+        self._handle = self._fn("create")()
+
+    def _declare(self, lib):
+        """Set the ctypes signatures of the block's own functions."""
 
     def __del__(self):
         if getattr(self, "_handle", None):
-            self._lib.te_destroy(self._handle)
+            self._fn("destroy")(self._handle)
             self._handle = None
 
     def reset(self):
-        self._lib.te_reset(self._handle)
+        self._fn("reset")(self._handle)
 
-    def run(self, tiles, lane_valid, threshold, tie_budget, *, stall_seed=0, in_stall=0.0,
-            out_stall=0.0):
-        """Stream one pass. Returns (data, mask, (beats, kept, ties_left), cycles)."""
-        tiles = np.ascontiguousarray(tiles, dtype=np.int16)
-        beats = tiles.shape[0]
-        bitmaps = np.ascontiguousarray(lane_bitmaps(lane_valid))
-        out = np.empty_like(tiles)
-        keep = np.empty(tiles.shape, dtype=np.uint8)
-        counters = np.zeros(3, dtype=np.uint32)
-        cycles = self._lib.te_run(self._handle, tiles, bitmaps, beats, int(threshold),
-                                  int(tie_budget), out, keep, counters, int(stall_seed),
-                                  int(round(in_stall * 100)), int(round(out_stall * 100)))
+
+def _stall_args(stall_seed, in_stall, out_stall):
+    return int(stall_seed), int(round(in_stall * 100)), int(round(out_stall * 100))
+
+
+class StreamLib(BlockLib):
+    """Stream block ``block`` verilated with the stream-pass template, built for ``params``."""
+
+    prefix = "hw"
+
+    def __init__(self, block, **params):
+        self.desc = _block(block, jobs=True)
+        self.params = self.desc.check(**params)
+        self.lanes, self.width = self.params["lanes"], self.params["width"]
+        self.layouts = self.desc.layouts(**self.params)
+        header, self.signature = stream_header(self.desc, self.params)
+        defines = self.desc.defines(self.params) if self.desc.defines else None
+        self._load(lambda: shared_library(self.desc.name, self.desc.shim, defines=defines,
+                                          generated={"block_ports.h": header}, **self.params))
+
+    def _declare(self, lib):
+        lib.hw_signature.restype = ctypes.c_char_p
+        lib.hw_run.restype = ctypes.c_int64
+        lib.hw_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, _i64p, _i64p, _u64p,
+                               ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, _i64p, _u64p,
+                               ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32]
+        lib.hw_raw_loop.restype = ctypes.c_int64
+        lib.hw_raw_loop.argtypes = [ctypes.c_void_p, _u32p, ctypes.c_int64, _u64p]
+        if lib.hw_signature().decode() != self.signature:
+            raise RuntimeError(f"stale library {self.path}: built for another description")
+
+    def _pack_inputs(self, spec):
+        packed, beats, repeat = [], [], []
+        for s in self.desc.inputs:
+            fields, n, rep = spec.inputs[s.name]
+            words = self.layouts[s.name].pack(fields, n)
+            packed.append(np.ascontiguousarray(words if n else
+                                               np.zeros((1, self.layouts[s.name].words),
+                                                        dtype=np.uint32)))
+            beats.append(max(int(n), 1) if n else 1)
+            repeat.append(int(rep) if n else 0)
+        return packed, np.array(beats, dtype=np.int64), np.array(repeat, dtype=np.int64)
+
+    def _config(self, spec):
+        unknown = set(spec.config) - {p.name for p in self.desc.config}
+        if unknown:
+            raise ValueError(f"{self.desc.name} has no configuration port(s) {sorted(unknown)}")
+        return np.array([int(spec.config.get(p.name, 0)) for p in self.desc.config] or [0],
+                        dtype=np.uint64)
+
+    def run_job(self, job, *, stall_seed=0, in_stall=0.0, out_stall=0.0):
+        """Run one job (the block's golden-model Job); return its Result."""
+        spec = self.desc.encode(job, **self.params)
+        packed, beats, repeat = self._pack_inputs(spec)
+        pointers = (ctypes.c_void_p * len(packed))(*[p.ctypes.data for p in packed])
+        out = self.desc.output
+        capacity = spec.items + 1
+        out_words = self.layouts[out.name].words if out else 1
+        buf = np.zeros((capacity if out else 1, out_words), dtype=np.uint32)
+        out_beats = np.zeros(1, dtype=np.int64)
+        counters = np.zeros(max(len(self.desc.counters), 1), dtype=np.uint64)
+        cycles = self._lib.hw_run(self._handle, pointers, beats, repeat, self._config(spec),
+                                  buf.ctypes.data, int(spec.items), capacity, out_beats,
+                                  counters, *_stall_args(stall_seed, in_stall, out_stall))
         if cycles < 0:
-            raise RuntimeError("verilated threshold engine stopped making progress")
-        return out, keep.view(bool), tuple(int(c) for c in counters), cycles
+            self.reset()
+            what = ("stopped making progress" if cycles == -1
+                    else f"sent more output beats than the {spec.items} results expected")
+            raise RuntimeError(f"verilated {self.desc.name} {what}")
+        outputs = self.layouts[out.name].unpack(buf[:int(out_beats[0])]) if out else {}
+        named = {p.name: int(c) for p, c in zip(self.desc.counters, counters)}
+        return self.desc.decode(job, outputs, named, int(cycles), **self.params)
 
-    def run_job(self, job, **stalls):
-        """Run a :class:`hwprune.golden.ThresholdJob`; return a :class:`~hwprune.golden.MaskResult`."""
-        from hwprune.golden import MaskResult
-        data, mask, (beats, kept, ties_left), cycles = self.run(
-            job.data, job.lane_valid, job.threshold, job.tie_budget, **stalls)
-        return MaskResult(data=data, mask=mask, beats=beats, kept=kept, ties_left=ties_left,
-                          cycles=cycles)
-
-    def raw_loop(self, tiles, lane_valid):
-        """Time a bare C++ loop streaming ``tiles`` through the model (the benchmark's ceiling).
-
-        Packing happens before the clock starts; returns (cycles, seconds).
-        """
-        tiles = np.ascontiguousarray(tiles, dtype=np.int16)
-        bitmaps = np.ascontiguousarray(lane_bitmaps(lane_valid))
-        packed = time.perf_counter()
-        cycles = self._lib.te_raw_loop(self._handle, tiles, bitmaps, tiles.shape[0])
-        return cycles, time.perf_counter() - packed
+    def raw_loop(self, job):
+        """Time a bare C++ loop streaming ``job``'s first input stream through the model (the
+        benchmark's ceiling). Packing happens before the clock starts; returns (cycles, seconds)."""
+        spec = self.desc.encode(job, **self.params)
+        packed, beats, _ = self._pack_inputs(spec)
+        started = time.perf_counter()
+        cycles = self._lib.hw_raw_loop(self._handle, packed[0], int(beats[0]), self._config(spec))
+        return cycles, time.perf_counter() - started
 
 
-#: block name -> shared-library wrapper class (keyword parameters lanes, width)
-LIBRARIES = {"threshold_engine": ThresholdEngineLib}
+def library(block, **params):
+    """The ctypes wrapper of ``block`` (its description's ``library``) built for ``params``."""
+    desc = _block(block, jobs=True)
+    cls = desc.resolve("library")
+    return cls(desc.name, **params)
 
-from .sparse_mac_lib import SparseMacLib  # noqa: E402  (registered here, defined in its module)
 
-LIBRARIES["sparse_mac"] = SparseMacLib
-
-from .histogram_lib import MagnitudeHistogramLib  # noqa: E402  (defined in its own module)
-
-LIBRARIES["magnitude_histogram"] = MagnitudeHistogramLib
-
-from .nm_norms_lib import ChannelNormsLib, NMSelectorLib  # noqa: E402  (own module)
-
-LIBRARIES["nm_selector"] = NMSelectorLib
-LIBRARIES["channel_norms"] = ChannelNormsLib
+#: block name -> function(**params) -> wrapper (derived from the list of blocks)
+LIBRARIES = {b.name: (lambda name: lambda **params: library(name, **params))(b.name)
+             for b in STREAM_BLOCKS}

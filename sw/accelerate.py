@@ -30,8 +30,8 @@ from torch import nn
 from .backends import Backend, get_backend
 from .compress import (compress, compress_nm, parse_format, reduction_matrix,
                        reduction_vectors)
-from .golden.sparse_mac import make_job, stall_free_cycles
-from .hw.sparse_mac import DEFAULT_MAX_K, PIPELINE_LATENCY, check_mac_params
+from .contract.sparse_mac import make_job, stall_free_cycles
+from .contract.sparse_mac import DEFAULT_MAX_K, PIPELINE_LATENCY, check_mac_params
 from .quant import GRANULARITIES, quantize
 
 __all__ = ["run", "reference", "compile_layer", "LayerProgram", "LayerRun", "RunReport",
@@ -390,7 +390,9 @@ class _Session:
             program = self.programs[name]
             xq, act_scale = _quantize_acts(args[0], self.width)
             vectors, shape = _vectors(program, module, xq)
-            acc = self.compute(program, module, xq, vectors, shape)   # float64 integers
+            # float64 integers, contiguous: the layers after it (in torch) then see the same memory
+            # layout from the unit and from the reference, and round the same way
+            acc = self.compute(program, module, xq, vectors, shape).contiguous()
             return _rescale(acc, program, act_scale, output.dtype)
         return hook
 

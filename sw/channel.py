@@ -12,7 +12,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning.pruner import function
 
-from .golden import ChannelJob
+from .contract import ChannelJob
 from .quant import quantize
 
 __all__ = ["EngineImportance", "channel_jobs", "engine_channel_norms", "prune_channels"]

@@ -1,5 +1,6 @@
-"""Command line: ``hwprune prune`` (also ``python -m hwprune``), ``hwprune verilog``, and the digits
-workflows ``hwprune train`` and ``hwprune experiment``."""
+"""Command line: ``hwprune prune`` (also ``python -m hwprune``), ``hwprune mac``,
+``hwprune verilog``, ``hwprune info``, and the digits workflows ``hwprune train`` and
+``hwprune experiment``."""
 
 import argparse
 import sys
@@ -37,10 +38,25 @@ def _parser():
     _add_mac_command(sub)
 
     v = sub.add_parser("verilog", help="write the generated Verilog of a hardware block")
-    v.add_argument("--block", default="threshold_engine")
+    v.add_argument("--block", default="threshold_engine", help="see `hwprune info`")
     _add_engine_options(v)
+    v.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="another parameter of the block (e.g. max_k=1024, clocks_per_bit=8)")
     v.add_argument("--out", type=Path, default=Path("build"), help="output folder (build/)")
+
+    i = sub.add_parser("info", help="the hardware blocks, their parameter domains, the backends "
+                       "and boards that run each, and the build cache")
+    i.add_argument("--json", action="store_true", help="print it as JSON")
     return parser
+
+
+def _cmd_info(args):
+    import json
+
+    from hwprune.info import info, info_table
+    data = info()
+    print(json.dumps(data, indent=2) if args.json else info_table(data))
+    return 0
 
 
 def _add_training_commands(sub):
@@ -157,8 +173,18 @@ def _cmd_prune(args):
 
 
 def _cmd_verilog(args):
+    extra = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--param must be NAME=VALUE, not {item!r}")
+        try:
+            extra[name.strip()] = int(value)
+        except ValueError:
+            raise ValueError(f"--param {name}: the value must be an integer, not {value!r}") \
+                from None
     from hwprune.hw import to_verilog
-    text = to_verilog(args.block, lanes=args.lanes, width=args.width)
+    text = to_verilog(args.block, lanes=args.lanes, width=args.width, **extra)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{args.block}_l{args.lanes}_w{args.width}.v"
     path.write_text(text)
@@ -204,7 +230,7 @@ def main(argv=None):
         args = _parser().parse_args(["prune", *(argv if argv is not None else sys.argv[1:])])
     try:
         return {"prune": _cmd_prune, "verilog": _cmd_verilog, "train": _cmd_train,
-                "experiment": _cmd_experiment, "mac": _cmd_mac}[args.command](args)
+                "experiment": _cmd_experiment, "mac": _cmd_mac, "info": _cmd_info}[args.command](args)
     except (ValueError, TypeError, RuntimeError) as exc:
         print(f"hwprune: error: {exc}", file=sys.stderr)
         return 2

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .hw.sparse_mac import FMT_NM, FMT_UNSTRUCTURED, INDEX_WIDTH, MAX_N, NM_M
+from .contract.sparse_mac import FMT_NM, FMT_UNSTRUCTURED, INDEX_WIDTH, MAX_N, NM_M, decode_stream
 
 __all__ = ["FORMATS", "INDEX_WIDTH", "MAX_SKIP", "CompressedWeights", "parse_format",
            "compress", "compress_unstructured", "compress_nm", "nm_select", "nm_mask",
@@ -286,46 +286,3 @@ def compress(codes, lanes, fmt="unstructured"):
     if name == "unstructured":
         return compress_unstructured(codes, lanes)
     return compress_nm(codes, n, m, lanes)
-
-
-def decode_stream(value, index, count, end, *, fmt, n=0, m=0, k):
-    """Decode a beat stream back to the dense matrix it encodes (int64, ``rows x k``).
-
-    This is the format's semantics, used by the golden model: raises if a slot lands at or beyond
-    position ``k`` (the activations streamed per vector), the stream does not end a row on its
-    last slot, or N:M beats or rows do not hold whole groups.
-    """
-    value = np.asarray(value, dtype=np.int64)
-    index = np.asarray(index, dtype=np.int64)
-    count = np.asarray(count, dtype=np.int64)
-    end = np.asarray(end, dtype=bool)
-    beats, lanes = value.shape
-    if (count > lanes).any():
-        raise ValueError(f"a beat has more than {lanes} live slots")
-    live = np.arange(lanes) < count[:, None]
-    slot_beat, slot_lane = np.nonzero(live)
-    slot_end = end[slot_beat, slot_lane]
-    if slot_end.size == 0 or not slot_end[-1]:
-        raise ValueError("a weight stream must hold at least one slot and end a row on its last")
-    rows = int(slot_end.sum())
-    row = np.concatenate([[0], np.cumsum(slot_end)[:-1]]).astype(np.int64)
-    if fmt == FMT_UNSTRUCTURED:
-        steps = index[slot_beat, slot_lane] + 1
-        ends = np.concatenate([[0], np.cumsum(steps)])   # ends[i]: steps before slot i
-        row_first = np.searchsorted(row, np.arange(rows))
-        pos = ends[1:] - 1 - ends[row_first][row]
-    else:
-        slot = np.arange(row.size)
-        row_first = np.searchsorted(row, np.arange(rows))
-        rank = slot - row_first[row]
-        if (count % n).any() or (np.bincount(row, minlength=rows) % n).any() or (end & ~live).any():
-            raise ValueError(f"N:M beats and rows must hold whole groups of N = {n} slots")
-        if (index[slot_beat, slot_lane] >= m).any():
-            raise ValueError(f"an N:M index is not below M = {m}")
-        pos = (rank // n) * m + index[slot_beat, slot_lane]
-    if pos.size and pos.max() >= k:
-        raise ValueError(f"a slot lands at position {int(pos.max())}, beyond the {k} "
-                         f"activations of a vector")
-    dense = np.zeros((rows, k), dtype=np.int64)
-    np.add.at(dense, (row, pos), value[slot_beat, slot_lane])
-    return dense

@@ -18,8 +18,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from .backends import Backend, get_backend
-from .golden import NMJob, ThresholdJob, select_threshold_passes
-from .hw import check_params
+from .contract import NMJob, ThresholdJob, select_threshold_passes
+from .contract.blocks import block as describe
 from .patterns import nm_rows, nm_unrows, parse_pattern
 from .quant import GRANULARITIES, dequantize, quantize, tile, untile
 from .report import LayerReport, PruneReport
@@ -75,6 +75,11 @@ def _check_amount(amount):
 def _keep_count(numel, amount):
     # torch.nn.utils.prune rounds the number of weights to prune the same way.
     return numel - int(round(amount * numel))
+
+
+#: pattern kind -> the hardware blocks a prune of that kind runs
+_BLOCKS_FOR = {"unstructured": ("threshold_engine", "magnitude_histogram"),
+               "nm": ("nm_selector",), "channel": ("channel_norms",)}
 
 
 def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="verilator",
@@ -134,7 +139,6 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     registers; it never sorts.
     """
     _check_amount(amount)
-    check_params(lanes=lanes, width=width)
     shape = parse_pattern(pattern)
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
@@ -148,6 +152,11 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     if shape.kind == "nm" and lanes % shape.m:
         raise ValueError(f"pattern {str(shape)!r} needs lanes to be a multiple of {shape.m} so "
                          f"that groups never straddle beats, not {lanes}")
+    # The blocks this prune runs, each checked against its own parameter domain (the same check
+    # the RTL, the golden model and every backend make).
+    blocks = _BLOCKS_FOR[shape.kind]
+    for name in blocks:
+        describe(name).check(lanes=lanes, width=width)
     if shape.kind == "channel" and example_inputs is None:
         raise ValueError("pattern 'channel' needs example_inputs (an input batch) to trace the "
                          "model's channel dependencies")
@@ -180,6 +189,7 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     if (engine.lanes, engine.width) != (lanes, width):
         raise ValueError(f"backend is built for {engine.lanes} lanes x {engine.width} bits, "
                          f"not {lanes} x {width}")
+    engine.prepare(*blocks)  # builds (verilator, cocotb) fail here, before the model is touched
     report = PruneReport(backend=engine.name, lanes=lanes, width=width, amount=float(amount),
                          write_back=write_back, pattern=str(shape), scope=scope)
 

@@ -14,95 +14,30 @@ protocol code. Every pass is checked end to end: the device's beat and kept coun
 of the bytes it took in and sent out must equal the host's, or the pass is retried.
 """
 
-import binascii
 import time
 import zlib
 
 import numpy as np
 
-from .backends import Backend
-from .hw.bridge import (DEVICE_SYNC, HOST_SYNC, INFO_FIELDS, MAX_PAYLOAD, STATUS_FIELDS, Cmd,
-                        ErrorCode, Status, beat_bytes)
-from .hw.threshold_engine import PIPELINE_LATENCY
+from .backend_api import Backend
+from .contract.blocks import BLOCKS
+from .contract.protocol import (DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD, STATUS_FIELDS, Cmd,
+                                ErrorCode, Status, beat_bytes, crc8, crc16, encode_frame, pack_beats,
+                                split_frames, unpack_beats)
+from .contract.threshold_engine import MaskResult
 
-__all__ = ["crc8", "crc16", "encode_frame", "split_frames", "pack_beats", "unpack_beats", "UartError",
-           "DeviceTimeout", "DeviceError", "FrameError", "PassError", "IntegrityError",
-           "SerialTransport", "SimTransport", "UartLink", "UartBackend", "SerialBackend",
-           "UartSimBackend"]
+__all__ = ["crc8", "crc16", "encode_frame", "split_frames", "pack_beats", "unpack_beats",
+           "UartError", "DeviceTimeout", "DeviceError", "FrameError", "PassError",
+           "IntegrityError", "SerialTransport", "SimTransport", "UartLink", "UartBackend",
+           "SerialBackend", "UartSimBackend", "bitstream_blocks"]
 
-_ERROR_NAMES = {v: k for k, v in vars(ErrorCode).items() if not k.startswith("_")}
-_CMD_NAMES = {v: k for k, v in vars(Cmd).items() if not k.startswith("_")}
-
-
-def crc8(data, crc=0xFF):
-    """CRC-8 (polynomial 0x07, initial 0xFF, MSB first) of the frame header."""
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
-    return crc
+_ERROR_NAMES = {int(v): v.name for v in ErrorCode}
+_CMD_NAMES = {int(v): v.name for v in Cmd}
 
 
-def crc16(data):
-    """CRC-16/CCITT-FALSE (polynomial 0x1021, initial 0xFFFF) of CMD, LEN and the payload."""
-    return binascii.crc_hqx(bytes(data), 0xFFFF)
-
-
-def encode_frame(cmd, payload=b"", *, sync=HOST_SYNC):
-    """One frame: SYNC, CMD, LEN (LE), CRC-8 of CMD+LEN, payload, CRC-16 (LE)."""
-    payload = bytes(payload)
-    head = bytes([cmd, len(payload) & 0xFF, len(payload) >> 8])
-    return (bytes([sync]) + head + bytes([crc8(head)]) + payload
-            + crc16(head + payload).to_bytes(2, "little"))
-
-
-def split_frames(buf, *, sync=DEVICE_SYNC):
-    """Split a byte string into frames: returns ([(cmd, payload, crc_ok), ...], unused tail).
-
-    Bytes before a SYNC, and SYNCs whose header CRC-8 fails, are skipped.
-    """
-    buf, frames, pos = bytes(buf), [], 0
-    while True:
-        start = buf.find(bytes([sync]), pos)
-        if start < 0 or len(buf) - start < 5:
-            return frames, buf[start:] if start >= 0 else b""
-        head = buf[start + 1:start + 5]
-        if crc8(head[:3]) != head[3]:
-            pos = start + 1
-            continue
-        length = head[1] | head[2] << 8
-        end = start + 5 + length + 2
-        if len(buf) < end:
-            return frames, buf[start:]
-        payload = buf[start + 5:start + 5 + length]
-        crc_ok = crc16(head[:3] + payload) == int.from_bytes(buf[end - 2:end], "little")
-        frames.append((head[0], payload, crc_ok))
-        pos = end
-
-
-def pack_beats(tiles, lane_valid, width):
-    """(beats, lanes) weights and lane flags -> (beats, beat_bytes) uint8, the wire format."""
-    tiles = np.asarray(tiles, dtype=np.int16)
-    if width == 16:
-        weights = tiles.astype("<i2").view(np.uint8).reshape(tiles.shape[0], -1)
-    else:
-        weights = (tiles & 0xFF).astype(np.uint8)
-    bitmap = np.packbits(np.asarray(lane_valid, dtype=bool), axis=1, bitorder="little")
-    return np.ascontiguousarray(np.concatenate([weights, bitmap], axis=1))
-
-
-def unpack_beats(raw, lanes, width):
-    """(beats, beat_bytes) uint8 answer bytes -> (data int16, mask bool), both (beats, lanes)."""
-    raw = np.asarray(raw, dtype=np.uint8)
-    bpw = 2 if width == 16 else 1
-    weights = np.ascontiguousarray(raw[:, :lanes * bpw])
-    if width == 16:
-        data = weights.view("<i2").astype(np.int16)
-    else:
-        sign = 1 << (width - 1)
-        data = (((weights.astype(np.int16) & ((1 << width) - 1)) ^ sign) - sign).astype(np.int16)
-    mask = np.unpackbits(raw[:, lanes * bpw:], axis=1, bitorder="little")[:, :lanes].astype(bool)
-    return data, mask
+def bitstream_blocks(bitmap):
+    """The names of the blocks in an INFO ``blocks`` bitmap (bit ``Block.bridge_bit``)."""
+    return tuple(b.name for b in BLOCKS if b.bridge_bit is not None and bitmap >> b.bridge_bit & 1)
 
 
 #: Largest TE_DATA payload the host sends (see UartBackend._try_pass).
@@ -291,26 +226,21 @@ class UartBackend(Backend):
                 raise UartError(f"the device runs an engine of lanes={info['lanes']}, "
                                 f"width={info['width']}, not lanes={lanes}, width={width}")
             self.max_payload = info["max_payload"]
+            #: the blocks the bitstream holds, as its INFO answer reports them
+            self.device_blocks = bitstream_blocks(info["blocks"])
         else:
             self.max_payload = MAX_PAYLOAD
-
-    #: Blocks the board's bitstream contains (INFO's block bitmap); other blocks run on the host.
-    device_blocks = ("threshold_engine",)
+            self.device_blocks = bitstream_blocks(0xFF)
 
     def run(self, block, jobs):
         """Run ``jobs`` on ``block``: on the device for the threshold engine; a block that the
         bitstream does not contain (e.g. the magnitude histogram that ``hwprune.prune`` uses to
         choose thresholds) runs in its golden model on the host, so the same ``prune`` call
         works on a board (counted in ``stats["host_jobs"]``)."""
-        from . import golden
-        if block not in self.device_blocks:
-            try:
-                model = golden.MODELS[block]
-            except KeyError:
-                raise ValueError(f"block must be one of {sorted(golden.MODELS)}, "
-                                 f"not {block!r}") from None
+        desc, _ = self.params(block)
+        if desc.name not in self.device_blocks:
             self.stats["host_jobs"] += len(jobs)
-            return [model(job) for job in jobs]
+            return [desc.golden(job) for job in jobs]
         return [self._threshold_pass(job) for job in jobs]
 
     def _threshold_pass(self, job):
@@ -324,7 +254,6 @@ class UartBackend(Backend):
                 self.link.resync()
 
     def _try_pass(self, job):
-        from .golden import MaskResult
         hi = 1 << (self.width - 1)
         tiles = np.asarray(job.data)
         if tiles.size and (tiles.min() < -hi or tiles.max() >= hi):
@@ -343,7 +272,7 @@ class UartBackend(Backend):
             sent = packed[start:start + chunk].tobytes()
             raw, status = self.link.data(sent)
             if status:
-                flags = [n for n, v in vars(Status).items() if not n.startswith("_") and v & status]
+                flags = [f.name for f in Status if f & status]
                 raise PassError(f"TE_DATA answer reports {'|'.join(flags) or hex(status)}")
             in_crc, out_crc = zlib.crc32(sent, in_crc), zlib.crc32(raw, out_crc)
             self.stats["bytes_sent"] += len(sent)
@@ -357,9 +286,10 @@ class UartBackend(Backend):
         if got != want:
             raise IntegrityError(f"pass check failed: device {got}, host {want}")
         self.stats["passes"] += 1
-        # The UART, not the engine, paces a board; report the engine's own stall-free cycles.
+        # The device's own count: engine clocks from its first input beat to its last output beat
+        # (the UART paces a board, so this exceeds the stall-free figure of the golden model).
         return MaskResult(data=data, mask=mask, beats=beats, kept=st["kept"],
-                          ties_left=st["ties_left"], cycles=beats + PIPELINE_LATENCY if beats else 0)
+                          ties_left=st["ties_left"], cycles=st["cycles"] if beats else 0)
 
 
 class SerialBackend(UartBackend):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hwprune import get_backend
-from hwprune.golden import ALL_TIES, ThresholdJob, threshold_mask
+from hwprune.contract import ALL_TIES, ThresholdJob, threshold_mask
 from hwprune.sim.stimulus import random_tiles
 
 CONFIGS = [(16, 8), (4, 16), (7, 4)]

@@ -3,7 +3,7 @@
 import numpy as np
 
 from hwprune import get_backend
-from hwprune.golden import MODELS, ChannelJob
+from hwprune.contract import MODELS, ChannelJob
 from hwprune.sim.cocotb_tb.channel_norms_tb import random_channels
 from hwprune.sim.verilator_lib import LIBRARIES
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hwprune import get_backend
-from hwprune.golden import HistogramJob
+from hwprune.contract import HistogramJob
 from hwprune.sim.cocotb_run import cocotb_test
 from hwprune.sim.stimulus import random_tiles
 

@@ -5,8 +5,8 @@ import pytest
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
-from hwprune.golden import HistogramJob, select_threshold_passes, threshold_mask
-from hwprune.golden.magnitude_histogram import run as golden_histogram
+from hwprune.contract import HistogramJob, select_threshold_passes, threshold_mask
+from hwprune.contract.magnitude_histogram import run as golden_histogram
 from hwprune.hw import MagnitudeHistogram
 from hwprune.sim.stimulus import random_tiles
 

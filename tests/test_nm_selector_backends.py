@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hwprune import get_backend
-from hwprune.golden import NMJob
+from hwprune.contract import NMJob
 from hwprune.sim.stimulus import random_tiles
 from hwprune.sim.verilator_lib import LIBRARIES
 

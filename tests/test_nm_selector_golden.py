@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from hwprune.golden import MODELS, NMJob, nm_mask
+from hwprune.contract import MODELS, NMJob, nm_mask
 
 nm_select = MODELS["nm_selector"]
 

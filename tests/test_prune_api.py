@@ -172,8 +172,8 @@ def test_no_prunable_layer():
 
 
 @pytest.mark.parametrize("lanes,width,message", [
-    (2, 8, "lanes must be an integer from 4 to 64, not 2"),
-    (16, 12, r"width must be one of \(4, 8, 16\), not 12")])
+    (2, 8, "lanes must be an integer from 4 to 64 for threshold_engine, not 2$"),
+    (16, 12, r"width must be one of \(4, 8, 16\) for threshold_engine, not 12$")])
 def test_unsupported_engine_parameters(cnn, lanes, width, message):
     model = copy.deepcopy(cnn)
     before = state(model)

@@ -12,7 +12,7 @@ from hwprune.accelerate import reference, synthesis_clock, DEFAULT_CLOCK_MHZ
 from hwprune.backends import get_backend
 from hwprune.compress import (compress, compress_nm, nm_mask, parse_format, reduction_matrix,
                               reduction_vectors)
-from hwprune.golden.sparse_mac import make_job, stall_free_cycles
+from hwprune.contract.sparse_mac import make_job, stall_free_cycles
 from hwprune.models import build_model
 
 LANES, WIDTH = 16, 8
@@ -345,7 +345,7 @@ def test_cli_mac_writes_table_and_chart(tmp_path, capsys):
 def test_nm_selector_output_is_the_mac_nm_format(shape, n, m):
     """The N:M selector's kept values and indices (issue 3) are the unit's N:M stream, slot for
     slot, in the same reduction order; and its mask is :func:`nm_mask`'s."""
-    from hwprune.golden.nm_selector import nm_select
+    from hwprune.contract.nm_selector import nm_select
     rng = np.random.default_rng(len(shape) * 10 + n)
     w = rng.integers(1, 128, size=shape) * rng.choice([-1, 1], size=shape)   # no zeros
     mat = reduction_matrix(w, m)

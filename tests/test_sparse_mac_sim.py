@@ -8,8 +8,9 @@ from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
 from hwprune.compress import compress, nm_mask
-from hwprune.golden.sparse_mac import make_job, run as golden_run, stall_free_cycles
-from hwprune.hw.sparse_mac import SparseMac, accumulator_width
+from hwprune.contract.sparse_mac import make_job, run as golden_run, stall_free_cycles
+from hwprune.contract.sparse_mac import accumulator_width
+from hwprune.hw.sparse_mac import SparseMac
 
 
 def run_unit(job, *, lanes, width, max_k, rng=None, stall=0.0, reset_after=None):
@@ -182,12 +183,13 @@ def test_reset_mid_stream():
 
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 @pytest.mark.parametrize("params,message", [
-    ({"lanes": 12, "width": 8}, r"^lanes must be one of \(4, 8, 16, 32, 64\), not 12$"),
-    ({"lanes": 4, "width": 7}, r"^width must be one of \(4, 8, 16\), not 7$"),
-    ({"lanes": 4, "width": 8, "act_width": 2}, r"^act_width must be one of \(4, 8, 16\), not 2$"),
+    ({"lanes": 12, "width": 8}, r"^lanes must be one of \(4, 8, 16, 32, 64\) for sparse_mac, not 12$"),
+    ({"lanes": 4, "width": 7}, r"^width must be one of \(4, 8, 16\) for sparse_mac, not 7$"),
+    ({"lanes": 4, "width": 8, "act_width": 2}, r"^act_width must be one of \(4, 8, 16\) for sparse_mac, not 2$"),
     ({"lanes": 4, "width": 8, "max_k": 100}, r"^max_k must be a power of two from 16 to 65536 "
-                                               r"and at least 2 \* lanes, not 100$"),
-    ({"lanes": 64, "width": 8, "max_k": 64}, r"^max_k must be a power of two"),
+                                               r"for sparse_mac, not 100$"),
+    ({"lanes": 64, "width": 8, "max_k": 64}, r"^max_k must be at least 2 \* lanes for "
+                                              r"sparse_mac$"),
 ])
 def test_bad_parameters(params, message):
     with pytest.raises(ValueError, match=message) as excinfo:

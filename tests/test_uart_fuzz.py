@@ -6,8 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwprune.golden import MODELS, ThresholdJob
-from hwprune.hw.bridge import MAX_PAYLOAD, Cmd
+from hwprune.contract import MODELS, ThresholdJob
+from hwprune.contract.protocol import MAX_PAYLOAD, Cmd
 from hwprune.sim.stimulus import random_tiles
 from hwprune.sim.uart_lib import UartCoreLib
 from hwprune.uart import SimTransport, UartBackend, encode_frame

@@ -30,7 +30,7 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
 from ..bridge import UARTCore
-from ..threshold_engine import check_params
+from ...contract.threshold_engine import DOMAIN as _ENGINE_DOMAIN
 
 __all__ = ["BOARDS", "BoardTop", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
            "synth", "DEFAULT_BAUD"]
@@ -124,7 +124,7 @@ class BoardTop(wiring.Component):
     def __init__(self, board, *, lanes, width, freq=None, baud=DEFAULT_BAUD):
         if board not in BOARDS:
             raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
-        check_params(lanes=lanes, width=width)
+        _ENGINE_DOMAIN.check(lanes=lanes, width=width)
         _, f_osc, f_default, _, family = BOARDS[board]
         self.board, self.family, self.f_osc = board, family, f_osc
         self.lanes, self.width, self.baud = lanes, width, baud

@@ -9,16 +9,13 @@ The ``backend_pass`` test is not a check: it is how :class:`hwprune.backends.Coc
 the RTL for the host driver. It reads a job folder named by ``HWPRUNE_COCOTB_JOB``.
 """
 
-import json
 import os
-from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import RisingEdge
 
-from hwprune.golden import MODELS, ChannelJob, ChannelResult, from_arrays, to_arrays
-from hwprune.hw.channel_norms import PIPELINE_LATENCY, l1_width, l2_width
+from hwprune.contract import MODELS, ChannelJob, ChannelResult
+from hwprune.contract.channel_norms import PIPELINE_LATENCY, l1_width, l2_width
 from hwprune.sim.cocotb_tb.pass_bench import PassBench, field, pack_lanes
 from hwprune.sim.stimulus import corner_values, random_tiles
 
@@ -118,17 +115,3 @@ async def reset_mid_stream(dut):
     job = random_channels(np.random.default_rng(5), 400, bench.lanes, bench.width, max_beats=9)
     await bench.reset_mid_stream(bench.pack(job), 150)
     await bench.check_job(job)
-
-
-@cocotb.test()
-async def backend_pass(dut):
-    """Run the jobs of a host job folder (how the cocotb backend drives the RTL; not a check)."""
-    job_dir = Path(os.environ["HWPRUNE_COCOTB_JOB"])
-    spec = json.loads((job_dir / "job.json").read_text())
-    bench = await ChannelNormsBench.start(dut, in_pause=spec["in_stall"],
-                                          out_pause=spec["out_stall"], seed=spec["seed"])
-    for i in range(spec["jobs"]):
-        job = from_arrays(ChannelJob, np.load(job_dir / f"job{i}.npz"))
-        result = await bench.run_job(job)
-        np.savez(job_dir / f"result{i}.npz", **to_arrays(result))
-    await RisingEdge(dut.clk)

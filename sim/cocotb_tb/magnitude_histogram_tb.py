@@ -5,9 +5,7 @@ scores ``found_bin``/``above``/``ties``/``counted`` against the golden model. ``
 is how :class:`hwprune.backends.CocotbBackend` runs this block for the host driver.
 """
 
-import json
 import os
-from pathlib import Path
 
 import cocotb
 import numpy as np
@@ -15,8 +13,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
-from hwprune.golden import HistogramJob, HistogramResult, from_arrays, to_arrays
-from hwprune.golden.magnitude_histogram import run as golden_histogram
+from hwprune.contract import HistogramJob, HistogramResult
+from hwprune.contract.magnitude_histogram import run as golden_histogram
 from hwprune.sim.cocotb_tb.streams import StreamSource, no_pauses, random_pauses
 from hwprune.sim.cocotb_tb.threshold_engine_tb import pack_tiles
 from hwprune.sim.stimulus import corner_values, random_tiles
@@ -138,15 +136,3 @@ async def reset_mid_stream(dut):
     await bench.reset()
     job = HistogramJob(tiles, valid, bench.width, 8 if bench.width == 16 else 0, 0, 0, 333)
     score(job, await bench.run_pass(job))
-
-
-@cocotb.test()
-async def backend_pass(dut):
-    """Run the jobs of a host job folder (how the cocotb backend drives the RTL; not a check)."""
-    job_dir = Path(os.environ["HWPRUNE_COCOTB_JOB"])
-    spec = json.loads((job_dir / "job.json").read_text())
-    bench = await start(dut, in_pause=spec["in_stall"], seed=spec["seed"])
-    for i in range(spec["jobs"]):
-        job = from_arrays(HistogramJob, np.load(job_dir / f"job{i}.npz"))
-        result = await bench.run_pass(job)
-        np.savez(job_dir / f"result{i}.npz", **to_arrays(result))

@@ -8,17 +8,14 @@ The ``backend_pass`` test is not a check: it is how :class:`hwprune.backends.Coc
 the RTL for the host driver. It reads a job folder named by ``HWPRUNE_COCOTB_JOB``.
 """
 
-import json
 import os
-from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.triggers import RisingEdge
 
-from hwprune.golden import MODELS, NMJob, NMResult, from_arrays, to_arrays
-from hwprune.golden.nm_selector import check_job
-from hwprune.hw.nm_selector import INDEX_BITS, PIPELINE_LATENCY
+from hwprune.contract import MODELS, NMJob, NMResult
+from hwprune.contract.nm_selector import check_job
+from hwprune.contract.nm_selector import INDEX_BITS, PIPELINE_LATENCY
 from hwprune.sim.cocotb_tb.pass_bench import PassBench, field, pack_lanes, signed_field
 from hwprune.sim.stimulus import corner_values, random_tiles
 
@@ -129,17 +126,3 @@ async def reset_mid_stream(dut):
     dut.m8.value, dut.n.value = 1, 3
     await bench.reset_mid_stream(bench.pack(job), 150)
     await bench.check_job(job)
-
-
-@cocotb.test()
-async def backend_pass(dut):
-    """Run the jobs of a host job folder (how the cocotb backend drives the RTL; not a check)."""
-    job_dir = Path(os.environ["HWPRUNE_COCOTB_JOB"])
-    spec = json.loads((job_dir / "job.json").read_text())
-    bench = await NMSelectorBench.start(dut, in_pause=spec["in_stall"],
-                                        out_pause=spec["out_stall"], seed=spec["seed"])
-    for i in range(spec["jobs"]):
-        job = from_arrays(NMJob, np.load(job_dir / f"job{i}.npz"))
-        result = await bench.run_job(job)
-        np.savez(job_dir / f"result{i}.npz", **to_arrays(result))
-    await RisingEdge(dut.clk)

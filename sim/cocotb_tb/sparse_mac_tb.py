@@ -3,15 +3,12 @@
 Layering: two :class:`StreamSource` drivers (compressed weight beats, activation beats) and a
 :class:`StreamSink` monitor of the results, all with random pauses; :class:`SparseMacBench` wires
 them, configures the format, and scores the results in order against the one golden model
-(:func:`hwprune.golden.sparse_mac.run`) and the dense integer product of the layer.
+(:func:`hwprune.contract.sparse_mac.run`) and the dense integer product of the layer.
 
 The ``backend_pass`` test is not a check: it is how :class:`hwprune.backends.CocotbBackend` runs
 the RTL for the host driver. It reads a job folder named by ``HWPRUNE_COCOTB_JOB``.
 """
 
-import json
-import os
-from pathlib import Path
 
 import cocotb
 import numpy as np
@@ -19,9 +16,9 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from hwprune.compress import compress, nm_mask
-from hwprune.golden import SparseMacJob, SparseMacResult, from_arrays, to_arrays
-from hwprune.golden.sparse_mac import make_job, run as golden_run
-from hwprune.hw.sparse_mac import INDEX_WIDTH
+from hwprune.contract import SparseMacResult
+from hwprune.contract.sparse_mac import make_job, run as golden_run
+from hwprune.contract.sparse_mac import INDEX_WIDTH
 from hwprune.sim.cocotb_tb.streams import StreamSink, StreamSource, no_pauses, random_pauses
 
 
@@ -244,16 +241,3 @@ async def reset_mid_stream(dut):
     await bench.reset()
     assert int(dut.o_stream__valid.value) == 0
     score(job, await bench.run_job(job), dense=w)
-
-
-@cocotb.test()
-async def backend_pass(dut):
-    """Run the jobs of a host job folder (how the cocotb backend drives the RTL; not a check)."""
-    job_dir = Path(os.environ["HWPRUNE_COCOTB_JOB"])
-    spec = json.loads((job_dir / "job.json").read_text())
-    bench = await start(dut, pause=spec["in_stall"], out_pause=spec["out_stall"],
-                        seed=spec["seed"])
-    for i in range(spec["jobs"]):
-        job = from_arrays(SparseMacJob, np.load(job_dir / f"job{i}.npz"))
-        result = await bench.run_job(job)
-        np.savez(job_dir / f"result{i}.npz", **to_arrays(result))

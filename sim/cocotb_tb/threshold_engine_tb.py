@@ -8,18 +8,15 @@ The ``backend_pass`` test is not a check: it is how :class:`hwprune.backends.Coc
 the RTL for the host driver. It reads a job folder named by ``HWPRUNE_COCOTB_JOB``.
 """
 
-import json
 import os
-from pathlib import Path
 
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from hwprune.golden import (ALL_TIES, MaskResult, ThresholdJob, from_arrays, threshold_mask,
-                            to_arrays)
-from hwprune.hw import PIPELINE_LATENCY
+from hwprune.contract import (ALL_TIES, threshold_mask)
+from hwprune.contract.threshold_engine import PIPELINE_LATENCY
 from hwprune.sim.cocotb_tb.streams import StreamSink, StreamSource, no_pauses, random_pauses
 from hwprune.sim.stimulus import corner_values, random_tiles
 
@@ -194,18 +191,3 @@ async def reset_mid_stream(dut):
     assert int(dut.o_stream__valid.value) == 0
     result = await bench.run_pass(tiles, valid, threshold, budget)
     bench.score(tiles, valid, threshold, budget, result)
-
-
-@cocotb.test()
-async def backend_pass(dut):
-    """Run the jobs of a host job folder (how the cocotb backend drives the RTL; not a check)."""
-    job_dir = Path(os.environ["HWPRUNE_COCOTB_JOB"])
-    spec = json.loads((job_dir / "job.json").read_text())
-    bench = await start(dut, in_pause=spec["in_stall"], out_pause=spec["out_stall"],
-                        seed=spec["seed"])
-    for i in range(spec["jobs"]):
-        job = from_arrays(ThresholdJob, np.load(job_dir / f"job{i}.npz"))
-        data, mask, counters, cycles = await bench.run_pass(
-            job.data, job.lane_valid, job.threshold, job.tie_budget)
-        result = MaskResult(data=data, mask=mask, cycles=cycles, **counters)
-        np.savez(job_dir / f"result{i}.npz", **to_arrays(result))

@@ -15,8 +15,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from hwprune.golden import ALL_TIES, threshold_mask
-from hwprune.hw.bridge import MAX_PAYLOAD, STATUS_FIELDS, Cmd, ErrorCode, Status, beat_bytes
+from hwprune.contract import ALL_TIES, threshold_mask
+from hwprune.contract.protocol import MAX_PAYLOAD, STATUS_FIELDS, Cmd, ErrorCode, Status, beat_bytes
 from hwprune.sim.cocotb_tb.streams import StreamSink, StreamSource, random_pauses
 from hwprune.sim.stimulus import random_tiles
 from hwprune.uart import encode_frame, pack_beats, split_frames, unpack_beats

@@ -1,16 +1,42 @@
-"""Golden model of the threshold engine (:class:`hwprune.hw.ThresholdEngine`).
+"""Threshold engine: its description and golden model (RTL: :mod:`hwprune.hw.threshold_engine`).
 
-Written transaction by transaction (a pass of beats in, a pass of beats out, the counters after),
-not cycle by cycle.
+The golden model is written transaction by transaction (a pass of beats in, a pass of beats out,
+the counters after), not cycle by cycle.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..hw.threshold_engine import PIPELINE_LATENCY
+from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream
+from .layout import Field, Layout
+from .params import Domain, Param
 
-__all__ = ["ALL_TIES", "ThresholdJob", "MaskResult", "threshold_mask", "magnitude", "run"]
+__all__ = ["ALL_TIES", "SUPPORTED_WIDTHS", "MIN_LANES", "MAX_LANES", "PIPELINE_LATENCY",
+           "DOMAIN", "tile_layout", "masked_tile_layout", "ThresholdJob", "MaskResult",
+           "threshold_mask", "magnitude", "run", "BLOCK"]
+
+SUPPORTED_WIDTHS = (4, 8, 16)
+MIN_LANES, MAX_LANES = 4, 64
+#: Register stages between an accepted input beat and its output beat.
+PIPELINE_LATENCY = 4
+
+#: Lanes and width: shared by every block that takes the engine's tiles.
+LANES = Param("lanes", lo=MIN_LANES, hi=MAX_LANES, doc="weights per beat")
+WIDTH = Param("width", choices=SUPPORTED_WIDTHS, doc="two's complement bits per weight")
+DOMAIN = Domain("threshold_engine", (LANES, WIDTH))
+
+
+def tile_layout(*, lanes, width):
+    """One input beat: ``lanes`` signed weights and a bitmap of the lanes that hold real data."""
+    return Layout("tile", [Field("data", width, lanes, signed=True),
+                           Field("lane_valid", 1, lanes)])
+
+
+def masked_tile_layout(*, lanes, width):
+    """One output beat: the pruned weights and the keep mask (bit i set: lane i kept)."""
+    return Layout("masked_tile", [Field("data", width, lanes, signed=True),
+                                  Field("mask", 1, lanes)])
 
 #: A tie budget that keeps every weight whose magnitude equals the threshold.
 ALL_TIES = 2**32 - 1
@@ -102,3 +128,34 @@ def run(job, *, latency=PIPELINE_LATENCY):
     """Run one :class:`ThresholdJob` through the model."""
     return threshold_mask(job.data, job.lane_valid, job.threshold, job.tie_budget,
                           latency=latency)
+
+
+def encode(job, **params):
+    beats = np.asarray(job.data).shape[0]
+    return PassSpec(inputs={"i_stream": ({"data": job.data, "lane_valid": job.lane_valid},
+                                         beats, 1)},
+                    config={"threshold": int(job.threshold), "tie_budget": int(job.tie_budget)},
+                    items=beats)
+
+
+def decode(job, outputs, counters, cycles, **params):
+    return MaskResult(data=outputs["data"].astype(np.int16), mask=outputs["mask"].astype(bool),
+                      beats=counters["beats"], kept=counters["kept"],
+                      ties_left=counters["ties_left"], cycles=cycles)
+
+
+BLOCK = Block(
+    name="threshold_engine",
+    doc="streaming magnitude-threshold masking with an exact tie budget",
+    domain=DOMAIN,
+    streams=(Stream("i_stream", tile_layout), Stream("o_stream", masked_tile_layout, "out")),
+    job=ThresholdJob, result=MaskResult, golden=run,
+    component="hwprune.hw.threshold_engine:ThresholdEngine",
+    encode=encode, decode=decode,
+    config=(Port("threshold", 16), Port("tie_budget", 32)),
+    counters=(Port("beats", COUNTER_WIDTH), Port("kept", COUNTER_WIDTH),
+              Port("ties_left", COUNTER_WIDTH)),
+    clear="clear",
+    bench="hwprune.sim.cocotb_tb.threshold_engine_tb",
+    bridge_bit=0,
+)

@@ -1,17 +1,40 @@
-"""Golden model of the N:M selector (:class:`hwprune.hw.NMSelector`).
+"""N:M selector: its description and golden model (RTL: :mod:`hwprune.hw.nm_selector`).
 
-Written transaction by transaction (a pass of beats in, a pass of beats out, the counters after),
-not cycle by cycle.
+The golden model is written transaction by transaction (a pass of beats in, a pass of beats out,
+the counters after), not cycle by cycle.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..hw.nm_selector import GROUP_SIZES, PIPELINE_LATENCY
-from .threshold_engine import magnitude
+from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream
+from .layout import Field, Layout
+from .params import Domain, Param
+from .threshold_engine import WIDTH, magnitude, tile_layout
 
-__all__ = ["NMJob", "NMResult", "check_job", "nm_mask", "nm_select", "run"]
+__all__ = ["GROUP_SIZES", "INDEX_BITS", "PIPELINE_LATENCY", "DOMAIN", "nm_tile_layout", "NMJob",
+           "NMResult", "check_job", "nm_mask", "nm_select", "run", "BLOCK"]
+
+#: Group sizes M the selector supports (runtime choice).
+GROUP_SIZES = (4, 8)
+#: Bits of each slot's index field.
+INDEX_BITS = 3
+#: Register stages between an accepted input beat and its output beat.
+PIPELINE_LATENCY = 5
+MIN_LANES, MAX_LANES = 8, 64
+
+#: Groups of up to 8 lanes never straddle beats: lanes is a multiple of 8.
+DOMAIN = Domain("nm_selector", (Param("lanes", lo=MIN_LANES, hi=MAX_LANES, multiple_of=8,
+                                      doc="weights per beat (groups never straddle beats)"),
+                                WIDTH))
+
+
+def nm_tile_layout(*, lanes, width):
+    """One output beat: dense pruned tile, keep mask, compacted values, their in-group index."""
+    return Layout("nm_tile", [Field("data", width, lanes, signed=True), Field("mask", 1, lanes),
+                              Field("values", width, lanes, signed=True),
+                              Field("index", INDEX_BITS, lanes)])
 
 
 @dataclass
@@ -121,3 +144,33 @@ def nm_select(tiles, lane_valid, m, n, *, latency=PIPELINE_LATENCY):
 def run(job, *, latency=PIPELINE_LATENCY):
     """Run one :class:`NMJob` through the model."""
     return nm_select(job.data, job.lane_valid, int(job.m), int(job.n), latency=latency)
+
+
+def encode(job, **params):
+    check_job(job)  # the golden model's checks of m, n and the shapes hold on every backend
+    beats = np.asarray(job.data).shape[0]
+    return PassSpec(inputs={"i_stream": ({"data": job.data, "lane_valid": job.lane_valid},
+                                         beats, 1)},
+                    config={"m8": int(int(job.m) == 8), "n": int(job.n)}, items=beats)
+
+
+def decode(job, outputs, counters, cycles, **params):
+    return NMResult(data=outputs["data"].astype(np.int16), mask=outputs["mask"].astype(bool),
+                    values=outputs["values"].astype(np.int16),
+                    index=outputs["index"].astype(np.uint8), beats=counters["beats"],
+                    kept=counters["kept"], cycles=cycles)
+
+
+BLOCK = Block(
+    name="nm_selector",
+    doc="N:M structured-sparsity selection (M = 4 or 8 at run time), values + indices",
+    domain=DOMAIN,
+    streams=(Stream("i_stream", tile_layout), Stream("o_stream", nm_tile_layout, "out")),
+    job=NMJob, result=NMResult, golden=run,
+    component="hwprune.hw.nm_selector:NMSelector",
+    encode=encode, decode=decode,
+    config=(Port("m8", 1), Port("n", 4)),
+    counters=(Port("beats", COUNTER_WIDTH), Port("kept", COUNTER_WIDTH)),
+    clear="clear",
+    bench="hwprune.sim.cocotb_tb.nm_selector_tb",
+)

@@ -1,12 +1,26 @@
-"""Golden model of the magnitude histogram / radix select (:mod:`hwprune.hw.magnitude_histogram`)."""
+"""Magnitude histogram / radix select: its description and golden model (RTL:
+:mod:`hwprune.hw.magnitude_histogram`)."""
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..hw.magnitude_histogram import SELECT_LATENCY, histogram_bins
+from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream
+from .params import Domain
+from .threshold_engine import LANES, WIDTH, tile_layout
 
-__all__ = ["HistogramJob", "HistogramResult", "run", "select_threshold_passes"]
+__all__ = ["SELECT_LATENCY", "DOMAIN", "histogram_bins", "HistogramJob", "HistogramResult", "run",
+           "select_threshold_passes", "BLOCK"]
+
+#: Cycles from the last beat's clock to ``done``, beyond one cycle per bin.
+SELECT_LATENCY = 2
+
+DOMAIN = Domain("magnitude_histogram", (LANES, WIDTH))
+
+
+def histogram_bins(width):
+    """Number of bins: 16 for 4-bit weights (magnitudes 0..8), else 256 (one byte)."""
+    return 16 if width == 4 else 256
 
 
 @dataclass
@@ -66,3 +80,35 @@ def select_threshold_passes(run_pass, data, lane_valid, width, keep):
     hi = run_pass(HistogramJob(data, lane_valid, width, 8, 0, 0, keep))
     lo = run_pass(HistogramJob(data, lane_valid, width, 0, 1, hi.found_bin, hi.ties))
     return (hi.found_bin << 8) | lo.found_bin, lo.ties, [hi, lo]
+
+
+def encode(job, **params):
+    if int(job.width) != params["width"]:
+        raise ValueError(f"job is for width {job.width}, the unit has width {params['width']}")
+    beats = np.asarray(job.data).shape[0]
+    return PassSpec(inputs={"i_stream": ({"data": job.data, "lane_valid": job.lane_valid},
+                                         beats, 1)},
+                    config={"shift": int(job.shift), "match_en": int(job.match_en),
+                            "match_value": int(job.match_value), "keep": int(job.keep)})
+
+
+def decode(job, outputs, counters, cycles, **params):
+    return HistogramResult(found_bin=counters["found_bin"], above=counters["above"],
+                           ties=counters["ties"], counted=counters["counted"], cycles=cycles)
+
+
+BLOCK = Block(
+    name="magnitude_histogram",
+    doc="magnitude histogram and select walk: the k-th largest magnitude and its tie count",
+    domain=DOMAIN,
+    streams=(Stream("i_stream", tile_layout),),
+    job=HistogramJob, result=HistogramResult, golden=run,
+    component="hwprune.hw.magnitude_histogram:MagnitudeHistogram",
+    encode=encode, decode=decode,
+    config=(Port("shift", 4), Port("match_en", 1), Port("match_value", 8),
+            Port("keep", COUNTER_WIDTH)),
+    counters=(Port("found_bin", 8), Port("above", COUNTER_WIDTH), Port("ties", COUNTER_WIDTH),
+              Port("counted", COUNTER_WIDTH)),
+    finish=("select", "done"), busy="busy",
+    bench="hwprune.sim.cocotb_tb.magnitude_histogram_tb",
+)

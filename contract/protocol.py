@@ -1,0 +1,230 @@
+"""The UART command protocol (docs/uart_protocol.md) as plain data: command codes, framing, CRCs
+and the wire layout of a beat. The bridge RTL (:mod:`hwprune.hw.bridge`) and the host
+(:mod:`hwprune.uart`) both read it from here.
+
+Frame (both directions)::
+
+    SYNC | CMD | LEN_L | LEN_H | HCRC8(CMD, LEN) | PAYLOAD[LEN] | CRC16_L | CRC16_H
+"""
+
+import binascii
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+from .block import Block
+from .layout import Field, Layout
+from .params import Domain, Param
+from .threshold_engine import LANES, WIDTH
+
+__all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "MAX_PAYLOAD", "Cmd", "ErrorCode",
+           "Status", "STATUS_FIELDS", "INFO_FIELDS", "CFG_LEN", "CrcDef", "CRC8_DEF",
+           "CRC16_DEF", "CRC32_DEF", "crc8", "crc16", "encode_frame", "split_frames",
+           "beat_bytes", "wire_tile_layout", "wire_masked_layout", "pack_beats", "unpack_beats",
+           "UART_CORE", "COMMAND_BRIDGE"]
+
+PROTOCOL_VERSION = 1
+HOST_SYNC = 0xA5
+DEVICE_SYNC = 0x5A
+#: Largest payload of a TE_DATA frame the bridge accepts (the host splits passes into frames).
+MAX_PAYLOAD = 4096
+
+
+class Cmd(enum.IntEnum):
+    """Command codes. Answers carry ``code | 0x80``; ``ERROR`` is the device's error frame."""
+    INFO = 0x01
+    TE_CONFIG = 0x10
+    TE_DATA = 0x11
+    TE_STATUS = 0x12
+    ERROR = 0xFF
+    # Later blocks get their own ranges: 0x20-0x2F N:M selector, 0x30-0x3F sparse MAC.
+
+
+class ErrorCode(enum.IntEnum):
+    """Payload byte 0 of an ERROR frame (byte 1 is the command byte received, 0 if unknown)."""
+    BAD_HEADER = 1
+    UNKNOWN_CMD = 2
+    BAD_LENGTH = 3
+    BAD_CRC = 4
+    FRAMING = 5
+    TIMEOUT = 6
+
+
+class Status(enum.IntFlag):
+    """Bits of the status byte that ends a TE_DATA answer (0: the pass data is good)."""
+    BAD_CRC = 0x01
+    FRAMING = 0x02
+    TIMEOUT = 0x04
+
+
+#: TE_STATUS answer payload, in order: (name, bytes), little-endian. ``cycles`` is the engine's
+#: own count of clocks from the first beat it took in to the last beat it sent out, per pass.
+STATUS_FIELDS = (("beats", 4), ("kept", 4), ("ties_left", 4), ("in_crc", 4), ("out_crc", 4),
+                 ("header_errors", 1), ("crc_errors", 1), ("framing_errors", 1),
+                 ("timeouts", 1), ("overflows", 1), ("cycles", 4))
+#: INFO answer payload. ``blocks``: bitmap of the blocks behind the bridge (bit
+#: ``Block.bridge_bit``).
+INFO_FIELDS = (("version", 1), ("blocks", 1), ("lanes", 1), ("width", 1), ("max_payload", 2))
+#: TE_CONFIG payload: threshold u16, tie_budget u32.
+CFG_LEN = 6
+
+
+@dataclass(frozen=True)
+class CrcDef:
+    """A CRC as the usual catalogue parameters (Williams' model, as ``amaranth.lib.crc``)."""
+
+    width: int
+    poly: int
+    init: int
+    reflect: bool       # input and output reflected (LSB first)
+    xor_out: int
+
+    def compute(self, data, crc=None):
+        """Bitwise reference over ``data`` (the finalised value, ``xor_out`` applied)."""
+        return self.register(data, crc) ^ self.xor_out
+
+    def register(self, data, crc=None):
+        """The un-finalised register after ``data`` (what the RTL holds)."""
+        crc = self.init if crc is None else crc
+        w, mask = self.width, (1 << self.width) - 1
+        rpoly = int(f"{self.poly:0{w}b}"[::-1], 2)
+        for byte in bytes(data):
+            if self.reflect:
+                crc ^= byte
+                for _ in range(8):
+                    crc = (crc >> 1) ^ (rpoly if crc & 1 else 0)
+            else:
+                crc ^= byte << (w - 8)
+                for _ in range(8):
+                    crc = ((crc << 1) ^ (self.poly if crc >> (w - 1) else 0)) & mask
+        return crc
+
+
+#: Header CRC (CRC-8/SMBus polynomial, initial 0xFF).
+CRC8_DEF = CrcDef(width=8, poly=0x07, init=0xFF, reflect=False, xor_out=0)
+#: Frame CRC: CRC-16/CCITT-FALSE (``binascii.crc_hqx(b, 0xFFFF)``).
+CRC16_DEF = CrcDef(width=16, poly=0x1021, init=0xFFFF, reflect=False, xor_out=0)
+#: Pass checksums: CRC-32/ISO-HDLC (``zlib.crc32``).
+CRC32_DEF = CrcDef(width=32, poly=0x04C11DB7, init=0xFFFFFFFF, reflect=True, xor_out=0xFFFFFFFF)
+
+
+def crc8(data, crc=0xFF):
+    """CRC-8 (polynomial 0x07, initial 0xFF, MSB first) of the frame header."""
+    return CRC8_DEF.register(data, crc)
+
+
+def crc16(data):
+    """CRC-16/CCITT-FALSE (polynomial 0x1021, initial 0xFFFF) of CMD, LEN and the payload."""
+    return binascii.crc_hqx(bytes(data), 0xFFFF)
+
+
+def encode_frame(cmd, payload=b"", *, sync=HOST_SYNC):
+    """One frame: SYNC, CMD, LEN (LE), CRC-8 of CMD+LEN, payload, CRC-16 (LE)."""
+    payload = bytes(payload)
+    head = bytes([int(cmd), len(payload) & 0xFF, len(payload) >> 8])
+    return (bytes([sync]) + head + bytes([crc8(head)]) + payload
+            + crc16(head + payload).to_bytes(2, "little"))
+
+
+def split_frames(buf, *, sync=DEVICE_SYNC):
+    """Split a byte string into frames: returns ([(cmd, payload, crc_ok), ...], unused tail).
+
+    Bytes before a SYNC, and SYNCs whose header CRC-8 fails, are skipped.
+    """
+    buf, frames, pos = bytes(buf), [], 0
+    while True:
+        start = buf.find(bytes([sync]), pos)
+        if start < 0 or len(buf) - start < 5:
+            return frames, buf[start:] if start >= 0 else b""
+        head = buf[start + 1:start + 5]
+        if crc8(head[:3]) != head[3]:
+            pos = start + 1
+            continue
+        length = head[1] | head[2] << 8
+        end = start + 5 + length + 2
+        if len(buf) < end:
+            return frames, buf[start:]
+        payload = buf[start + 5:start + 5 + length]
+        crc_ok = crc16(head[:3] + payload) == int.from_bytes(buf[end - 2:end], "little")
+        frames.append((head[0], payload, crc_ok))
+        pos = end
+
+
+# --- the wire format of a beat --------------------------------------------------------------
+def _wire_layout(name, flag, lanes, width):
+    wbits = 16 if width == 16 else 8
+    fields = [Field("data", wbits, lanes, signed=True), Field(flag, 1, lanes)]
+    if lanes % 8:
+        fields.append(Field("pad", 8 - lanes % 8))
+    return Layout(name, fields)
+
+
+def wire_tile_layout(*, lanes, width):
+    """A tile on the wire: weights (1 byte each, 2 at width 16), then the lane bitmap, bytes."""
+    return _wire_layout("wire_tile", "lane_valid", lanes, width)
+
+
+def wire_masked_layout(*, lanes, width):
+    """A pruned tile on the wire: weights as in :func:`wire_tile_layout`, then the keep mask."""
+    return _wire_layout("wire_masked_tile", "mask", lanes, width)
+
+
+def beat_bytes(lanes, width):
+    """Bytes of one tile on the wire (the same for an input and an output beat)."""
+    return wire_tile_layout(lanes=lanes, width=width).size // 8
+
+
+def pack_beats(tiles, lane_valid, width):
+    """(beats, lanes) weights and lane flags -> (beats, beat_bytes) uint8, the wire format."""
+    tiles = np.asarray(tiles, dtype=np.int16)
+    beats, lanes = tiles.shape
+    layout = wire_tile_layout(lanes=lanes, width=width)
+    words = layout.pack({"data": tiles, "lane_valid": np.asarray(lane_valid, dtype=bool)}, beats)
+    return np.ascontiguousarray(words.view(np.uint8).reshape(beats, layout.words * 4)
+                                [:, :layout.size // 8])
+
+
+def unpack_beats(raw, lanes, width):
+    """(beats, beat_bytes) uint8 answer bytes -> (data int16, mask bool), both (beats, lanes)."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    layout = wire_masked_layout(lanes=lanes, width=width)
+    beats = raw.shape[0]
+    padded = np.zeros((beats, layout.words * 4), dtype=np.uint8)
+    padded[:, :raw.shape[1]] = raw
+    fields = layout.unpack(padded.view("<u4"))
+    data = fields["data"].astype(np.int16)
+    if width < 8:
+        sign = 1 << (width - 1)
+        data = (((data & ((1 << width) - 1)) ^ sign) - sign).astype(np.int16)
+    return data, fields["mask"].astype(bool)
+
+
+# --- the UART blocks ------------------------------------------------------------------------
+CLOCKS_PER_BIT = Param("clocks_per_bit", lo=4, hi=2**16 - 1, default=4,
+                       doc="clock cycles per UART bit (4: the simulation's)")
+TIMEOUT = Param("timeout", lo=16, hi=2**24, default=2000,
+                doc="idle cycles that end a partly received frame (2000: 50 bytes at 4 clocks/bit)")
+FIFO_DEPTH = Param("fifo_depth", lo=4, hi=4096, power_of_two=True, default=64,
+                   doc="receive FIFO bytes")
+
+COMMAND_BRIDGE = Block(
+    name="command_bridge",
+    doc="frame decoder, threshold engine and frame encoder on byte streams",
+    domain=Domain("command_bridge", (LANES, WIDTH, TIMEOUT, FIFO_DEPTH)),
+    streams=(),
+    component="hwprune.hw.bridge:CommandBridge",
+    shim=None, library=None,
+    bench="hwprune.sim.cocotb_tb.uart_bridge_tb",
+    internal=True,
+)
+
+UART_CORE = Block(
+    name="uart_core",
+    doc="UART receiver + command bridge + UART transmitter (the board top without pins)",
+    domain=Domain("uart_core", (LANES, WIDTH, CLOCKS_PER_BIT, TIMEOUT, FIFO_DEPTH)),
+    streams=(),
+    component="hwprune.hw.bridge:UARTCore",
+    shim="uart_core.cpp", library="hwprune.sim.uart_lib:UartCoreLib",
+    internal=True,
+)

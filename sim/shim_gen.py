@@ -1,0 +1,108 @@
+"""C++ generated from a block's description: the ``block_ports.h`` that the stream-pass template
+(``sim/shim/stream_pass.cpp``) includes, and the field constants of a block's own shim.
+
+Nothing here is written by hand per block: the port names come from the description's streams,
+configuration ports and counters, the word counts and field offsets from its layouts.
+"""
+
+import hashlib
+
+__all__ = ["mangle", "stream_header", "layout_header"]
+
+
+def mangle(name):
+    """Verilator's C++ name of an Amaranth port (``i_stream__valid`` -> ``i_stream___05Fvalid``)."""
+    return name.replace("__", "___05F")
+
+
+def _port(stream, signal):
+    return mangle(f"{stream}__{signal}")
+
+
+def layout_header(desc, params):
+    """``constexpr`` offsets of every field of every stream of ``desc`` (for a hand shim)."""
+    layouts = desc.layouts(**params)
+    return "".join(layouts[s.name].cpp_constants(s.name) for s in desc.streams)
+
+
+def stream_header(desc, params):
+    """The generated ``block_ports.h`` of stream block ``desc`` built with ``params``."""
+    layouts = desc.layouts(**params)
+    ins, out = desc.inputs, desc.output
+    top = f"V{desc.name}"
+    body = []
+    add = body.append
+    add(f"constexpr unsigned N_IN = {len(ins)};")
+    add("constexpr unsigned IN_WORDS[N_IN] = {"
+        + ", ".join(str(layouts[s.name].words) for s in ins) + "};")
+
+    def switch(fn, case):
+        return "\n".join(f"    case {k}: {case(s, layouts[s.name])}; break;"
+                         for k, s in enumerate(ins))
+
+    add("inline void in_write(Top* m, unsigned s, const uint32_t* w) {\n  switch (s) {\n"
+        + switch("in_write", lambda s, l: f"write_words<{l.words}>(m->{_port(s.name, 'payload')}, w)")
+        + "\n  }\n}")
+    add("inline void in_valid(Top* m, unsigned s, bool v) {\n  switch (s) {\n"
+        + switch("in_valid", lambda s, l: f"m->{_port(s.name, 'valid')} = v")
+        + "\n  }\n}")
+    add("inline bool in_ready(Top* m, unsigned s) {\n  switch (s) {\n"
+        + "\n".join(f"    case {k}: return m->{_port(s.name, 'ready')};" for k, s in enumerate(ins))
+        + "\n  }\n  return false;\n}")
+    if out is not None:
+        lo = layouts[out.name]
+        add("constexpr bool HAS_OUT = true;")
+        add(f"constexpr unsigned OUT_WORDS = {lo.words};")
+        add(f"inline void out_ready(Top* m, bool v) {{ m->{_port(out.name, 'ready')} = v; }}")
+        add(f"inline bool out_valid(Top* m) {{ return m->{_port(out.name, 'valid')}; }}")
+        add(f"inline void out_read(Top* m, uint32_t* w) {{ "
+            f"read_words<{lo.words}>(m->{_port(out.name, 'payload')}, w); }}")
+        if out.items:
+            f = lo[out.items]
+            add("inline unsigned out_items(const uint32_t* w) {\n"
+                f"  unsigned n = 0;\n  for (unsigned i = 0; i < {f.count}; ++i) {{\n"
+                f"    unsigned b = {lo.offsets[f.name]} + i;\n"
+                "    n += (w[b / 32] >> (b % 32)) & 1u;\n  }\n  return n;\n}")
+        else:
+            add("inline unsigned out_items(const uint32_t*) { return 1; }")
+    else:
+        add("constexpr bool HAS_OUT = false;")
+        add("constexpr unsigned OUT_WORDS = 1;")
+        add("inline void out_ready(Top*, bool) {}")
+        add("inline bool out_valid(Top*) { return false; }")
+        add("inline void out_read(Top*, uint32_t*) {}")
+        add("inline unsigned out_items(const uint32_t*) { return 0; }")
+    add("inline void set_config(Top* m, const uint64_t* c) {"
+        + "".join(f" m->{mangle(p.name)} = c[{k}];" for k, p in enumerate(desc.config))
+        + (" (void)m; (void)c;" if not desc.config else "") + " }")
+    add("inline void get_counters(Top* m, uint64_t* c) {"
+        + "".join(f" c[{k}] = m->{mangle(p.name)};" for k, p in enumerate(desc.counters))
+        + (" (void)m; (void)c;" if not desc.counters else "") + " }")
+    if desc.clear:
+        add("constexpr bool HAS_CLEAR = true;")
+        add(f"inline void set_clear(Top* m, bool v) {{ m->{mangle(desc.clear)} = v; }}")
+    else:
+        add("constexpr bool HAS_CLEAR = false;")
+        add("inline void set_clear(Top*, bool) {}")
+    if desc.finish:
+        strobe, done = desc.finish
+        add("constexpr bool HAS_FINISH = true;")
+        add(f"inline void set_finish(Top* m, bool v) {{ m->{mangle(strobe)} = v; }}")
+        add(f"inline bool finish_done(Top* m) {{ return m->{mangle(done)}; }}")
+    else:
+        add("constexpr bool HAS_FINISH = false;")
+        add("inline void set_finish(Top*, bool) {}")
+        add("inline bool finish_done(Top*) { return true; }")
+    if desc.busy:
+        add("constexpr bool HAS_BUSY = true;")
+        add(f"inline bool busy(Top* m) {{ return m->{mangle(desc.busy)}; }}")
+    else:
+        add("constexpr bool HAS_BUSY = false;")
+        add("inline bool busy(Top*) { return false; }")
+    text = "\n".join(body)
+    signature = hashlib.sha256(f"{desc.name}{sorted(params.items())}{text}".encode()).hexdigest()[:16]
+    return (f"// Generated by hwprune.sim.shim_gen from the description of {desc.name} "
+            f"{params}: do not edit.\n#pragma once\n#include <cstdint>\n#include \"{top}.h\"\n"
+            f"#include \"ports.h\"\nusing Top = {top};\nnamespace gen {{\nusing namespace hwprune;\n"
+            f"constexpr const char* SIGNATURE = \"{signature}\";\n{text}\n}}  // namespace gen\n",
+            signature)

@@ -1,0 +1,38 @@
+"""The interface every backend implements (:mod:`hwprune.backends` lists them)."""
+
+import abc
+
+from .contract.blocks import block as describe
+
+__all__ = ["Backend"]
+
+
+class Backend(abc.ABC):
+    """A way to run the hardware blocks, built for ``lanes`` x ``width``-bit tiles."""
+
+    name = None
+
+    def __init__(self, *, lanes, width):
+        self.lanes, self.width = lanes, width
+
+    def params(self, block):
+        """The block's description and its parameters on this backend (its domain checked)."""
+        desc = describe(block, jobs=True)
+        return desc, desc.check(lanes=self.lanes, width=self.width)
+
+    def prepare(self, *blocks):
+        """Check (and where it applies, build) ``blocks`` before any work: a parameter outside a
+        block's domain, or a failing build, surfaces before a model is touched."""
+        for block in blocks:
+            self.params(block)
+
+    @abc.abstractmethod
+    def run(self, block, jobs):
+        """Run ``jobs`` (golden-model job dataclasses) on ``block`` in order; return results."""
+
+    def threshold_passes(self, jobs):
+        """Run threshold-engine passes (:class:`hwprune.contract.ThresholdJob`)."""
+        return self.run("threshold_engine", jobs)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(lanes={self.lanes}, width={self.width})"

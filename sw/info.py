@@ -1,0 +1,67 @@
+"""What a user asks first: the hardware blocks, their parameter domains, which backends and
+boards run each, and where the build cache is. Everything comes from the block descriptions
+(:data:`hwprune.contract.blocks.BLOCKS`), so this is also the proof that they are the single
+source."""
+
+import os
+from pathlib import Path
+
+from .contract.blocks import BLOCKS
+
+__all__ = ["info", "info_table"]
+
+#: Backends that run a stream block's RTL (or its golden model) for any job.
+_SIM_BACKENDS = ("golden", "verilator", "cocotb")
+#: Boards whose bitstream holds the command bridge (hwprune.hw.boards.BOARDS).
+_BOARDS = ("icebreaker", "ulx3s")
+
+
+def _cache():
+    path = Path(os.environ.get("HWPRUNE_CACHE_DIR") or Path.home() / ".cache" / "hwprune")
+    size = files = 0
+    if path.exists():
+        for f in path.rglob("*"):
+            if f.is_file():
+                files += 1
+                size += f.stat().st_size
+    return {"path": str(path), "exists": path.exists(), "files": files, "bytes": size}
+
+
+def info():
+    """A JSON-ready dict: ``blocks`` (one entry per description) and ``cache``."""
+    blocks = []
+    for b in BLOCKS:
+        entry = b.to_json()
+        if b.internal:
+            entry["backends"] = {"uart-sim": "verilated" if b.library else "part of uart_core"}
+            entry["boards"] = list(_BOARDS)
+        else:
+            entry["backends"] = {name: "rtl" if name != "golden" else "model"
+                                 for name in _SIM_BACKENDS}
+            on_board = b.bridge_bit is not None
+            for name in ("uart-sim", "serial"):
+                entry["backends"][name] = "rtl" if on_board else "host (golden model)"
+            entry["boards"] = list(_BOARDS) if on_board else []
+        blocks.append(entry)
+    return {"blocks": blocks, "cache": _cache()}
+
+
+def info_table(data):
+    """``info()`` as text for the terminal."""
+    lines = []
+    for b in data["blocks"]:
+        kind = " (part of the board top)" if b.get("backends", {}).get("uart-sim") in (
+            "verilated", "part of uart_core") else ""
+        lines.append(f"{b['name']}{kind}: {b['doc']}")
+        for p in b["domain"]["params"]:
+            lines.append(f"    {p['name']:<15} {p['rule']}"
+                         + (f" (default {p['default']})" if "default" in p else "")
+                         + (f" (default: {p['default_from']})" if "default_from" in p else ""))
+        for rule in b["domain"]["rules"]:
+            lines.append(f"    rule            {rule}")
+        backends = ", ".join(f"{k}: {v}" for k, v in b["backends"].items())
+        lines.append(f"    backends        {backends}")
+        lines.append(f"    boards          {', '.join(b['boards']) or '-'}")
+    c = data["cache"]
+    lines.append(f"build cache: {c['path']} ({c['files']} files, {c['bytes'] / 2**20:.1f} MiB)")
+    return "\n".join(lines)

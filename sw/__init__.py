@@ -9,32 +9,17 @@
 
 Layers (docs/architecture.md): :mod:`hwprune.contract` (block descriptions, golden models,
 protocol; numpy only), :mod:`hwprune.hw` (Amaranth designs), :mod:`hwprune.sim` (Verilator and
-cocotb), and this host driver. The names below load their modules on first use, so
-``import hwprune`` (and ``import hwprune.contract``) stays fast and pulls in neither torch nor
-Amaranth until they are needed.
+cocotb), and this host driver. ``import hwprune`` loads torch (the host driver's own
+dependency) but neither Amaranth nor cocotb: the RTL is generated only when a build needs it.
 """
 
-import importlib
+from .accelerate import RunReport, run
+from .backend_api import Backend
+from .backends import BACKENDS, get_backend
+from .prune import prunable_parameters, prune, remove
+from .report import LayerReport, PruneReport
+from .sim.build import BuildError
 
 __all__ = ["prune", "remove", "prunable_parameters", "get_backend", "Backend", "BACKENDS",
            "PruneReport", "LayerReport", "BuildError", "run", "RunReport"]
 __version__ = "0.1.0"
-
-_LAZY = {"run": "accelerate", "RunReport": "accelerate", "BACKENDS": "backends",
-         "get_backend": "backends", "Backend": "backend_api", "prune": "prune",
-         "remove": "prune", "prunable_parameters": "prune", "PruneReport": "report",
-         "LayerReport": "report", "BuildError": "sim.build"}
-
-
-def __getattr__(name):
-    try:
-        module = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'hwprune' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))

@@ -11,6 +11,7 @@ The ``backend_pass`` test is how :class:`hwprune.backends.CocotbBackend` runs th
 host driver (not a check): it reads a job folder named by ``HWPRUNE_COCOTB_JOB``.
 """
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -172,6 +173,25 @@ class BlockBench:
                 await RisingEdge(self.dut.clk)
                 await ReadOnly()
         return int(round((get_sim_time("ns") - start) / CLOCK_NS))
+
+    @property
+    def lanes(self):
+        return self.params["lanes"]
+
+    @property
+    def width(self):
+        return self.params["width"]
+
+    async def check_job(self, job, *, cycles=False):
+        """Run ``job`` and score every field of its result against the golden model (``cycles``
+        too when asked: only stall-free runs have the golden model's figure)."""
+        got, want = await self.run_job(job), self.desc.golden(job)
+        for f in dataclasses.fields(want):
+            if f.name == "cycles" and not cycles:
+                continue
+            np.testing.assert_array_equal(getattr(got, f.name), getattr(want, f.name),
+                                          err_msg=f"{self.desc.name}: {f.name}")
+        return got
 
     async def reset_mid_stream(self, job, sent):
         """Start streaming ``job``, reset after ``sent`` beats of its first input went in; check

@@ -25,7 +25,7 @@ from ..contract import protocol
 from ..contract.protocol import (CFG_LEN, DEVICE_SYNC, HOST_SYNC, INFO_FIELDS, MAX_PAYLOAD,
                                  PROTOCOL_VERSION, STATUS_FIELDS, Cmd, ErrorCode, Status)
 from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
-from .crc import CRC8, CRC16, CRC32
+from .crc import CRC8, CRC16, CRC32, processor
 from .threshold_engine import ThresholdEngine
 from .uart import RxByte, UARTRx, UARTTx
 
@@ -152,8 +152,10 @@ class CommandBridge(wiring.Component):
         cfg_threshold = Signal(width)
         cfg_budget = Signal(32)
         clear = Signal()
-        in_crc = Signal(32, init=CRC32.init)
-        out_crc = Signal(32, init=CRC32.init)
+        # Pass checksums (CRC-32 of the bytes taken in and sent out), restarted by TE_CONFIG.
+        pass_start = Signal()
+        in_push = Signal()
+        out_push = Signal()
         m.d.comb += [engine.threshold.eq(cfg_threshold), engine.tie_budget.eq(cfg_budget),
                      engine.clear.eq(clear)]
 
@@ -167,8 +169,7 @@ class CommandBridge(wiring.Component):
         asm_push = Signal()  # a DATA payload byte is taken this cycle
         with m.If(asm_push):
             m.d.sync += [asm.eq(Cat(asm[8:], b_data)),
-                         asm_pos.eq(Mux(asm_pos == nbytes - 1, 0, asm_pos + 1)),
-                         in_crc.eq(CRC32.next(in_crc, b_data))]
+                         asm_pos.eq(Mux(asm_pos == nbytes - 1, 0, asm_pos + 1))]
             with m.If(asm_pos == nbytes - 1):
                 m.d.sync += [hold.eq(Cat(asm[8:], b_data)), hold_valid.eq(1)]
         # asm_room keeps a completed beat from landing on a full hold register, so a beat taken
@@ -198,8 +199,11 @@ class CommandBridge(wiring.Component):
                 lanes_out.append(wide)
             m.d.sync += [ser.eq(Cat(*lanes_out, out.mask)), ser_left.eq(nbytes), ser_full.eq(1)]
         with m.Elif(ser_take):
-            m.d.sync += [ser.eq(ser[8:]), ser_left.eq(ser_left - 1), ser_full.eq(ser_left != 1),
-                         out_crc.eq(CRC32.next(out_crc, ser[:8]))]
+            m.d.sync += [ser.eq(ser[8:]), ser_left.eq(ser_left - 1), ser_full.eq(ser_left != 1)]
+            m.d.comb += out_push.eq(1)
+        m.d.comb += in_push.eq(asm_push)
+        in_crc = processor(m, "in_crc", CRC32, start=pass_start, valid=in_push, data=b_data)
+        out_crc = processor(m, "out_crc", CRC32, start=pass_start, valid=out_push, data=ser[:8])
 
         # --- answer framer ---------------------------------------------------------------------
         small_len = max(_fields_len(STATUS_FIELDS), _fields_len(INFO_FIELDS), 2)
@@ -219,8 +223,12 @@ class CommandBridge(wiring.Component):
         f_last = Signal()    # f_left == 1 and f_left == 0, as registers beside f_left (timing)
         f_zero = Signal()
         f_idx = Signal(3)
-        f_crc8 = Signal(8)
-        f_crc16 = Signal(16)
+        f_start = Signal()           # the framer's CRCs restart
+        f_hdr = Signal()             # a header byte (CRC-8 and CRC-16) goes out
+        f_pay = Signal()             # a payload byte (CRC-16) goes out
+        f_byte = Signal(8)
+        f_crc8 = processor(m, "f_crc8", CRC8, start=f_start, valid=f_hdr, data=f_byte)
+        f_crc16 = processor(m, "f_crc16", CRC16, start=f_start, valid=f_hdr | f_pay, data=f_byte)
         o_valid = Signal()
         o_data = Signal(8)
         m.d.comb += [self.o_tx.valid.eq(o_valid), self.o_tx.payload.eq(o_data)]
@@ -241,8 +249,8 @@ class CommandBridge(wiring.Component):
                 with m.If(tx_start):
                     m.d.sync += [f_cmd.eq(tx_cmd), f_len.eq(tx_len), f_small.eq(tx_small),
                                  f_left.eq(tx_len), f_last.eq(tx_len == 1), f_zero.eq(tx_len == 0),
-                                 f_idx.eq(0), f_crc8.eq(CRC8.init),
-                                 f_crc16.eq(CRC16.init)]
+                                 f_idx.eq(0)]
+                    m.d.comb += f_start.eq(1)
                     m.next = "HEADER"
             with m.State("HEADER"):
                 with m.If(can_load):
@@ -253,8 +261,7 @@ class CommandBridge(wiring.Component):
                         for idx, byte in ((1, f_cmd), (2, f_len[:8]), (3, f_len[8:])):
                             with m.Case(idx):
                                 m.d.sync += emit(byte)
-                                m.d.sync += [f_crc8.eq(CRC8.next(f_crc8, byte)),
-                                             f_crc16.eq(CRC16.next(f_crc16, byte))]
+                                m.d.comb += [f_hdr.eq(1), f_byte.eq(byte)]
                         with m.Case(4):
                             m.d.sync += emit(f_crc8)
                             m.next = "PAYLOAD"
@@ -272,7 +279,8 @@ class CommandBridge(wiring.Component):
                                  ser_take.eq(can_load & ser_full)]
                 with m.If(can_load & have & ~f_zero):
                     m.d.sync += emit(byte)
-                    m.d.sync += [f_crc16.eq(CRC16.next(f_crc16, byte)), f_left.eq(f_left - 1),
+                    m.d.comb += [f_pay.eq(1), f_byte.eq(byte)]
+                    m.d.sync += [f_left.eq(f_left - 1),
                                  f_last.eq(f_left == 2), f_zero.eq(f_last)]
                     with m.If(f_small):
                         m.d.sync += small.eq(small[8:])
@@ -289,8 +297,11 @@ class CommandBridge(wiring.Component):
         p_cmd = Signal(8)
         p_len = Signal(16)
         p_idx = Signal(2)
-        p_crc8 = Signal(8)
-        p_crc16 = Signal(16)
+        p_start = Signal()           # the parser's CRCs restart (a SYNC)
+        p_hdr = Signal()             # a header byte (CRC-8 and CRC-16) is taken
+        p_pay = Signal()             # a payload byte (CRC-16) is taken
+        p_crc8 = processor(m, "p_crc8", CRC8, start=p_start, valid=p_hdr, data=b_data)
+        p_crc16 = processor(m, "p_crc16", CRC16, start=p_start, valid=p_hdr | p_pay, data=b_data)
         p_left = Signal(17)
         p_last = Signal()    # p_left == 1, kept in a register beside p_left (timing)
         p_diff = Signal(signed(18))
@@ -320,7 +331,7 @@ class CommandBridge(wiring.Component):
         status_values = {
             "cycles": pass_cycles,
             "beats": engine.beats, "kept": engine.kept, "ties_left": engine.ties_left,
-            "in_crc": ~in_crc, "out_crc": ~out_crc, "header_errors": hdr_errs,
+            "in_crc": in_crc, "out_crc": out_crc, "header_errors": hdr_errs,
             "crc_errors": crc_errs, "framing_errors": ferr_errs, "timeouts": tmo_errs,
             "overflows": ovf_errs,
         }
@@ -335,8 +346,8 @@ class CommandBridge(wiring.Component):
                     with m.If(b_ferr):
                         m.d.sync += bump(ferr_errs)
                     with m.Elif(b_data == HOST_SYNC):
-                        m.d.sync += [p_idx.eq(0), p_crc8.eq(CRC8.init), p_crc16.eq(CRC16.init),
-                                     p_ferr.eq(0), crc_ok.eq(1), status.eq(0),
+                        m.d.comb += p_start.eq(1)
+                        m.d.sync += [p_idx.eq(0), p_ferr.eq(0), crc_ok.eq(1), status.eq(0),
                                      status_valid.eq(0)]
                         m.next = "HEADER"
             with m.State("HEADER"):
@@ -352,8 +363,7 @@ class CommandBridge(wiring.Component):
                         m.d.sync += hdr_ok.eq(b_data == p_crc8)
                         m.next = "DISPATCH"
                     with m.Else():
-                        m.d.sync += [p_crc8.eq(CRC8.next(p_crc8, b_data)),
-                                     p_crc16.eq(CRC16.next(p_crc16, b_data))]
+                        m.d.comb += p_hdr.eq(1)
                         with m.Switch(p_idx):
                             with m.Case(0):
                                 m.d.sync += p_cmd.eq(b_data)
@@ -423,8 +433,8 @@ class CommandBridge(wiring.Component):
                 with m.If(b_valid):
                     m.d.sync += [cfg.eq(Cat(cfg[8:], b_data)), p_left.eq(p_left - 1),
                                  p_last.eq(p_left == 2),
-                                 p_crc16.eq(CRC16.next(p_crc16, b_data)),
                                  p_ferr.eq(p_ferr | b_ferr)]
+                    m.d.comb += p_pay.eq(1)
                     with m.If(p_last):
                         m.d.sync += [p_left.eq(2), p_last.eq(0)]
                         m.next = "TRAILER"
@@ -434,9 +444,10 @@ class CommandBridge(wiring.Component):
             with m.State("TRAILER"):
                 m.d.comb += [waiting.eq(1), take.eq(b_valid)]
                 with m.If(b_valid):
-                    # The CRC arrives low byte first: compare a byte, shift the next one down.
-                    m.d.sync += [crc_ok.eq(crc_ok & (b_data == p_crc16[:8])),
-                                 p_crc16.eq(p_crc16[8:]), p_left.eq(p_left - 1),
+                    # The CRC arrives low byte first: the low byte, then (p_last) the high byte.
+                    m.d.sync += [crc_ok.eq(crc_ok & (b_data == Mux(p_last, p_crc16[8:],
+                                                                   p_crc16[:8]))),
+                                 p_left.eq(p_left - 1),
                                  p_last.eq(p_left == 2), p_ferr.eq(p_ferr | b_ferr)]
                     with m.If(p_last):
                         m.next = "EXECUTE"
@@ -465,9 +476,9 @@ class CommandBridge(wiring.Component):
                                 tx_len.eq(_fields_len(STATUS_FIELDS))]
                         with m.Case(Cmd.TE_CONFIG):
                             m.d.sync += clear.eq(1)
+                            m.d.comb += pass_start.eq(1)
                             m.d.sync += [cfg_threshold.eq(cfg[:width]),
                                          cfg_budget.eq(cfg[16:48]),
-                                         in_crc.eq(CRC32.init), out_crc.eq(CRC32.init),
                                          small.eq(0), tx_len.eq(1)]
                     m.next = "RESPOND"
             with m.State("ERROR"):
@@ -487,8 +498,8 @@ class CommandBridge(wiring.Component):
                 m.d.comb += [waiting.eq(~fill), take.eq(b_valid & asm_room),
                              asm_push.eq(b_valid & asm_room)]
                 with m.If(b_valid & asm_room):
-                    m.d.sync += [p_left.eq(p_left - 1), p_last.eq(p_left == 2),
-                                 p_crc16.eq(CRC16.next(p_crc16, b_data))]
+                    m.d.sync += [p_left.eq(p_left - 1), p_last.eq(p_left == 2)]
+                    m.d.comb += p_pay.eq(1)
                     with m.If(b_ferr):
                         m.d.sync += status.eq(status | Status.FRAMING)
                     with m.If(p_last):
@@ -503,8 +514,9 @@ class CommandBridge(wiring.Component):
             with m.State("DATA_TRAILER"):
                 m.d.comb += [waiting.eq(1), take.eq(b_valid)]
                 with m.If(b_valid):
-                    m.d.sync += [crc_ok.eq(crc_ok & (b_data == p_crc16[:8])),
-                                 p_crc16.eq(p_crc16[8:]), p_left.eq(p_left - 1),
+                    m.d.sync += [crc_ok.eq(crc_ok & (b_data == Mux(p_last, p_crc16[8:],
+                                                                   p_crc16[:8]))),
+                                 p_left.eq(p_left - 1),
                                  p_last.eq(p_left == 2)]
                     with m.If(b_ferr):
                         m.d.sync += status.eq(status | Status.FRAMING)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["corner_values", "random_tiles", "stall_pattern"]
+__all__ = ["corner_values", "random_tiles"]
 
 
 def corner_values(width):
@@ -29,8 +29,3 @@ def random_tiles(rng, beats, lanes, width, *, corner_fraction=0.25, pad_fraction
     for b in padded:
         lane_valid[b, rng.integers(0, lanes):] = False
     return tiles.astype(np.int16), lane_valid
-
-
-def stall_pattern(rng, n, probability):
-    """Booleans, True where a stream side stalls (valid or ready held low) in that cycle."""
-    return rng.random(n) < probability

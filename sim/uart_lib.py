@@ -9,11 +9,12 @@ import ctypes
 
 import numpy as np
 
-from .build import shared_library, verilog_file
-from .cocotb_run import cocotb_build, cocotb_test
+from ..contract.protocol import UART_CORE
+from .build import shared_library
+from .verilator_lib import BlockLib
+from .cocotb_run import cocotb_test
 
-__all__ = ["SIM_CLOCKS_PER_BIT", "sim_timeout", "core_verilog", "UartCoreLib",
-           "bridge_cocotb_build", "bridge_cocotb_test"]
+__all__ = ["SIM_CLOCKS_PER_BIT", "sim_timeout", "UartCoreLib", "bridge_cocotb_test"]
 
 #: Clocks per UART bit in simulation (the board uses clock / baud rate).
 SIM_CLOCKS_PER_BIT = 4
@@ -24,31 +25,24 @@ def sim_timeout(clocks_per_bit):
     return 500 * clocks_per_bit
 
 
-def core_verilog(top, **params):
-    """Path of the cached Verilog of ``top`` ("uart_core" or "command_bridge") with ``params``."""
-    return verilog_file(top, **params)
-
-
-def _shared_library(**params):
-    return shared_library("uart_core", "uart_core.cpp", **params)
-
-
 _u8p = np.ctypeslib.ndpointer(np.uint8, flags="C_CONTIGUOUS")
 
 
-class UartCoreLib:
+class UartCoreLib(BlockLib):
     """One verilated UART core; the host's serial line is played by the C++ shim."""
 
+    prefix = "us"
+
     def __init__(self, *, lanes, width, clocks_per_bit=SIM_CLOCKS_PER_BIT, timeout=None):
+        timeout = timeout or sim_timeout(clocks_per_bit)
+        self.params = UART_CORE.check(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
+                                      timeout=timeout)
         self.lanes, self.width, self.clocks_per_bit = lanes, width, clocks_per_bit
-        self.timeout = timeout or sim_timeout(clocks_per_bit)
-        self.path = _shared_library(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
-                                    timeout=self.timeout)
-        lib = ctypes.CDLL(str(self.path))
+        self.timeout = timeout
+        self._load(lambda: shared_library(UART_CORE.name, UART_CORE.shim, **self.params))
+
+    def _declare(self, lib):
         vp = ctypes.c_void_p
-        lib.us_create.restype = vp
-        for name in ("us_destroy", "us_reset"):
-            getattr(lib, name).argtypes = [vp]
         lib.us_set_link.argtypes = [vp, ctypes.c_int]
         lib.us_set_gaps.argtypes = [vp, ctypes.c_uint32, ctypes.c_uint32]
         lib.us_cycles.argtypes = lib.us_framing_errors.argtypes = lib.us_leds.argtypes = [vp]
@@ -59,18 +53,9 @@ class UartCoreLib:
         lib.us_recv.restype = ctypes.c_int64
         lib.us_drain.argtypes = [vp, ctypes.c_int64, ctypes.c_int64]
         lib.us_drain.restype = ctypes.c_int64
-        assert (lib.us_lanes(), lib.us_width(), lib.us_clocks_per_bit(), lib.us_timeout()) == \
-            (lanes, width, clocks_per_bit, self.timeout), "stale library"
-        self._lib = lib
-        self._handle = lib.us_create()
-
-    def __del__(self):
-        if getattr(self, "_handle", None):
-            self._lib.us_destroy(self._handle)
-            self._handle = None
-
-    def reset(self):
-        self._lib.us_reset(self._handle)
+        got = (lib.us_lanes(), lib.us_width(), lib.us_clocks_per_bit(), lib.us_timeout())
+        if got != (self.lanes, self.width, self.clocks_per_bit, self.timeout):
+            raise RuntimeError(f"stale library {self.path}: built for {got}")
 
     def set_link(self, up):
         """Connect (True) or pull (False) the host-to-device line."""
@@ -107,11 +92,6 @@ class UartCoreLib:
     def drain(self, *, idle_cycles, max_cycles=0):
         """Run until both lines are quiet; return the bytes dropped (-1: hit max_cycles)."""
         return int(self._lib.us_drain(self._handle, idle_cycles, max_cycles))
-
-
-def bridge_cocotb_build(**params):
-    """Build (once) the cocotb simulator of the command bridge; return its build folder."""
-    return cocotb_build("command_bridge", **params)
 
 
 def bridge_cocotb_test(test_module, *, testcase=None, extra_env=None, **params):

@@ -31,6 +31,8 @@ def _parser():
     p.add_argument("--granularity", default="tensor", choices=["tensor", "channel"])
     p.add_argument("--write-back", default="mask", choices=["mask", "quantized"])
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
+    p.add_argument("--out", type=Path, help="save the pruned model's state dict here "
+                   "(torch.save; weight_orig and weight_mask, torch.nn.utils.prune's convention)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     _add_training_commands(sub)
@@ -169,6 +171,11 @@ def _cmd_prune(args):
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(report.to_json(indent=2))
         print(f"report written to {args.json}")
+    if args.out:
+        import torch
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), args.out)
+        print(f"pruned model's state dict written to {args.out}")
     return 0
 
 

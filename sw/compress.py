@@ -40,11 +40,10 @@ import numpy as np
 
 from .contract.sparse_mac import FMT_NM, FMT_UNSTRUCTURED, INDEX_WIDTH, MAX_N, NM_M, decode_stream
 
-__all__ = ["FORMATS", "INDEX_WIDTH", "MAX_SKIP", "CompressedWeights", "parse_format",
+__all__ = ["INDEX_WIDTH", "MAX_SKIP", "CompressedWeights", "parse_format",
            "compress", "compress_unstructured", "compress_nm", "nm_select", "nm_mask",
            "reduction_matrix", "reduction_vectors", "decode_stream"]
 
-FORMATS = ("unstructured", "n:m")
 #: Longest run of zeros one slot can skip.
 MAX_SKIP = 2 ** INDEX_WIDTH - 1
 

@@ -13,8 +13,8 @@ import pytest
 
 import hwprune
 from hwprune import contract
-from hwprune.backends import BACKENDS, get_backend
-from hwprune.contract.blocks import BLOCKS, STREAM_BLOCKS, block
+from hwprune.backends import BACKENDS
+from hwprune.contract.blocks import BLOCKS, STREAM_BLOCKS
 from hwprune.contract.layout import Field, Layout
 
 ROOT = Path(__file__).resolve().parent.parent

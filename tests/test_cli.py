@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import torch
+
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "hwprune", *args], capture_output=True,
@@ -11,7 +13,7 @@ def run_cli(*args):
 def test_prune_default_model_prints_the_report(tmp_path):
     out = tmp_path / "report.json"
     proc = run_cli("prune", "--backend", "verilator", "--amount", "0.7", "--json", str(out),
-                   "--no-progress")
+                   "--out", str(tmp_path / "model.pt"), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     for name in ("features.0.weight", "features.3.weight", "classifier.1.weight",
                  "classifier.3.weight", "total"):
@@ -19,8 +21,12 @@ def test_prune_default_model_prints_the_report(tmp_path):
     report = json.loads(out.read_text())
     assert report["backend"] == "verilator"
     assert report["total"]["numel"] == 864 + 18432 + 1048576 + 2560
+    # Counted in the saved masks, not taken from the report: exactly 30 % of each tensor kept.
+    state = torch.load(tmp_path / "model.pt")
     for layer in report["layers"]:
-        assert layer["kept"] == layer["numel"] - round(0.7 * layer["numel"])
+        mask = state[layer["name"] + "_mask"]
+        assert mask.numel() == layer["numel"]
+        assert int(mask.sum()) == layer["kept"] == layer["numel"] - round(0.7 * layer["numel"])
 
 
 def test_bad_amount_is_a_clear_error():

@@ -208,24 +208,24 @@ def _find_fmax(obj):
 
 
 def synthesis_clock(build_dir="build"):
-    """``(mhz, source)``: the Fmax of the newest synthesis JSON report under ``build_dir`` (reports
-    that name the sparse MAC first), else :data:`DEFAULT_CLOCK_MHZ`."""
+    """``(mhz, source)``: the Fmax of the newest synthesis report under ``build_dir`` of a design
+    that contains the sparse MAC (a ``report.json`` of :mod:`hwprune.hw.boards` whose ``blocks``
+    list names ``sparse_mac``); else :data:`DEFAULT_CLOCK_MHZ`, and the source says that no such
+    report exists. Reports of designs without the MAC (today's board tops) are not its clock."""
     files = sorted(glob.glob(os.path.join(str(build_dir), "**", "*.json"), recursive=True),
                    key=os.path.getmtime, reverse=True)
-    found = []
     for path in files:
         try:
-            text = Path(path).read_text()
-            mhz = _find_fmax(json.loads(text))
+            report = json.loads(Path(path).read_text())
         except (OSError, ValueError):
             continue
+        if not (isinstance(report, dict) and "sparse_mac" in (report.get("blocks") or ())):
+            continue
+        mhz = _find_fmax(report)
         if mhz:
-            found.append((("sparse_mac" in path or "sparse_mac" in text), mhz, path))
-    if found:
-        found.sort(key=lambda f: not f[0])   # stable: newest first within each group
-        _, mhz, path = found[0]
-        return mhz, f"Fmax of {path}"
-    return DEFAULT_CLOCK_MHZ, "default clock, no synthesis report under build/"
+            return mhz, f"Fmax of {path}"
+    return DEFAULT_CLOCK_MHZ, ("default clock: no synthesis report of a design containing the "
+                               f"sparse MAC under {build_dir}/")
 
 
 def _unsupported_reason(module, k, max_k):

@@ -313,14 +313,21 @@ def test_bad_activations_name_the_layer():
         hwprune.run(linear, torch.full((1, 10), float("nan")), backend="golden")
 
 
-def test_clock_from_latest_synthesis_report(tmp_path):
-    assert synthesis_clock(tmp_path) == (DEFAULT_CLOCK_MHZ,
-                                         "default clock, no synthesis report under build/")
+def test_clock_from_the_synthesis_report_of_a_design_with_the_mac(tmp_path):
+    none = (DEFAULT_CLOCK_MHZ, "default clock: no synthesis report of a design containing the "
+                               f"sparse MAC under {tmp_path}/")
+    assert synthesis_clock(tmp_path) == none
+    # A newer report of a design without the MAC (a board top today) is not the MAC's clock.
     (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "top_report.json").write_text(
-        json.dumps({"fmax": {"clk": {"achieved": 87.5, "constraint": 12.0}}}))
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "report.json").write_text(json.dumps(
+        {"blocks": ["sparse_mac", "threshold_engine"], "fmax_mhz": {"sync": 87.5}}))
+    (tmp_path / "b" / "report.json").write_text(json.dumps(
+        {"blocks": ["threshold_engine"], "fmax_mhz": {"sync": 40.0}}))
+    (tmp_path / "b" / "top_report.json").write_text(
+        json.dumps({"fmax": {"clk": {"achieved": 33.0, "constraint": 12.0}}}))
     mhz, source = synthesis_clock(tmp_path)
-    assert mhz == 87.5 and "top_report.json" in source
+    assert mhz == 87.5 and str(tmp_path / "a" / "report.json") in source
     model = nn.Sequential(nn.Linear(8, 2))
     report = hwprune.run(model, torch.ones(1, 8), backend="golden", build_dir=tmp_path)
     assert report.clock_mhz == 87.5

@@ -269,6 +269,11 @@ _AVAILABLE = {
 }
 
 
+#: The hardware blocks each top contains (in ``report.json``; from the block descriptions).
+TOP_BLOCKS = {"board": ("uart_core", "command_bridge", "threshold_engine"),
+              "engine": ("threshold_engine",)}
+
+
 def synth(board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, build_dir="build", seed=1,
           top="board", verbose=False):
     """Synthesize, place and route the board top; write the bitstream and ``report.json``.
@@ -316,6 +321,9 @@ def synth(board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, build_dir="build
     bitstream = out / ("top.bin" if family == "ice40" else "top.bit")
     report = {
         "board": board, "top": top_name, "device": platform.device, "lanes": lanes,
+        # the hardware blocks the design contains (hwprune.run takes its clock only from a
+        # report that names the sparse MAC)
+        "blocks": list(TOP_BLOCKS[top_name]),
         "width": width,
         "clock_mhz": round(top.freq, 3), "baud": baud, "clocks_per_bit": top.clocks_per_bit,
         "resources": resources, "fmax_mhz": fmax,

@@ -23,10 +23,11 @@ from amaranth.lib.wiring import In, Out
 
 from ..contract import protocol
 from ..contract.protocol import (CFG_LEN, DEVICE_SYNC, HOST_SYNC, INFO_FIELDS, MAX_PAYLOAD,
-                                 PROTOCOL_VERSION, STATUS_FIELDS, Cmd, ErrorCode, Status)
+                                 PROTOCOL_VERSION, STATUS_FIELDS, Cmd, ErrorCode, Status,
+                                 beat_bytes)
 from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
-from .crc import CRC8, CRC16, CRC32, processor
-from .threshold_engine import ThresholdEngine
+from .crc import CRC8, CRC16, processor
+from .adapters import ThresholdEngineAdapter
 from .uart import RxByte, UARTRx, UARTTx
 
 __all__ = ["CommandBridge", "UARTCore"]
@@ -79,12 +80,8 @@ class CommandBridge(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes, width = self._lanes, self._width
-        bpw = 2 if width == 16 else 1
-        data_bytes = lanes * bpw
-        map_bytes = (lanes + 7) // 8
-        nbytes = data_bytes + map_bytes
+        nbytes = beat_bytes(lanes, width)
 
-        m.submodules.engine = engine = ThresholdEngine(lanes=lanes, width=width)
         m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=self._fifo_depth)
 
         # --- receive side: FIFO, byte source (or zero fill after a timeout), idle timer ---------
@@ -148,62 +145,13 @@ class CommandBridge(wiring.Component):
             m.d.sync += bump(ovf_errs)
         m.d.comb += self.error.eq((hdr_errs | crc_errs | ferr_errs | tmo_errs | ovf_errs) != 0)
 
-        # --- engine configuration and pass checksums -----------------------------------------
+        # --- the block behind the bridge, through its adapter -------------------------------
+        m.submodules.te = te = ThresholdEngineAdapter(lanes=lanes, width=width)
         cfg_threshold = Signal(width)
         cfg_budget = Signal(32)
         clear = Signal()
-        # Pass checksums (CRC-32 of the bytes taken in and sent out), restarted by TE_CONFIG.
-        pass_start = Signal()
-        in_push = Signal()
-        out_push = Signal()
-        m.d.comb += [engine.threshold.eq(cfg_threshold), engine.tie_budget.eq(cfg_budget),
-                     engine.clear.eq(clear)]
-
-        # --- beat assembler -> engine ------------------------------------------------------------
-        asm = Signal(8 * nbytes)
-        asm_pos = Signal(range(nbytes))
-        hold = Signal(8 * nbytes)
-        hold_valid = Signal()
-        asm_room = Signal()  # the next byte may be taken (never waits on the engine's ready)
-        m.d.comb += asm_room.eq((asm_pos != nbytes - 1) | ~hold_valid)
-        asm_push = Signal()  # a DATA payload byte is taken this cycle
-        with m.If(asm_push):
-            m.d.sync += [asm.eq(Cat(asm[8:], b_data)),
-                         asm_pos.eq(Mux(asm_pos == nbytes - 1, 0, asm_pos + 1))]
-            with m.If(asm_pos == nbytes - 1):
-                m.d.sync += [hold.eq(Cat(asm[8:], b_data)), hold_valid.eq(1)]
-        # asm_room keeps a completed beat from landing on a full hold register, so a beat taken
-        # by the engine and a new beat completing never meet in one cycle.
-        with m.If(engine.i_stream.valid & engine.i_stream.ready):
-            m.d.sync += hold_valid.eq(0)
-        hold_bytes = [hold[8 * i:8 * i + 8] for i in range(nbytes)]
-        m.d.comb += engine.i_stream.valid.eq(hold_valid)
-        for i in range(lanes):
-            lane = (Cat(hold_bytes[2 * i], hold_bytes[2 * i + 1]) if bpw == 2
-                    else hold_bytes[i][:width])
-            m.d.comb += engine.i_stream.payload.data[i].eq(lane)
-        m.d.comb += engine.i_stream.payload.lane_valid.eq(Cat(*hold_bytes[data_bytes:])[:lanes])
-
-        # --- engine -> output serializer -------------------------------------------------------
-        ser = Signal(8 * nbytes)
-        ser_left = Signal(range(nbytes + 1))
-        ser_take = Signal()  # the framer takes ser's low byte this cycle
-        ser_full = Signal()  # ser_left != 0, as a register (timing)
-        m.d.comb += engine.o_stream.ready.eq(~ser_full)
-        with m.If(engine.o_stream.valid & ~ser_full):
-            out = engine.o_stream.payload
-            lanes_out = []
-            for i in range(lanes):
-                wide = Signal(signed(8 * bpw), name=f"out_lane{i}")
-                m.d.comb += wide.eq(out.data[i])  # sign-extends 4-bit weights to a byte
-                lanes_out.append(wide)
-            m.d.sync += [ser.eq(Cat(*lanes_out, out.mask)), ser_left.eq(nbytes), ser_full.eq(1)]
-        with m.Elif(ser_take):
-            m.d.sync += [ser.eq(ser[8:]), ser_left.eq(ser_left - 1), ser_full.eq(ser_left != 1)]
-            m.d.comb += out_push.eq(1)
-        m.d.comb += in_push.eq(asm_push)
-        in_crc = processor(m, "in_crc", CRC32, start=pass_start, valid=in_push, data=b_data)
-        out_crc = processor(m, "out_crc", CRC32, start=pass_start, valid=out_push, data=ser[:8])
+        m.d.comb += [te.threshold.eq(cfg_threshold), te.tie_budget.eq(cfg_budget),
+                     te.clear.eq(clear), te.i_bytes.payload.eq(b_data)]
 
         # --- answer framer ---------------------------------------------------------------------
         small_len = max(_fields_len(STATUS_FIELDS), _fields_len(INFO_FIELDS), 2)
@@ -275,8 +223,8 @@ class CommandBridge(wiring.Component):
                 with m.Elif(f_last):
                     m.d.comb += [byte.eq(status), have.eq(status_valid)]
                 with m.Else():
-                    m.d.comb += [byte.eq(ser[:8]), have.eq(ser_full),
-                                 ser_take.eq(can_load & ser_full)]
+                    m.d.comb += [byte.eq(te.o_bytes.payload), have.eq(te.o_bytes.valid),
+                                 te.o_bytes.ready.eq(can_load)]
                 with m.If(can_load & have & ~f_zero):
                     m.d.sync += emit(byte)
                     m.d.comb += [f_pay.eq(1), f_byte.eq(byte)]
@@ -313,25 +261,9 @@ class CommandBridge(wiring.Component):
         # The engine samples tie_budget on clear: pulse clear one cycle after cfg_budget loads.
         m.d.sync += clear.eq(0)
 
-        # Engine clocks of the pass, from the clock of its first input beat to that of its last
-        # output beat (inclusive): the device's own cycle figure, reported in TE_STATUS.
-        pass_cycles = Signal(32)
-        since_first = Signal(32)
-        started = Signal()
-        in_fire = engine.i_stream.valid & engine.i_stream.ready
-        out_fire = engine.o_stream.valid & engine.o_stream.ready
-        with m.If(clear):
-            m.d.sync += [started.eq(0), since_first.eq(0), pass_cycles.eq(0)]
-        with m.Else():
-            with m.If(started | in_fire):
-                m.d.sync += [started.eq(1), since_first.eq(since_first + 1)]
-            with m.If(out_fire):
-                m.d.sync += pass_cycles.eq(since_first + 1)
-
         status_values = {
-            "cycles": pass_cycles,
-            "beats": engine.beats, "kept": engine.kept, "ties_left": engine.ties_left,
-            "in_crc": in_crc, "out_crc": out_crc, "header_errors": hdr_errs,
+            "cycles": te.cycles, "beats": te.beats, "kept": te.kept, "ties_left": te.ties_left,
+            "in_crc": te.in_crc, "out_crc": te.out_crc, "header_errors": hdr_errs,
             "crc_errors": crc_errs, "framing_errors": ferr_errs, "timeouts": tmo_errs,
             "overflows": ovf_errs,
         }
@@ -476,7 +408,6 @@ class CommandBridge(wiring.Component):
                                 tx_len.eq(_fields_len(STATUS_FIELDS))]
                         with m.Case(Cmd.TE_CONFIG):
                             m.d.sync += clear.eq(1)
-                            m.d.comb += pass_start.eq(1)
                             m.d.sync += [cfg_threshold.eq(cfg[:width]),
                                          cfg_budget.eq(cfg[16:48]),
                                          small.eq(0), tx_len.eq(1)]
@@ -495,9 +426,9 @@ class CommandBridge(wiring.Component):
                     m.d.comb += tx_start.eq(1)
                     m.next = "DATA"
             with m.State("DATA"):
-                m.d.comb += [waiting.eq(~fill), take.eq(b_valid & asm_room),
-                             asm_push.eq(b_valid & asm_room)]
-                with m.If(b_valid & asm_room):
+                m.d.comb += [waiting.eq(~fill), te.i_bytes.valid.eq(b_valid),
+                             take.eq(b_valid & te.i_bytes.ready)]
+                with m.If(b_valid & te.i_bytes.ready):
                     m.d.sync += [p_left.eq(p_left - 1), p_last.eq(p_left == 2)]
                     m.d.comb += p_pay.eq(1)
                     with m.If(b_ferr):

@@ -41,6 +41,111 @@ def _fields_len(fields):
     return sum(n for _, n in fields)
 
 
+class FrameEncoder(wiring.Component):
+    """Answer frames onto the transmitter's byte stream: SYNC, CMD, LEN, the header's CRC-8, the
+    payload, the CRC-16 (docs/uart_protocol.md).
+
+    ``start`` (while ``idle``) begins a frame of ``length`` payload bytes with command byte
+    ``cmd``; with ``small`` the payload comes from ``i_small`` (INFO, TE_STATUS, TE_CONFIG and
+    ERROR answers), else from ``i_data`` (a DATA answer's pruned tiles) and its last byte from
+    ``i_status``. A byte is loaded only into an empty output register, so nothing waits on the
+    transmitter's ready combinationally.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "start": In(1), "cmd": In(8), "length": In(16), "small": In(1),
+            "i_small": In(stream.Signature(8)),
+            "i_data": In(stream.Signature(8)),
+            "i_status": In(stream.Signature(8)),
+            "o_tx": Out(stream.Signature(8)),
+            "idle": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        f_cmd = Signal(8)
+        f_len = Signal(16)
+        f_small = Signal()
+        f_left = Signal(16)
+        f_last = Signal()    # f_left == 1 and f_left == 0, as registers beside f_left (timing)
+        f_zero = Signal()
+        f_idx = Signal(3)
+        f_start = Signal()           # the framer's CRCs restart
+        f_hdr = Signal()             # a header byte (CRC-8 and CRC-16) goes out
+        f_pay = Signal()             # a payload byte (CRC-16) goes out
+        f_byte = Signal(8)
+        f_crc8 = processor(m, "f_crc8", CRC8, start=f_start, valid=f_hdr, data=f_byte)
+        f_crc16 = processor(m, "f_crc16", CRC16, start=f_start, valid=f_hdr | f_pay, data=f_byte)
+        o_valid = Signal()
+        o_data = Signal(8)
+        m.d.comb += [self.o_tx.valid.eq(o_valid), self.o_tx.payload.eq(o_data)]
+        # A byte is loaded only into an empty output register (one byte per two clocks at most,
+        # far above any bit rate), so no load condition waits on the transmitter's ready.
+        can_load = Signal()
+        m.d.comb += can_load.eq(~o_valid)
+        with m.If(self.o_tx.ready):
+            m.d.sync += o_valid.eq(0)
+
+
+        def emit(byte):
+            return [o_valid.eq(1), o_data.eq(byte)]
+
+        with m.FSM(name="framer"):
+            with m.State("IDLE"):
+                m.d.comb += self.idle.eq(1)
+                with m.If(self.start):
+                    n = self.length
+                    m.d.sync += [f_cmd.eq(self.cmd), f_len.eq(n), f_small.eq(self.small),
+                                 f_left.eq(n), f_last.eq(n == 1), f_zero.eq(n == 0),
+                                 f_idx.eq(0)]
+                    m.d.comb += f_start.eq(1)
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                with m.If(can_load):
+                    m.d.sync += f_idx.eq(f_idx + 1)
+                    with m.Switch(f_idx):
+                        with m.Case(0):
+                            m.d.sync += emit(DEVICE_SYNC)
+                        for idx, byte in ((1, f_cmd), (2, f_len[:8]), (3, f_len[8:])):
+                            with m.Case(idx):
+                                m.d.sync += emit(byte)
+                                m.d.comb += [f_hdr.eq(1), f_byte.eq(byte)]
+                        with m.Case(4):
+                            m.d.sync += emit(f_crc8)
+                            m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                # One of three sources: a short answer's bytes, the streamed DATA bytes, then
+                # the DATA answer's status byte.
+                source = Mux(f_small, 0, Mux(f_last, 2, 1))
+                inputs = (self.i_small, self.i_data, self.i_status)
+                byte = Signal(8)
+                have = Signal()
+                take = Signal()
+                with m.If(f_zero):
+                    m.next = "CRC_LO"
+                with m.Else():
+                    m.d.comb += [byte.eq(Array(s.payload for s in inputs)[source]),
+                                 have.eq(Array(s.valid for s in inputs)[source]),
+                                 take.eq(can_load & have)]
+                    for k, s in enumerate(inputs):
+                        m.d.comb += s.ready.eq(take & (source == k))
+                with m.If(take):
+                    m.d.sync += emit(byte)
+                    m.d.comb += [f_pay.eq(1), f_byte.eq(byte)]
+                    m.d.sync += [f_left.eq(f_left - 1),
+                                 f_last.eq(f_left == 2), f_zero.eq(f_last)]
+            with m.State("CRC_LO"):
+                with m.If(can_load):
+                    m.d.sync += emit(f_crc16[:8])
+                    m.next = "CRC_HI"
+            with m.State("CRC_HI"):
+                with m.If(can_load):
+                    m.d.sync += emit(f_crc16[8:])
+                    m.next = "IDLE"
+        return m
+
+
 class CommandBridge(wiring.Component):
     """Frame decoder, threshold engine and frame encoder on byte streams.
 
@@ -164,82 +269,16 @@ class CommandBridge(wiring.Component):
         status_valid = Signal()
         status = Signal(8)
 
-        f_cmd = Signal(8)
-        f_len = Signal(16)
-        f_small = Signal()
-        f_left = Signal(16)
-        f_last = Signal()    # f_left == 1 and f_left == 0, as registers beside f_left (timing)
-        f_zero = Signal()
-        f_idx = Signal(3)
-        f_start = Signal()           # the framer's CRCs restart
-        f_hdr = Signal()             # a header byte (CRC-8 and CRC-16) goes out
-        f_pay = Signal()             # a payload byte (CRC-16) goes out
-        f_byte = Signal(8)
-        f_crc8 = processor(m, "f_crc8", CRC8, start=f_start, valid=f_hdr, data=f_byte)
-        f_crc16 = processor(m, "f_crc16", CRC16, start=f_start, valid=f_hdr | f_pay, data=f_byte)
-        o_valid = Signal()
-        o_data = Signal(8)
-        m.d.comb += [self.o_tx.valid.eq(o_valid), self.o_tx.payload.eq(o_data)]
-        # A byte is loaded only into an empty output register (one byte per two clocks at most,
-        # far above any bit rate), so no load condition waits on the transmitter's ready.
-        can_load = Signal()
-        m.d.comb += can_load.eq(~o_valid)
-        with m.If(self.o_tx.ready):
-            m.d.sync += o_valid.eq(0)
-
-
-        def emit(byte):
-            return [o_valid.eq(1), o_data.eq(byte)]
-
-        with m.FSM(name="framer"):
-            with m.State("IDLE"):
-                m.d.comb += tx_idle.eq(1)
-                with m.If(tx_start):
-                    m.d.sync += [f_cmd.eq(tx_cmd), f_len.eq(tx_len), f_small.eq(tx_small),
-                                 f_left.eq(tx_len), f_last.eq(tx_len == 1), f_zero.eq(tx_len == 0),
-                                 f_idx.eq(0)]
-                    m.d.comb += f_start.eq(1)
-                    m.next = "HEADER"
-            with m.State("HEADER"):
-                with m.If(can_load):
-                    m.d.sync += f_idx.eq(f_idx + 1)
-                    with m.Switch(f_idx):
-                        with m.Case(0):
-                            m.d.sync += emit(DEVICE_SYNC)
-                        for idx, byte in ((1, f_cmd), (2, f_len[:8]), (3, f_len[8:])):
-                            with m.Case(idx):
-                                m.d.sync += emit(byte)
-                                m.d.comb += [f_hdr.eq(1), f_byte.eq(byte)]
-                        with m.Case(4):
-                            m.d.sync += emit(f_crc8)
-                            m.next = "PAYLOAD"
-            with m.State("PAYLOAD"):
-                byte = Signal(8)
-                have = Signal()
-                with m.If(f_zero):
-                    m.next = "CRC_LO"
-                with m.Elif(f_small):
-                    m.d.comb += [byte.eq(small[:8]), have.eq(1)]
-                with m.Elif(f_last):
-                    m.d.comb += [byte.eq(status), have.eq(status_valid)]
-                with m.Else():
-                    m.d.comb += [byte.eq(te.o_bytes.payload), have.eq(te.o_bytes.valid),
-                                 te.o_bytes.ready.eq(can_load)]
-                with m.If(can_load & have & ~f_zero):
-                    m.d.sync += emit(byte)
-                    m.d.comb += [f_pay.eq(1), f_byte.eq(byte)]
-                    m.d.sync += [f_left.eq(f_left - 1),
-                                 f_last.eq(f_left == 2), f_zero.eq(f_last)]
-                    with m.If(f_small):
-                        m.d.sync += small.eq(small[8:])
-            with m.State("CRC_LO"):
-                with m.If(can_load):
-                    m.d.sync += emit(f_crc16[:8])
-                    m.next = "CRC_HI"
-            with m.State("CRC_HI"):
-                with m.If(can_load):
-                    m.d.sync += emit(f_crc16[8:])
-                    m.next = "IDLE"
+        m.submodules.encoder = encoder = FrameEncoder()
+        wiring.connect(m, te.o_bytes, encoder.i_data)
+        wiring.connect(m, wiring.flipped(self.o_tx), encoder.o_tx)
+        m.d.comb += [encoder.start.eq(tx_start), encoder.cmd.eq(tx_cmd),
+                     encoder.length.eq(tx_len), encoder.small.eq(tx_small),
+                     tx_idle.eq(encoder.idle),
+                     encoder.i_small.valid.eq(1), encoder.i_small.payload.eq(small[:8]),
+                     encoder.i_status.valid.eq(status_valid), encoder.i_status.payload.eq(status)]
+        with m.If(encoder.i_small.ready):
+            m.d.sync += small.eq(small[8:])
 
         # --- frame parser ----------------------------------------------------------------------
         p_cmd = Signal(8)

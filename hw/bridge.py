@@ -41,6 +41,58 @@ def _fields_len(fields):
     return sum(n for _, n in fields)
 
 
+class ReceiveQueue(wiring.Component):
+    """The received bytes' queue: a FIFO (the host's bytes wait here while the engine or the
+    answer is behind), then a two-entry queue of flip-flops (timing: the parser sees bytes from
+    flip-flops, not from the FIFO's RAM output). ``dropped`` strobes when a byte arrives at a
+    full FIFO (counted as an overflow)."""
+
+    def __init__(self, *, depth):
+        self._depth = depth
+        super().__init__({
+            "i_rx": In(stream.Signature(RxByte)),
+            "o_bytes": Out(stream.Signature(RxByte)),
+            "dropped": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=self._depth)
+
+        m.d.comb += [
+            rx_fifo.w_data.eq(Cat(self.i_rx.payload.data, self.i_rx.payload.ferr)),
+            rx_fifo.w_en.eq(self.i_rx.valid),
+            self.i_rx.ready.eq(rx_fifo.w_rdy),
+        ]
+        # Two-entry queue after the FIFO (timing): the parser sees bytes from flip-flops, not
+        # from the FIFO's RAM output, and the FIFO's read enable depends on flip-flops only.
+        # Slots are written and read through pointers, so what the parser takes never steers
+        # the slots' data inputs.
+        q_data = [Signal(9, name=f"q{i}") for i in range(2)]
+        q_count = Signal(range(3))
+        q_wr = Signal()
+        q_rd = Signal()
+        q_push = Signal()
+        q_pop = Signal()
+        m.d.comb += [q_push.eq(rx_fifo.r_rdy & (q_count != 2)), rx_fifo.r_en.eq(q_push)]
+        with m.If(q_push):
+            m.d.sync += q_wr.eq(~q_wr)
+            with m.If(q_wr):
+                m.d.sync += q_data[1].eq(rx_fifo.r_data)
+            with m.Else():
+                m.d.sync += q_data[0].eq(rx_fifo.r_data)
+        with m.If(q_pop):
+            m.d.sync += q_rd.eq(~q_rd)
+        m.d.sync += q_count.eq(q_count + q_push - q_pop)
+        q_head = Signal(9)
+        m.d.comb += q_head.eq(Mux(q_rd, q_data[1], q_data[0]))
+
+        m.d.comb += [self.o_bytes.valid.eq(q_count != 0), self.o_bytes.payload.eq(q_head),
+                     q_pop.eq(self.o_bytes.valid & self.o_bytes.ready),
+                     self.dropped.eq(self.i_rx.valid & ~rx_fifo.w_rdy)]
+        return m
+
+
 class FrameEncoder(wiring.Component):
     """Answer frames onto the transmitter's byte stream: SYNC, CMD, LEN, the header's CRC-8, the
     payload, the CRC-16 (docs/uart_protocol.md).
@@ -187,36 +239,8 @@ class CommandBridge(wiring.Component):
         lanes, width = self._lanes, self._width
         nbytes = beat_bytes(lanes, width)
 
-        m.submodules.rx_fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=self._fifo_depth)
-
-        # --- receive side: FIFO, byte source (or zero fill after a timeout), idle timer ---------
-        m.d.comb += [
-            rx_fifo.w_data.eq(Cat(self.i_rx.payload.data, self.i_rx.payload.ferr)),
-            rx_fifo.w_en.eq(self.i_rx.valid),
-            self.i_rx.ready.eq(rx_fifo.w_rdy),
-        ]
-        # Two-entry queue after the FIFO (timing): the parser sees bytes from flip-flops, not
-        # from the FIFO's RAM output, and the FIFO's read enable depends on flip-flops only.
-        # Slots are written and read through pointers, so what the parser takes never steers
-        # the slots' data inputs.
-        q_data = [Signal(9, name=f"q{i}") for i in range(2)]
-        q_count = Signal(range(3))
-        q_wr = Signal()
-        q_rd = Signal()
-        q_push = Signal()
-        q_pop = Signal()
-        m.d.comb += [q_push.eq(rx_fifo.r_rdy & (q_count != 2)), rx_fifo.r_en.eq(q_push)]
-        with m.If(q_push):
-            m.d.sync += q_wr.eq(~q_wr)
-            with m.If(q_wr):
-                m.d.sync += q_data[1].eq(rx_fifo.r_data)
-            with m.Else():
-                m.d.sync += q_data[0].eq(rx_fifo.r_data)
-        with m.If(q_pop):
-            m.d.sync += q_rd.eq(~q_rd)
-        m.d.sync += q_count.eq(q_count + q_push - q_pop)
-        q_head = Signal(9)
-        m.d.comb += q_head.eq(Mux(q_rd, q_data[1], q_data[0]))
+        m.submodules.rx_queue = rxq = ReceiveQueue(depth=self._fifo_depth)
+        wiring.connect(m, wiring.flipped(self.i_rx), rxq.i_rx)
 
         fill = Signal()      # feed zero bytes: the host stopped in the middle of a TE_DATA frame
         take = Signal()      # the parser consumes the current byte this cycle
@@ -224,15 +248,15 @@ class CommandBridge(wiring.Component):
         b_data = Signal(8)
         b_ferr = Signal()
         m.d.comb += [
-            b_valid.eq(fill | (q_count != 0)),
-            b_data.eq(Mux(fill, 0, q_head[:8])),
-            b_ferr.eq(~fill & q_head[8]),
-            q_pop.eq(take & ~fill),
+            b_valid.eq(fill | rxq.o_bytes.valid),
+            b_data.eq(Mux(fill, 0, rxq.o_bytes.payload.data)),
+            b_ferr.eq(~fill & rxq.o_bytes.payload.ferr),
+            rxq.o_bytes.ready.eq(take & ~fill),
         ]
         waiting = Signal()   # the parser is inside a frame and waits for host bytes
         idle = Signal(range(self._timeout + 1))
         timed_out = Signal()  # a register (timing): the wide compare feeds only this flip-flop
-        with m.If(~waiting | (q_count != 0) | fill):
+        with m.If(~waiting | rxq.o_bytes.valid | fill):
             m.d.sync += [idle.eq(0), timed_out.eq(0)]
         with m.Elif(~timed_out):
             m.d.sync += [idle.eq(idle + 1), timed_out.eq(idle == self._timeout - 1)]
@@ -246,7 +270,7 @@ class CommandBridge(wiring.Component):
 
         def bump(c):
             return c.eq(c + (c != 0xFF))
-        with m.If(self.overflow | (self.i_rx.valid & ~rx_fifo.w_rdy)):
+        with m.If(self.overflow | rxq.dropped):
             m.d.sync += bump(ovf_errs)
         m.d.comb += self.error.eq((hdr_errs | crc_errs | ferr_errs | tmo_errs | ovf_errs) != 0)
 

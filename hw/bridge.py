@@ -18,19 +18,34 @@ Generated Verilog ports of ``uart_core`` (the contract with ``sim/shim/uart_core
 """
 
 from amaranth import *
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import enum, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract import protocol
+from ..contract import protocol as wire
 from ..contract.protocol import (CFG_LEN, DEVICE_SYNC, HOST_SYNC, INFO_FIELDS, MAX_PAYLOAD,
-                                 PROTOCOL_VERSION, STATUS_FIELDS, Cmd, ErrorCode, Status,
+                                 PROTOCOL_VERSION, STATUS_FIELDS, Status,
                                  beat_bytes)
 from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
 from .crc import CRC8, CRC16, processor
 from .adapters import ThresholdEngineAdapter
 from .uart import RxByte, UARTRx, UARTTx
 
-__all__ = ["CommandBridge", "UARTCore"]
+__all__ = ["Cmd", "ErrorCode", "ReceiveQueue", "FrameEncoder", "CommandBridge", "UARTCore"]
+
+
+def shaped_enum(py_enum, width):
+    """An ``amaranth.lib.enum.IntEnum`` of ``width`` bits with the members of the contract's
+    ``enum.IntEnum`` ``py_enum``: one definition of the codes, a shaped enum for the RTL."""
+    namespace = enum.EnumType.__prepare__(py_enum.__name__, (enum.IntEnum,), shape=width)
+    for member in py_enum:
+        namespace[member.name] = member.value
+    return enum.EnumType(py_enum.__name__, (enum.IntEnum,), namespace, shape=width)
+
+
+#: Command and error codes as shaped enums (``amaranth.lib.enum``), from the contract's.
+Cmd = shaped_enum(wire.Cmd, 8)
+ErrorCode = shaped_enum(wire.ErrorCode, 8)
 
 #: INFO's block bitmap: the blocks this bridge holds.
 BLOCKS_BITMAP = 1 << THRESHOLD_ENGINE.bridge_bit
@@ -319,7 +334,7 @@ class CommandBridge(wiring.Component):
         hdr_ok = Signal()
         crc_ok = Signal()    # the CRC-16 bytes received so far match
         p_ferr = Signal()
-        err_code = Signal(8)
+        err_code = Signal(ErrorCode, init=ErrorCode.BAD_HEADER)
         cfg = Signal(8 * _CFG_LEN)
         # The engine samples tie_budget on clear: pulse clear one cycle after cfg_budget loads.
         m.d.sync += clear.eq(0)

@@ -32,10 +32,14 @@ def resolve(path):
 
 @dataclass(frozen=True)
 class Port:
-    """A plain (non-stream) port of the block's top: a configuration input or a counter."""
+    """A plain (non-stream) port of the block's top: a configuration input or a counter.
+    ``width`` is a number of bits, or a function of the block's parameters giving one."""
 
     name: str
-    width: int
+    width: object
+
+    def bits(self, params):
+        return self.width(params) if callable(self.width) else self.width
 
 
 @dataclass(frozen=True)

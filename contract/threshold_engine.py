@@ -152,7 +152,7 @@ BLOCK = Block(
     job=ThresholdJob, result=MaskResult, golden=run,
     component="hwprune.hw.threshold_engine:ThresholdEngine",
     encode=encode, decode=decode,
-    config=(Port("threshold", 16), Port("tie_budget", 32)),
+    config=(Port("threshold", lambda p: p["width"]), Port("tie_budget", COUNTER_WIDTH)),
     counters=(Port("beats", COUNTER_WIDTH), Port("kept", COUNTER_WIDTH),
               Port("ties_left", COUNTER_WIDTH)),
     clear="clear",

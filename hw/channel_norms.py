@@ -33,13 +33,13 @@ Generated Verilog ports (the contract with ``sim/``; Amaranth flattens with ``__
 """
 
 from amaranth import *
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data
 
 from .arith import tree_sum
 from ..contract import channel_norms as contract
 from ..contract.block import COUNTER_WIDTH
 from ..contract.channel_norms import l1_width, l2_width
+from .component import BlockComponent
 from .layouts import amaranth_layout
 
 __all__ = ["ChannelTileLayout", "NormLayout", "ChannelNorms"]
@@ -57,7 +57,7 @@ def NormLayout(width):
     return amaranth_layout(contract.norm_layout(lanes=None, width=width))
 
 
-class ChannelNorms(wiring.Component):
+class ChannelNorms(BlockComponent):
     """Per-channel L1 and L2 norm accumulator.
 
     Parameters
@@ -80,24 +80,11 @@ class ChannelNorms(wiring.Component):
         Output beats (channels) delivered since the last ``clear``.
     """
 
+    description = contract.BLOCK
+
     def __init__(self, *, lanes, width):
-        contract.DOMAIN.check(lanes=lanes, width=width)
-        self._lanes, self._width = lanes, width
-        super().__init__({
-            "i_stream": In(stream.Signature(ChannelTileLayout(lanes, width))),
-            "o_stream": Out(stream.Signature(NormLayout(width))),
-            "clear": In(1),
-            "beats": Out(unsigned(COUNTER_WIDTH)),
-            "channels": Out(unsigned(COUNTER_WIDTH)),
-        })
-
-    @property
-    def lanes(self):
-        return self._lanes
-
-    @property
-    def width(self):
-        return self._width
+        super().__init__(lanes=lanes, width=width)
+        self._lanes, self._width = self.lanes, self.width
 
     def elaborate(self, platform):
         m = Module()

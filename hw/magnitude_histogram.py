@@ -28,20 +28,19 @@ engine's), ``shift``, ``match_en``, ``match_value``, ``keep``, ``select``, ``bus
 """
 
 from amaranth import *
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from .arith import tree_sum
 from ..contract import magnitude_histogram as contract
 from ..contract.block import COUNTER_WIDTH
 from ..contract.magnitude_histogram import histogram_bins
-from .threshold_engine import TileLayout
+from .component import BlockComponent
 
 __all__ = ["MagnitudeHistogram"]
 
 
-class MagnitudeHistogram(wiring.Component):
+class MagnitudeHistogram(BlockComponent):
     """Per-lane magnitude histograms with a radix-select walk.
 
     Parameters
@@ -69,24 +68,12 @@ class MagnitudeHistogram(wiring.Component):
         Weights counted in the pass that the last walk selected from.
     """
 
+    description = contract.BLOCK
+
     def __init__(self, *, lanes, width):
-        contract.DOMAIN.check(lanes=lanes, width=width)
-        self._lanes, self._width = lanes, width
+        super().__init__(lanes=lanes, width=width)
+        self._lanes, self._width = self.lanes, self.width
         self._bins = histogram_bins(width)
-        super().__init__({
-            "i_stream": In(stream.Signature(TileLayout(lanes, width))),
-            "shift": In(range(width)),
-            "match_en": In(1),
-            "match_value": In(8),
-            "keep": In(unsigned(COUNTER_WIDTH)),
-            "select": In(1),
-            "busy": Out(1),
-            "done": Out(1),
-            "found_bin": Out(range(self._bins)),
-            "above": Out(unsigned(COUNTER_WIDTH)),
-            "ties": Out(unsigned(COUNTER_WIDTH)),
-            "counted": Out(unsigned(COUNTER_WIDTH)),
-        })
 
     @property
     def bins(self):

@@ -48,15 +48,14 @@ Generated Verilog ports (the contract with ``sim/``; Amaranth flattens with ``__
 """
 
 from amaranth import *
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data
 
 from .arith import popcount
 from ..contract import nm_selector as contract
 from ..contract.block import COUNTER_WIDTH
 from ..contract.nm_selector import INDEX_BITS
+from .component import BlockComponent
 from .layouts import amaranth_layout
-from .threshold_engine import TileLayout
 
 __all__ = ["NMTileLayout", "NMSelector"]
 
@@ -68,7 +67,7 @@ def NMTileLayout(lanes, width):
     return amaranth_layout(contract.nm_tile_layout(lanes=lanes, width=width))
 
 
-class NMSelector(wiring.Component):
+class NMSelector(BlockComponent):
     """N:M magnitude selector with runtime ``M`` (4 or 8) and ``N``.
 
     Parameters
@@ -93,26 +92,11 @@ class NMSelector(wiring.Component):
         Output beats delivered and weights kept since the last ``clear``.
     """
 
+    description = contract.BLOCK
+
     def __init__(self, *, lanes, width):
-        contract.DOMAIN.check(lanes=lanes, width=width)
-        self._lanes, self._width = lanes, width
-        super().__init__({
-            "i_stream": In(stream.Signature(TileLayout(lanes, width))),
-            "o_stream": Out(stream.Signature(NMTileLayout(lanes, width))),
-            "m8": In(1),
-            "n": In(unsigned(4)),
-            "clear": In(1),
-            "beats": Out(unsigned(COUNTER_WIDTH)),
-            "kept": Out(unsigned(COUNTER_WIDTH)),
-        })
-
-    @property
-    def lanes(self):
-        return self._lanes
-
-    @property
-    def width(self):
-        return self._width
+        super().__init__(lanes=lanes, width=width)
+        self._lanes, self._width = self.lanes, self.width
 
     def elaborate(self, platform):
         m = Module()

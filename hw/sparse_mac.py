@@ -56,15 +56,15 @@ Generated Verilog ports (the contract with ``sim/``)::
 """
 
 from amaranth import *
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 from amaranth.utils import bits_for, exact_log2
 
 from ..contract import sparse_mac as contract
 from ..contract.sparse_mac import (DEFAULT_MAX_K, INDEX_WIDTH, MAX_N,
                                    accumulator_width)
 from .arith import segmented_scan
+from .component import BlockComponent
 from .layouts import amaranth_layout
 
 __all__ = ["WeightBeatLayout", "ActBeatLayout", "ResultLayout", "SparseMac"]
@@ -88,7 +88,7 @@ def ResultLayout(lanes, acc_width):
         contract.Field("valid", 1, lanes)]))
 
 
-class SparseMac(wiring.Component):
+class SparseMac(BlockComponent):
     """Sparse multiply-accumulate unit over a compressed weight stream.
 
     Parameters
@@ -115,22 +115,15 @@ class SparseMac(wiring.Component):
         The N:M pattern (``M = 2**nm_m_log2``); ignored when ``fmt`` is 0.
     """
 
-    def __init__(self, *, lanes, width, act_width=None, max_k=DEFAULT_MAX_K):
-        p = contract.DOMAIN.check(lanes=lanes, width=width, act_width=act_width, max_k=max_k)
-        act_width, max_k = p["act_width"], p["max_k"]
-        self._lanes, self._width, self._act_width, self._max_k = lanes, width, act_width, max_k
-        self._acc_width = accumulator_width(width, act_width, max_k)
-        super().__init__({
-            "w_stream": In(stream.Signature(WeightBeatLayout(lanes, width))),
-            "a_stream": In(stream.Signature(ActBeatLayout(lanes, act_width))),
-            "o_stream": Out(stream.Signature(ResultLayout(lanes, self._acc_width))),
-            "fmt": In(1),
-            "nm_n": In(3),
-            "nm_m_log2": In(2),
-        })
+    description = contract.BLOCK
 
-    lanes = property(lambda self: self._lanes)
-    width = property(lambda self: self._width)
+    def __init__(self, *, lanes, width, act_width=None, max_k=DEFAULT_MAX_K):
+        super().__init__(lanes=lanes, width=width, act_width=act_width, max_k=max_k)
+        p = self.params
+        self._lanes, self._width = p["lanes"], p["width"]
+        self._act_width, self._max_k = p["act_width"], p["max_k"]
+        self._acc_width = accumulator_width(self._width, self._act_width, self._max_k)
+
     act_width = property(lambda self: self._act_width)
     max_k = property(lambda self: self._max_k)
     acc_width = property(lambda self: self._acc_width)

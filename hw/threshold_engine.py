@@ -32,12 +32,12 @@ Padding lanes (``lane_valid`` bit clear) are never kept, never counted and never
 """
 
 from amaranth import *
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data
 
 from ..contract import threshold_engine as contract
 from ..contract.block import COUNTER_WIDTH
 from .arith import kogge_stone_levels, popcount, tree_sum
+from .component import BlockComponent
 from .layouts import amaranth_layout
 
 __all__ = ["COUNTER_WIDTH", "TileLayout", "MaskedTileLayout", "ThresholdEngine"]
@@ -55,7 +55,7 @@ def MaskedTileLayout(lanes, width):
     return amaranth_layout(contract.masked_tile_layout(lanes=lanes, width=width))
 
 
-class ThresholdEngine(wiring.Component):
+class ThresholdEngine(BlockComponent):
     """Magnitude-threshold masking engine with an exact tie budget.
 
     Parameters
@@ -83,27 +83,11 @@ class ThresholdEngine(wiring.Component):
         Tie budget not yet used (final one clock after the last delivered beat).
     """
 
+    description = contract.BLOCK
+
     def __init__(self, *, lanes, width):
-        contract.DOMAIN.check(lanes=lanes, width=width)
-        self._lanes, self._width = lanes, width
-        super().__init__({
-            "i_stream": In(stream.Signature(TileLayout(lanes, width))),
-            "o_stream": Out(stream.Signature(MaskedTileLayout(lanes, width))),
-            "threshold": In(unsigned(width)),
-            "tie_budget": In(unsigned(COUNTER_WIDTH)),
-            "clear": In(1),
-            "beats": Out(unsigned(COUNTER_WIDTH)),
-            "kept": Out(unsigned(COUNTER_WIDTH)),
-            "ties_left": Out(unsigned(COUNTER_WIDTH)),
-        })
-
-    @property
-    def lanes(self):
-        return self._lanes
-
-    @property
-    def width(self):
-        return self._width
+        super().__init__(lanes=lanes, width=width)
+        self._lanes, self._width = self.lanes, self.width
 
     def elaborate(self, platform):
         m = Module()

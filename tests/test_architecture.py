@@ -18,6 +18,8 @@ from hwprune.contract.blocks import BLOCKS, STREAM_BLOCKS
 from hwprune.contract.layout import Field, Layout
 
 ROOT = Path(__file__).resolve().parent.parent
+# Components built only to read their signatures are never elaborated.
+pytestmark = pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 
 
 def _modules():

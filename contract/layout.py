@@ -51,6 +51,24 @@ class Field:
         return np.dtype(object)
 
 
+#: Beats per block of :meth:`Layout.pack` / :meth:`Layout.unpack` (intermediates in the caches).
+_BLOCK = 1 << 16
+
+
+def _windows(lo, field):
+    """Split a field's elements into 64-bit windows: ``[(first byte, [(element, bit offset in
+    the window), ...]), ...]``; every element lies wholly inside its window."""
+    windows, current, first = [], None, None
+    for i in range(field.count):
+        bit = lo + i * field.width
+        if current is None or bit + field.width > 8 * first + 64:
+            first = bit // 8
+            current = []
+            windows.append((first, current))
+        current.append((i, bit - 8 * first))
+    return windows
+
+
 class Layout:
     """An ordered, gap-free struct of :class:`Field` s (LSB first)."""
 
@@ -130,10 +148,19 @@ class Layout:
         if beats is None:
             first = next(iter(values.values()))
             beats = np.asarray(first).shape[0]
+        if beats > _BLOCK:
+            arrays = {f.name: self._elements(f, values[f.name], beats)
+                      for f in self.fields if f.name in values}
+            return np.concatenate([self._pack({k: a[i:i + _BLOCK] for k, a in arrays.items()},
+                                              min(_BLOCK, beats - i))
+                                   for i in range(0, beats, _BLOCK)])
+        return self._pack(values, beats)
+
+    def _pack(self, values, beats):
         nbytes = self.words * 4
-        out = np.zeros((beats, nbytes), dtype=np.uint8)
+        out = np.zeros((beats, nbytes + 8), dtype=np.uint8)   # 8 spare bytes for the windows
         if beats == 0:
-            return out.view("<u4")
+            return out[:, :nbytes].view("<u4")
         bits = None
         for f in self.fields:
             if f.name not in values:
@@ -142,17 +169,28 @@ class Layout:
             lo = self.offsets[f.name]
             if lo % 8 == 0 and f.width in (8, 16, 32):
                 nb = f.width // 8
-                raw = (v.astype(np.int64) & ((1 << f.width) - 1)).astype(f"<u{nb}")
+                # A wrapping cast to the field's width is its two's complement truncation.
+                raw = np.ascontiguousarray(v.astype(f"<{'i' if f.signed else 'u'}{nb}",
+                                                    copy=False))
                 out[:, lo // 8:lo // 8 + f.count * nb] |= raw.view(np.uint8).reshape(beats, -1)
             elif lo % 8 == 0 and f.width == 1:
-                packed = np.packbits(v.astype(bool), axis=1, bitorder="little")
+                packed = np.packbits(v.astype(bool, copy=False), axis=1, bitorder="little")
                 out[:, lo // 8:lo // 8 + packed.shape[1]] |= packed
+            elif f.width <= 56:
+                # 64-bit windows: the elements inside a window are shifted into one uint64 per
+                # beat, which is then ORed into the window's bytes.
+                mask = np.uint64((1 << f.width) - 1)
+                for first, elements in _windows(lo, f):
+                    x = np.zeros(beats, dtype="<u8")
+                    for i, off in elements:
+                        x |= (v[:, i].astype(np.int64).astype(np.uint64) & mask) << np.uint64(off)
+                    out[:, first:first + 8] |= x.view(np.uint8).reshape(beats, 8)
             else:
                 if bits is None:
                     bits = np.zeros((beats, nbytes * 8), dtype=np.uint8)
-                shifts = np.arange(f.width, dtype=np.int64)
-                b = (v.astype(np.int64)[:, :, None] >> shifts) & 1
-                bits[:, lo:lo + f.bits] = b.reshape(beats, -1)
+                b = (v.astype(object)[:, :, None] >> np.arange(f.width).astype(object)) & 1
+                bits[:, lo:lo + f.bits] = b.reshape(beats, -1).astype(np.uint8)
+        out = out[:, :nbytes]
         if bits is not None:
             out |= np.packbits(bits, axis=1, bitorder="little")
         return np.ascontiguousarray(out).view("<u4")
@@ -161,13 +199,22 @@ class Layout:
         """Inverse of :meth:`pack`: ``(beats, words)`` uint32 -> ``{field: (beats, count)}``.
 
         Signed fields are sign-extended into int16 / int64, 1-bit fields come back as bool.
+        Long streams go in blocks of beats, so that the intermediates stay in the caches.
         """
         words = np.ascontiguousarray(words, dtype="<u4")
+        if words.shape[0] > _BLOCK:
+            parts = [self._unpack(words[i:i + _BLOCK]) for i in range(0, words.shape[0], _BLOCK)]
+            return {f.name: np.concatenate([p[f.name] for p in parts]) for f in self.fields}
+        return self._unpack(words)
+
+    def _unpack(self, words):
         beats = words.shape[0]
         if beats == 0:
             return {f.name: np.zeros((0, f.count), dtype=f.dtype()) for f in self.fields}
         raw = words.view(np.uint8).reshape(beats, -1)
-        out, bits = {}, None
+        padded = np.zeros((beats, raw.shape[1] + 8), dtype=np.uint8)
+        padded[:, :raw.shape[1]] = raw
+        out = {}
         for f in self.fields:
             lo = self.offsets[f.name]
             if lo % 8 == 0 and f.width in (8, 16, 32):
@@ -177,14 +224,25 @@ class Layout:
             elif lo % 8 == 0 and f.width == 1:
                 v = np.unpackbits(raw[:, lo // 8:lo // 8 + (f.count + 7) // 8], axis=1,
                                   bitorder="little")[:, :f.count]
+            elif f.width <= 56:
+                # 64-bit windows of the field's bytes, each read as one uint64 per beat; every
+                # element inside a window is a shift and a mask of it.
+                v = np.empty((beats, f.count), dtype=np.int64)
+                mask = np.uint64((1 << f.width) - 1)
+                for first, elements in _windows(lo, f):
+                    x = np.ascontiguousarray(padded[:, first:first + 8]).view("<u8")[:, 0]
+                    for i, off in elements:
+                        v[:, i] = ((x >> np.uint64(off)) & mask).astype(np.int64)
             else:
-                if bits is None:
-                    bits = np.unpackbits(raw, axis=1, bitorder="little")
-                b = bits[:, lo:lo + f.bits].reshape(beats, f.count, f.width).astype(np.int64)
-                v = (b << np.arange(f.width, dtype=np.int64)).sum(axis=2)
-                if f.signed:
-                    sign = 1 << (f.width - 1)
-                    v = (v ^ sign) - sign
+                # Wider elements: expand the field's bytes to bits (Python integers beyond 62).
+                first, last = lo // 8, (lo + f.bits + 7) // 8
+                bits = np.unpackbits(raw[:, first:last], axis=1, bitorder="little")
+                b = bits[:, lo - 8 * first:lo - 8 * first + f.bits].reshape(beats, f.count,
+                                                                           f.width)
+                v = (b.astype(object) << np.arange(f.width).astype(object)).sum(axis=2)
+            if f.signed and not (lo % 8 == 0 and f.width in (8, 16, 32)):
+                sign = 1 << (f.width - 1)
+                v = (v ^ sign) - sign
             out[f.name] = np.asarray(v).astype(f.dtype() if f.width <= 64 else np.int64)
         return out
 

@@ -168,16 +168,17 @@ def _reference_pack(layout, values, beats):
     [Field("data", 4, 7, signed=True), Field("mask", 1, 7), Field("last", 1)],
     [Field("value", 28, 4, signed=True), Field("valid", 1, 4)],
     [Field("l1", 40), Field("l2", 55)],
+    [Field("flag", 1), Field("huge", 70, 2, signed=True), Field("tail", 3)],
     [Field("value", 16, 5, signed=True), Field("index", 8, 5), Field("count", 3),
      Field("end", 1, 5), Field("final", 1)],
-], ids=["tile", "odd-width", "results", "wide", "weight-beat"])
+], ids=["tile", "odd-width", "results", "wide", "weight-beat", "wider-than-56"])
 def test_layout_pack_unpack_match_the_bit_definition(fields, rng):
     layout = Layout("t", fields)
     beats = 37
     values = {}
     for f in fields:
         if f.signed:
-            lo, hi = -(1 << (f.width - 1)), 1 << (f.width - 1)
+            lo, hi = -(1 << min(f.width - 1, 62)), 1 << min(f.width - 1, 62)
         else:
             lo, hi = 0, 1 << min(f.width, 62)
         v = rng.integers(lo, hi, size=(beats, f.count), dtype=np.int64)

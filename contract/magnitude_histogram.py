@@ -7,7 +7,7 @@ import numpy as np
 
 from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream
 from .params import Domain
-from .threshold_engine import LANES, WIDTH, tile_layout
+from .threshold_engine import LANES, WIDTH, tile_inputs, tile_layout
 
 __all__ = ["SELECT_LATENCY", "DOMAIN", "histogram_bins", "HistogramJob", "HistogramResult", "run",
            "select_threshold_passes", "BLOCK"]
@@ -85,9 +85,7 @@ def select_threshold_passes(run_pass, data, lane_valid, width, keep):
 def encode(job, **params):
     if int(job.width) != params["width"]:
         raise ValueError(f"job is for width {job.width}, the unit has width {params['width']}")
-    beats = np.asarray(job.data).shape[0]
-    return PassSpec(inputs={"i_stream": ({"data": job.data, "lane_valid": job.lane_valid},
-                                         beats, 1)},
+    return PassSpec(inputs=tile_inputs(job),
                     config={"shift": int(job.shift), "match_en": int(job.match_en),
                             "match_value": int(job.match_value), "keep": int(job.keep)})
 

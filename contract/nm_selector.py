@@ -11,7 +11,7 @@ import numpy as np
 from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream
 from .layout import Field, Layout
 from .params import Domain, Param
-from .threshold_engine import WIDTH, magnitude, tile_layout
+from .threshold_engine import WIDTH, magnitude, tile_inputs, tile_layout
 
 __all__ = ["GROUP_SIZES", "INDEX_BITS", "PIPELINE_LATENCY", "DOMAIN", "nm_tile_layout", "NMJob",
            "NMResult", "check_job", "nm_mask", "nm_select", "run", "BLOCK"]
@@ -148,10 +148,8 @@ def run(job, *, latency=PIPELINE_LATENCY):
 
 def encode(job, **params):
     check_job(job)  # the golden model's checks of m, n and the shapes hold on every backend
-    beats = np.asarray(job.data).shape[0]
-    return PassSpec(inputs={"i_stream": ({"data": job.data, "lane_valid": job.lane_valid},
-                                         beats, 1)},
-                    config={"m8": int(int(job.m) == 8), "n": int(job.n)}, items=beats)
+    return PassSpec(inputs=tile_inputs(job), config={"m8": int(int(job.m) == 8), "n": int(job.n)},
+                    items=np.asarray(job.data).shape[0])
 
 
 def decode(job, outputs, counters, cycles, **params):

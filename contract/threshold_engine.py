@@ -130,12 +130,16 @@ def run(job, *, latency=PIPELINE_LATENCY):
                           latency=latency)
 
 
+def tile_inputs(job):
+    """The input stream of a job of tiles (``data``, ``lane_valid``), sent once."""
+    return {"i_stream": ({"data": job.data, "lane_valid": job.lane_valid},
+                         np.asarray(job.data).shape[0], 1)}
+
+
 def encode(job, **params):
-    beats = np.asarray(job.data).shape[0]
-    return PassSpec(inputs={"i_stream": ({"data": job.data, "lane_valid": job.lane_valid},
-                                         beats, 1)},
+    return PassSpec(inputs=tile_inputs(job),
                     config={"threshold": int(job.threshold), "tie_budget": int(job.tie_budget)},
-                    items=beats)
+                    items=np.asarray(job.data).shape[0])
 
 
 def decode(job, outputs, counters, cycles, **params):

@@ -60,12 +60,8 @@ def NormLayout(width):
 class ChannelNorms(BlockComponent):
     """Per-channel L1 and L2 norm accumulator.
 
-    Parameters
-    ----------
-    lanes : int
-        Weights per beat, 4 to 64.
-    width : int
-        Two's complement bits per weight: 4, 8 or 16.
+    Parameters: ``lanes`` and ``width``, in the block's domain (:data:`contract.DOMAIN`,
+    ``hwprune info``).
 
     Attributes
     ----------
@@ -82,13 +78,9 @@ class ChannelNorms(BlockComponent):
 
     description = contract.BLOCK
 
-    def __init__(self, *, lanes, width):
-        super().__init__(lanes=lanes, width=width)
-        self._lanes, self._width = self.lanes, self.width
-
     def elaborate(self, platform):
         m = Module()
-        lanes, width = self._lanes, self._width
+        lanes, width = self.lanes, self.width
         l1_bits, l2_bits = l1_width(width), l2_width(width)
 
         advance = Signal()

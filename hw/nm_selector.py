@@ -70,12 +70,8 @@ def NMTileLayout(lanes, width):
 class NMSelector(BlockComponent):
     """N:M magnitude selector with runtime ``M`` (4 or 8) and ``N``.
 
-    Parameters
-    ----------
-    lanes : int
-        Weights per beat, a multiple of 8 from 8 to 64.
-    width : int
-        Two's complement bits per weight: 4, 8 or 16.
+    Parameters: ``lanes`` and ``width``, in the block's domain (:data:`contract.DOMAIN`:
+    lanes a multiple of 8, ``hwprune info``).
 
     Attributes
     ----------
@@ -94,13 +90,9 @@ class NMSelector(BlockComponent):
 
     description = contract.BLOCK
 
-    def __init__(self, *, lanes, width):
-        super().__init__(lanes=lanes, width=width)
-        self._lanes, self._width = self.lanes, self.width
-
     def elaborate(self, platform):
         m = Module()
-        lanes, width = self._lanes, self._width
+        lanes, width = self.lanes, self.width
         blocks = lanes // 8
         tile = data.ArrayLayout(signed(width), lanes)
 

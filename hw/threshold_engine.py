@@ -58,12 +58,8 @@ def MaskedTileLayout(lanes, width):
 class ThresholdEngine(BlockComponent):
     """Magnitude-threshold masking engine with an exact tie budget.
 
-    Parameters
-    ----------
-    lanes : int
-        Weights per beat, 4 to 64.
-    width : int
-        Two's complement bits per weight: 4, 8 or 16.
+    Parameters: ``lanes`` and ``width``, in the block's domain (:data:`contract.DOMAIN`,
+    ``hwprune info``).
 
     Attributes
     ----------
@@ -85,13 +81,9 @@ class ThresholdEngine(BlockComponent):
 
     description = contract.BLOCK
 
-    def __init__(self, *, lanes, width):
-        super().__init__(lanes=lanes, width=width)
-        self._lanes, self._width = self.lanes, self.width
-
     def elaborate(self, platform):
         m = Module()
-        lanes, width = self._lanes, self._width
+        lanes, width = self.lanes, self.width
         count_shape = unsigned(lanes.bit_length())
 
         advance = Signal()

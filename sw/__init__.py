@@ -9,17 +9,33 @@
 
 Layers (docs/architecture.md): :mod:`hwprune.contract` (block descriptions, golden models,
 protocol; numpy only), :mod:`hwprune.hw` (Amaranth designs), :mod:`hwprune.sim` (Verilator and
-cocotb), and this host driver. ``import hwprune`` loads torch (the host driver's own
-dependency) but neither Amaranth nor cocotb: the RTL is generated only when a build needs it.
+cocotb), and this host driver. The public names load their modules on first use, so
+``import hwprune`` is fast and loads neither torch nor Amaranth until they are needed.
 """
 
-from .accelerate import RunReport, run
-from .backend_api import Backend
-from .backends import BACKENDS, get_backend
-from .prune import prunable_parameters, prune, remove
-from .report import LayerReport, PruneReport
-from .sim.build import BuildError
+import importlib
 
 __all__ = ["prune", "remove", "prunable_parameters", "get_backend", "Backend", "BACKENDS",
            "PruneReport", "LayerReport", "BuildError", "run", "RunReport"]
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it, imported on first use: ``import hwprune`` (and
+#: ``import hwprune.contract``) loads neither torch nor Amaranth until a name needs them.
+_LAZY = {"run": "accelerate", "RunReport": "accelerate", "BACKENDS": "backends",
+         "get_backend": "backends", "Backend": "backend_api", "prune": "pruning",
+         "remove": "pruning", "prunable_parameters": "pruning", "PruneReport": "report",
+         "LayerReport": "report", "BuildError": "sim.build"}
+
+
+def __getattr__(name):
+    try:
+        module = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'hwprune' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -544,7 +544,7 @@ def mac_demo(model_name="cnn", *, seed=0, amount=0.9, pattern="unstructured", ba
     Returns ``(report, chart path)``.
     """
     from .models import build_model
-    from .prune import prune
+    from .pruning import prune
 
     name, n, m = parse_format(pattern)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:

@@ -19,7 +19,7 @@ import torch
 from .data import load_digits_splits
 from .models import build_model
 from .precision import apply_widths, sensitivity_sweep, storage_bits
-from .prune import prune
+from .pruning import prune
 from .schedules import CubicSchedule, GradualPruner
 from .train import evaluate, train
 

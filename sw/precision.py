@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .prune import prunable_parameters, prune
+from .pruning import prunable_parameters, prune
 from .train import evaluate
 
 __all__ = ["WIDTHS", "LayerStorage", "StorageReport", "storage_bits", "layer_amounts",

@@ -14,7 +14,7 @@ reference article's "dynamic threshold".
 import math
 
 from .backends import Backend, get_backend
-from .prune import prune
+from .pruning import prune
 
 __all__ = ["CubicSchedule", "GradualPruner"]
 

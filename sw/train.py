@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from .prune import prunable_parameters
+from .pruning import prunable_parameters
 
 __all__ = ["TrainingDiverged", "train", "evaluate", "l1_penalty"]
 

@@ -16,7 +16,7 @@ the output stream's fields and the counters back into a result.
 """
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["Block", "Stream", "Port", "PassSpec", "resolve"]
 
@@ -98,7 +98,6 @@ class Block:
     #: blocks a board bitstream can hold behind the UART bridge (INFO bitmap bit), None: none
     bridge_bit: int = None
     internal: bool = False               # a part of another block (UART core), not a job block
-    tags: tuple = field(default=())
 
     # --- derived ----------------------------------------------------------------------------
     def check(self, **params):
@@ -125,9 +124,6 @@ class Block:
         if path is None:
             raise ValueError(f"block {self.name} has no {what}")
         return resolve(path)
-
-    def run_golden(self, job, **params):
-        return self.golden(job, **self.check(**params))
 
     def to_json(self):
         d = {"name": self.name, "doc": self.doc, "domain": self.domain.to_json(),

@@ -44,7 +44,6 @@ from .layouts import amaranth_layout
 
 __all__ = ["ChannelTileLayout", "NormLayout", "ChannelNorms"]
 
-PIPELINE_LATENCY = contract.PIPELINE_LATENCY
 
 
 def ChannelTileLayout(lanes, width):

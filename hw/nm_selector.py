@@ -59,7 +59,6 @@ from .layouts import amaranth_layout
 
 __all__ = ["NMTileLayout", "NMSelector"]
 
-PIPELINE_LATENCY = contract.PIPELINE_LATENCY
 
 
 def NMTileLayout(lanes, width):

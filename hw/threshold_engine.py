@@ -42,7 +42,6 @@ from .layouts import amaranth_layout
 
 __all__ = ["COUNTER_WIDTH", "TileLayout", "MaskedTileLayout", "ThresholdEngine"]
 
-PIPELINE_LATENCY = contract.PIPELINE_LATENCY
 
 
 def TileLayout(lanes, width):

@@ -1,5 +1,5 @@
 """C++ generated from a block's description: the ``block_ports.h`` that the stream-pass template
-(``sim/shim/stream_pass.cpp``) includes, and the field constants of a block's own shim.
+(``sim/shim/stream_pass.cpp``) includes.
 
 Nothing here is written by hand per block: the port names come from the description's streams,
 configuration ports and counters, the word counts and field offsets from its layouts.
@@ -7,7 +7,7 @@ configuration ports and counters, the word counts and field offsets from its lay
 
 import hashlib
 
-__all__ = ["mangle", "stream_header", "layout_header"]
+__all__ = ["mangle", "stream_header"]
 
 
 def mangle(name):
@@ -17,12 +17,6 @@ def mangle(name):
 
 def _port(stream, signal):
     return mangle(f"{stream}__{signal}")
-
-
-def layout_header(desc, params):
-    """``constexpr`` offsets of every field of every stream of ``desc`` (for a hand shim)."""
-    layouts = desc.layouts(**params)
-    return "".join(layouts[s.name].cpp_constants(s.name) for s in desc.streams)
 
 
 def stream_header(desc, params):

@@ -90,11 +90,11 @@ class StreamLib(BlockLib):
         packed, beats, repeat = [], [], []
         for s in self.desc.inputs:
             fields, n, rep = spec.inputs[s.name]
-            words = self.layouts[s.name].pack(fields, n)
-            packed.append(np.ascontiguousarray(words if n else
-                                               np.zeros((1, self.layouts[s.name].words),
-                                                        dtype=np.uint32)))
-            beats.append(max(int(n), 1) if n else 1)
+            if n:
+                packed.append(np.ascontiguousarray(self.layouts[s.name].pack(fields, n)))
+            else:  # an empty stream: one dummy beat, sent zero times
+                packed.append(np.zeros((1, self.layouts[s.name].words), dtype=np.uint32))
+            beats.append(max(int(n), 1))
             repeat.append(int(rep) if n else 0)
         return packed, np.array(beats, dtype=np.int64), np.array(repeat, dtype=np.int64)
 

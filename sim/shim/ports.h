@@ -54,6 +54,3 @@ struct Model {
 };
 
 }  // namespace hwprune
-
-// Verilator mangles the double underscore of Amaranth's flattened names ("i_stream__valid").
-#define PORT(a, b) a##___05F##b

@@ -27,6 +27,16 @@ void idle(Top* m) {
     gen::set_finish(m, false);
 }
 
+// Idle the streams, set the configuration ports and clock once (with `clear` when the block
+// has one): the start of a pass.
+void configure(Unit* u, const uint64_t* config) {
+    idle(u->m);
+    gen::set_config(u->m, config);
+    if (gen::HAS_CLEAR) gen::set_clear(u->m, true);
+    u->tick();
+    gen::set_clear(u->m, false);
+}
+
 bool settle(Unit* u, int64_t limit) {
     idle(u->m);
     u->reset();
@@ -65,11 +75,7 @@ int64_t hw_run(void* h, const uint32_t* const* in, const int64_t* in_beats,
                uint32_t in_stall_pct, uint32_t out_stall_pct) {
     auto* u = static_cast<Unit*>(h);
     auto* m = u->m;
-    idle(m);
-    gen::set_config(m, config);
-    if (gen::HAS_CLEAR) gen::set_clear(m, true);
-    u->tick();
-    gen::set_clear(m, false);
+    configure(u, config);
 
     Lcg rng(stall_seed);
     const bool stalls = in_stall_pct || out_stall_pct;
@@ -138,11 +144,7 @@ int64_t hw_run(void* h, const uint32_t* const* in, const int64_t* in_beats,
 int64_t hw_raw_loop(void* h, const uint32_t* in, int64_t beats, const uint64_t* config) {
     auto* u = static_cast<Unit*>(h);
     auto* m = u->m;
-    idle(m);
-    gen::set_config(m, config);
-    if (gen::HAS_CLEAR) gen::set_clear(m, true);
-    u->tick();
-    gen::set_clear(m, false);
+    configure(u, config);
     std::vector<uint32_t> sink(gen::OUT_WORDS + 1);
     volatile uint32_t acc = 0;
     gen::in_valid(m, 0, true);

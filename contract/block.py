@@ -16,9 +16,9 @@ the output stream's fields and the counters back into a result.
 """
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
-__all__ = ["Block", "Stream", "Port", "PassSpec", "resolve"]
+__all__ = ["Block", "Stream", "Port", "PassSpec", "resolve", "decoder"]
 
 COUNTER_WIDTH = 32
 
@@ -69,6 +69,21 @@ class PassSpec:
     inputs: dict
     config: dict
     items: int = 0
+
+
+def decoder(result, **casts):
+    """A block's ``decode`` for the common case: ``result`` built from the output fields named in
+    ``casts`` (each cast to its dtype), the counters whose names are fields of ``result``, and
+    the cycle count."""
+    names = {f.name for f in fields(result)}
+
+    def decode(job, outputs, counters, cycles, **params):
+        values = {name: outputs[name].astype(dtype) for name, dtype in casts.items()}
+        values.update((name, value) for name, value in counters.items() if name in names)
+        return result(**values, cycles=cycles)
+
+    decode.__qualname__ = f"decoder({result.__qualname__})"
+    return decode
 
 
 @dataclass(frozen=True)

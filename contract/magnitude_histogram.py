@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream
+from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream, decoder
 from .params import Domain
 from .threshold_engine import LANES, WIDTH, tile_inputs, tile_layout
 
@@ -90,11 +90,6 @@ def encode(job, **params):
                             "match_value": int(job.match_value), "keep": int(job.keep)})
 
 
-def decode(job, outputs, counters, cycles, **params):
-    return HistogramResult(found_bin=counters["found_bin"], above=counters["above"],
-                           ties=counters["ties"], counted=counters["counted"], cycles=cycles)
-
-
 BLOCK = Block(
     name="magnitude_histogram",
     doc="magnitude histogram and select walk: the k-th largest magnitude and its tie count",
@@ -102,7 +97,7 @@ BLOCK = Block(
     streams=(Stream("i_stream", tile_layout),),
     job=HistogramJob, result=HistogramResult, golden=run,
     component="hwprune.hw.magnitude_histogram:MagnitudeHistogram",
-    encode=encode, decode=decode,
+    encode=encode, decode=decoder(HistogramResult),
     config=(Port("shift", lambda p: (p["width"] - 1).bit_length()), Port("match_en", 1),
             Port("match_value", 8), Port("keep", COUNTER_WIDTH)),
     counters=(Port("found_bin", lambda p: histogram_bins(p["width"]).bit_length() - 1),

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream
+from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream, decoder
 from .layout import Field, Layout
 from .params import Domain, Param
 from .threshold_engine import WIDTH, magnitude, tile_inputs, tile_layout
@@ -55,21 +55,13 @@ class NMJob:
 class NMResult:
     """What one pass of the N:M selector returns.
 
-    Attributes
-    ----------
-    data : ndarray of int16, shape (beats, lanes)
-        The pruned tiles (pruned and padding lanes are 0).
-    mask : ndarray of bool, shape (beats, lanes)
-        True where the weight was kept.
+    ``data``, ``mask``, ``beats``, ``kept`` and ``cycles`` mean what they mean in the threshold
+    engine's :class:`~hwprune.contract.threshold_engine.MaskResult`; besides them:
+
     values : ndarray of int16, shape (beats, lanes)
         Group ``g``'s kept values in ascending lane order at slots ``g*m ..``, other slots 0.
     index : ndarray of uint8, shape (beats, lanes)
         Lane index within the group of the value in each slot (``0 .. m-1``), 0 for unused slots.
-    beats, kept : int
-        Counter values at the end of the pass.
-    cycles : int
-        Clock cycles from the first input beat offered to the last output beat taken (the golden
-        model reports the stall-free figure, ``beats + PIPELINE_LATENCY``).
     """
 
     data: np.ndarray
@@ -152,13 +144,6 @@ def encode(job, **params):
                     items=np.asarray(job.data).shape[0])
 
 
-def decode(job, outputs, counters, cycles, **params):
-    return NMResult(data=outputs["data"].astype(np.int16), mask=outputs["mask"].astype(bool),
-                    values=outputs["values"].astype(np.int16),
-                    index=outputs["index"].astype(np.uint8), beats=counters["beats"],
-                    kept=counters["kept"], cycles=cycles)
-
-
 BLOCK = Block(
     name="nm_selector",
     doc="N:M structured-sparsity selection (M = 4 or 8 at run time), values + indices",
@@ -166,7 +151,8 @@ BLOCK = Block(
     streams=(Stream("i_stream", tile_layout), Stream("o_stream", nm_tile_layout, "out")),
     job=NMJob, result=NMResult, golden=run,
     component="hwprune.hw.nm_selector:NMSelector",
-    encode=encode, decode=decode,
+    encode=encode,
+    decode=decoder(NMResult, data=np.int16, mask=bool, values=np.int16, index=np.uint8),
     config=(Port("m8", 1), Port("n", 4)),
     counters=(Port("beats", COUNTER_WIDTH), Port("kept", COUNTER_WIDTH)),
     clear="clear",

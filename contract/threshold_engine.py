@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream
+from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream, decoder
 from .layout import Field, Layout
 from .params import Domain, Param
 
@@ -142,12 +142,6 @@ def encode(job, **params):
                     items=np.asarray(job.data).shape[0])
 
 
-def decode(job, outputs, counters, cycles, **params):
-    return MaskResult(data=outputs["data"].astype(np.int16), mask=outputs["mask"].astype(bool),
-                      beats=counters["beats"], kept=counters["kept"],
-                      ties_left=counters["ties_left"], cycles=cycles)
-
-
 BLOCK = Block(
     name="threshold_engine",
     doc="streaming magnitude-threshold masking with an exact tie budget",
@@ -155,7 +149,7 @@ BLOCK = Block(
     streams=(Stream("i_stream", tile_layout), Stream("o_stream", masked_tile_layout, "out")),
     job=ThresholdJob, result=MaskResult, golden=run,
     component="hwprune.hw.threshold_engine:ThresholdEngine",
-    encode=encode, decode=decode,
+    encode=encode, decode=decoder(MaskResult, data=np.int16, mask=bool),
     config=(Port("threshold", lambda p: p["width"]), Port("tie_budget", COUNTER_WIDTH)),
     counters=(Port("beats", COUNTER_WIDTH), Port("kept", COUNTER_WIDTH),
               Port("ties_left", COUNTER_WIDTH)),

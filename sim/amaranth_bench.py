@@ -5,7 +5,7 @@ output stream, driven by one async testbench with random stalls on both sides.
 from amaranth.hdl import ClockDomain, Module
 from amaranth.sim import Simulator
 
-__all__ = ["tile_payload", "simulate", "reset_mid_stream", "stream_beats"]
+__all__ = ["tile_payload", "simulate", "reset_mid_stream", "stream_beats", "stream_pass"]
 
 
 def tile_payload(tiles, lane_valid, beat, **extra):
@@ -75,3 +75,34 @@ async def stream_beats(ctx, dut, beats, drive, take, done, rng, in_stall, out_st
     ctx.set(dut.o_stream.ready, 0)
     await ctx.tick()
     return cycles
+
+
+def stream_pass(dut, beats, drive, take, done, *, configure=None, counters=(), rng,
+                in_stall=0.0, out_stall=0.0, reset_after=None):
+    """Simulate one pass of a block with a ``clear`` strobe; return (cycles, counters).
+
+    ``configure(ctx)`` sets the block's configuration ports before ``clear`` is strobed. With
+    ``reset_after=n`` the domain is reset after ``n`` input beats (beats still in the pipeline)
+    and the pass restarts from the first beat, as a host does. ``counters`` names the ports read
+    at the end of the pass.
+    """
+    result = {}
+
+    async def start(ctx):
+        if configure:
+            configure(ctx)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+
+    async def bench(ctx, rst):
+        await start(ctx)
+        if reset_after is not None:
+            await reset_mid_stream(ctx, dut, rst, drive, reset_after, rng)
+            await start(ctx)
+        result["cycles"] = await stream_beats(ctx, dut, beats, drive, take, done, rng,
+                                              in_stall, out_stall)
+        result["counters"] = {name: ctx.get(getattr(dut, name)) for name in counters}
+
+    simulate(dut, bench)
+    return result["cycles"], result["counters"]

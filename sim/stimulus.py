@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["corner_values", "random_tiles"]
+__all__ = ["corner_values", "random_tiles", "random_layer", "random_acts"]
 
 
 def corner_values(width):
@@ -29,3 +29,23 @@ def random_tiles(rng, beats, lanes, width, *, corner_fraction=0.25, pad_fraction
     for b in padded:
         lane_valid[b, rng.integers(0, lanes):] = False
     return tiles.astype(np.int16), lane_valid
+
+
+def random_layer(rng, rows, k, width, density):
+    """A layer's weight codes (rows x k) at ``density``, with an empty row, a fully dense row
+    and (from three rows) a row holding only its two extreme end weights: a long zero run."""
+    hi = 2 ** (width - 1)
+    w = rng.integers(-hi, hi, size=(rows, k))
+    w[rng.random((rows, k)) >= density] = 0
+    w[0] = 0
+    w[1] = rng.integers(1, hi, size=k) * rng.choice([-1, 1], size=k)
+    if rows > 2:
+        w[2] = 0
+        w[2, [0, k - 1]] = [hi - 1, -hi]
+    return w
+
+
+def random_acts(rng, vectors, k, act_width):
+    """Random activation codes (vectors x k) of ``act_width`` bits."""
+    hi = 2 ** (act_width - 1)
+    return rng.integers(-hi, hi, size=(vectors, k))

@@ -90,6 +90,14 @@ def _add_training_commands(sub):
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _save_state(model, path, what):
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    print(f"{what} written to {path}")
+
+
 def _one_thread():
     # The digits models are small: one thread trains them as fast and leaves the others' cores.
     import torch
@@ -97,7 +105,6 @@ def _one_thread():
 
 
 def _cmd_train(args):
-    import torch
     _one_thread()
     from hwprune.data import load_digits_splits
     from hwprune.experiments import train_dense
@@ -109,9 +116,7 @@ def _cmd_train(args):
     print(f"{args.model}: test accuracy {100 * evaluate(model, splits.test):.2f} % "
           f"(validation {100 * evaluate(model, splits.val):.2f} %)")
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), args.out)
-        print(f"state dict written to {args.out}")
+        _save_state(model, args.out, "state dict")
     return 0
 
 
@@ -172,10 +177,7 @@ def _cmd_prune(args):
         args.json.write_text(report.to_json(indent=2))
         print(f"report written to {args.json}")
     if args.out:
-        import torch
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), args.out)
-        print(f"pruned model's state dict written to {args.out}")
+        _save_state(model, args.out, "pruned model's state dict")
     return 0
 
 

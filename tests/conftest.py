@@ -21,6 +21,23 @@ def rng(request):
     return np.random.default_rng(seed)
 
 
+@pytest.fixture
+def simulators_agree():
+    """``check(block, jobs, same, **params)``: run ``jobs`` on the golden, verilator and cocotb
+    backends and call ``same(want, got)`` on each RTL result against the golden one."""
+    from hwprune import get_backend
+
+    def check(block, jobs, same, **params):
+        want = get_backend("golden", **params).run(block, jobs)
+        for name in ("verilator", "cocotb"):
+            got = get_backend(name, **params).run(block, jobs)
+            assert len(got) == len(want), name
+            for w, g in zip(want, got):
+                same(w, g)
+
+    return check
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield

@@ -127,6 +127,26 @@ def test_one_domain_everywhere(desc):
             assert got == rtl, (name, params)
 
 
+TILE_LANES = r"lanes must be an integer from 4 to 64"
+WIDTHS = r"width must be one of \(4, 8, 16\)"
+NM_LANES = r"lanes must be a multiple of 8 from 8 to 64"
+
+
+@pytest.mark.parametrize("name,lanes,width,rule", [
+    *[(name, lanes, width, rule) for name in ("threshold_engine", "channel_norms")
+      for lanes, width, rule in [(3, 8, TILE_LANES), (65, 8, TILE_LANES), ("8", 8, TILE_LANES),
+                                 (True, 8, TILE_LANES), (8, 7, WIDTHS), (8, 32, WIDTHS)]],
+    *[("nm_selector", lanes, width, rule)
+      for lanes, width, rule in [(4, 8, NM_LANES), (12, 8, NM_LANES), (72, 8, NM_LANES),
+                                 ("8", 8, NM_LANES), (True, 8, NM_LANES), (8, 7, WIDTHS)]],
+])
+def test_the_rtl_rejects_bad_parameters_with_the_domain_message(name, lanes, width, rule):
+    """The rules written here, independently of the domains: the component refuses to build."""
+    from hwprune.hw import component
+    with pytest.raises(ValueError, match=rf"^{rule} for {name}, not .+$"):
+        component(name, lanes=lanes, width=width)
+
+
 def test_nm_pattern_at_4_lanes_is_rejected_on_every_backend_alike():
     model = __import__("torch").nn.Linear(8, 4)
     messages = set()

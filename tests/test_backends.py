@@ -29,14 +29,9 @@ def assert_same(a, b, *, cycles=True):
 
 
 @pytest.mark.parametrize("lanes,width", CONFIGS)
-def test_golden_verilator_cocotb_bit_identical(lanes, width):
-    rng = np.random.default_rng(lanes * 31 + width)
-    jobs = make_jobs(rng, lanes, width)
-    results = {name: get_backend(name, lanes=lanes, width=width).threshold_passes(jobs)
-               for name in ("golden", "verilator", "cocotb")}
-    for name in ("verilator", "cocotb"):
-        for want, got in zip(results["golden"], results[name]):
-            assert_same(want, got)
+def test_golden_verilator_cocotb_bit_identical(lanes, width, simulators_agree):
+    jobs = make_jobs(np.random.default_rng(lanes * 31 + width), lanes, width)
+    simulators_agree("threshold_engine", jobs, assert_same, lanes=lanes, width=width)
 
 
 def test_verilator_backpressure_changes_only_cycles():

@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from hwprune import get_backend
 from hwprune.contract import MODELS, ChannelJob
 from hwprune.sim.cocotb_tb.channel_norms_tb import random_channels
 from hwprune.sim.verilator_lib import LIBRARIES
@@ -25,14 +24,10 @@ def assert_same(want, got, *, cycles=True):
         assert got.cycles == want.cycles
 
 
-def test_golden_verilator_cocotb_bit_identical():
+def test_golden_verilator_cocotb_bit_identical(simulators_agree):
     lanes, width = 16, 8
     jobs = make_jobs(np.random.default_rng(31), lanes, width)
-    results = {name: get_backend(name, lanes=lanes, width=width).run("channel_norms", jobs)
-               for name in ("golden", "verilator", "cocotb")}
-    for name in ("verilator", "cocotb"):
-        for want, got in zip(results["golden"], results[name]):
-            assert_same(want, got)
+    simulators_agree("channel_norms", jobs, assert_same, lanes=lanes, width=width)
 
 
 def test_verilator_with_stalls_changes_only_cycles():

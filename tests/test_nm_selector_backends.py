@@ -26,14 +26,10 @@ def assert_same(want, got, *, cycles=True):
         assert got.cycles == want.cycles
 
 
-def test_golden_verilator_cocotb_bit_identical():
+def test_golden_verilator_cocotb_bit_identical(simulators_agree):
     lanes, width = 16, 8
     jobs = make_jobs(np.random.default_rng(21), lanes, width)
-    results = {name: get_backend(name, lanes=lanes, width=width).run("nm_selector", jobs)
-               for name in ("golden", "verilator", "cocotb")}
-    for name in ("verilator", "cocotb"):
-        for want, got in zip(results["golden"], results[name]):
-            assert_same(want, got)
+    simulators_agree("nm_selector", jobs, assert_same, lanes=lanes, width=width)
 
 
 @pytest.mark.parametrize("lanes,width", [(8, 4), (16, 8)])

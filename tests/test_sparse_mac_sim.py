@@ -11,6 +11,7 @@ from hwprune.compress import compress, nm_mask
 from hwprune.contract.sparse_mac import make_job, run as golden_run, stall_free_cycles
 from hwprune.contract.sparse_mac import accumulator_width
 from hwprune.hw.sparse_mac import SparseMac
+from hwprune.sim.stimulus import random_acts, random_layer
 
 
 def run_unit(job, *, lanes, width, max_k, rng=None, stall=0.0, reset_after=None):
@@ -93,21 +94,6 @@ def run_unit(job, *, lanes, width, max_k, rng=None, stall=0.0, reset_after=None)
     return np.array(result["out"], dtype=np.int64).reshape(vectors, rows), result["cycles"]
 
 
-def layer(rng, rows, k, width, density):
-    """Random codes with an empty row and a fully dense row."""
-    hi = 2 ** (width - 1)
-    w = rng.integers(-hi, hi, size=(rows, k))
-    w[rng.random((rows, k)) >= density] = 0
-    w[0] = 0
-    w[1] = rng.integers(1, hi, size=k) * rng.choice([-1, 1], size=k)
-    return w
-
-
-def acts(rng, vectors, k, width):
-    hi = 2 ** (width - 1)
-    return rng.integers(-hi, hi, size=(vectors, k))
-
-
 def check(w, job, got):
     out, _ = got
     np.testing.assert_array_equal(out, golden_run(job).out)
@@ -118,8 +104,8 @@ def check(w, job, got):
 @pytest.mark.parametrize("lanes,width,density", [(4, 8, 0.3), (8, 4, 0.6), (4, 16, 0.1)])
 def test_unstructured_with_stalls(lanes, width, density):
     rng = np.random.default_rng(lanes * 10 + width)
-    w = layer(rng, 5, 37, width, density)
-    job = make_job(compress(w, lanes), acts(rng, 3, 37, width))
+    w = random_layer(rng, 5, 37, width, density)
+    job = make_job(compress(w, lanes), random_acts(rng, 3, 37, width))
     check(w, job, run_unit(job, lanes=lanes, width=width, max_k=64, rng=rng, stall=0.35))
 
 
@@ -130,7 +116,7 @@ def test_long_zero_runs_use_padding_slots():
     w[2, 600] = 127
     cw = compress(w, 4)
     assert (cw.index == 255).sum() == 4                 # 298 -> 1 padding slot, 398 -> 1, 600 -> 2
-    job = make_job(cw, acts(rng, 2, 700, 8))
+    job = make_job(cw, random_acts(rng, 2, 700, 8))
     check(w, job, run_unit(job, lanes=4, width=8, max_k=1024, rng=rng, stall=0.2))
 
 
@@ -138,12 +124,12 @@ def test_long_zero_runs_use_padding_slots():
 def test_nm_with_stalls(fmt, lanes):
     rng = np.random.default_rng(lanes + len(fmt))
     n, m = map(int, fmt.split(":"))
-    w = layer(rng, 4, 30, 8, 1.0)            # 30: the last group is padded
+    w = random_layer(rng, 4, 30, 8, 1.0)            # 30: the last group is padded
     w[2, :8] = 0                               # groups with fewer than N non-zeros
     w = w * nm_mask(w, n, m)
     cw = compress(w, lanes, fmt)
     assert cw.beats == -(-4 * -(-30 // m) // (lanes // n))   # rows share beats, whole groups
-    job = make_job(cw, acts(rng, 2, 30, 8))
+    job = make_job(cw, random_acts(rng, 2, 30, 8))
     check(w, job, run_unit(job, lanes=lanes, width=8, max_k=64, rng=rng, stall=0.3))
 
 
@@ -164,9 +150,9 @@ def test_accumulator_bound(width):
 def test_one_weight_beat_per_clock():
     rng = np.random.default_rng(2)
     lanes = 4
-    w = layer(rng, 12, 40, 8, 0.3)
+    w = random_layer(rng, 12, 40, 8, 0.3)
     cw = compress(w, lanes)
-    job = make_job(cw, acts(rng, 3, 40, 8))
+    job = make_job(cw, random_acts(rng, 3, 40, 8))
     got = run_unit(job, lanes=lanes, width=8, max_k=64)
     check(w, job, got)
     assert got[1] == stall_free_cycles(cw.beats, cw.act_beats, 3) == golden_run(job).cycles
@@ -176,8 +162,8 @@ def test_one_weight_beat_per_clock():
 
 def test_reset_mid_stream():
     rng = np.random.default_rng(3)
-    w = layer(rng, 6, 33, 8, 0.5)
-    job = make_job(compress(w, 4), acts(rng, 3, 33, 8))
+    w = random_layer(rng, 6, 33, 8, 0.5)
+    job = make_job(compress(w, 4), random_acts(rng, 3, 33, 8))
     check(w, job, run_unit(job, lanes=4, width=8, max_k=64, rng=rng, stall=0.25, reset_after=9))
 
 

@@ -26,7 +26,7 @@ from hwprune.contract import from_arrays, to_arrays
 from hwprune.contract.blocks import block as describe
 from hwprune.sim.cocotb_tb.streams import StreamSink, StreamSource, no_pauses, random_pauses
 
-__all__ = ["BlockBench", "bench_params"]
+__all__ = ["BlockBench", "bench_params", "bench_beats", "standard_tests"]
 
 CLOCK_NS = 10
 
@@ -34,6 +34,40 @@ CLOCK_NS = 10
 def bench_params():
     """(block name, parameters) of the simulation this bench runs in (set by ``cocotb_test``)."""
     return os.environ["HWPRUNE_BLOCK"], json.loads(os.environ["HWPRUNE_BLOCK_PARAMS"])
+
+
+def bench_beats(default):
+    """Beats of a bench's long random test (``HWPRUNE_TB_BEATS`` shortens or lengthens it)."""
+    return int(os.environ.get("HWPRUNE_TB_BEATS", str(default)))
+
+
+def standard_tests(module, make_job, *, size=500, sent=150):
+    """The two checks every stream block's bench has, as cocotb tests of ``module``.
+
+    ``make_job(rng, size, bench)`` makes a random job of the given size (input beats, or what
+    measures the block's work).
+    ``full_throughput_without_stalls``: with no pauses, the pass takes exactly the golden model's
+    cycles. ``reset_mid_stream``: a reset after ``sent`` input beats empties the block, and the
+    restarted pass is exact. Use as ``full_throughput_without_stalls, reset_mid_stream =
+    standard_tests(__name__, ...)``.
+    """
+    async def full_throughput_without_stalls(dut):
+        """No pauses: the pass takes the golden model's stall-free cycles."""
+        bench = await BlockBench.start(dut)
+        await bench.check_job(make_job(np.random.default_rng(3), size, bench), cycles=True)
+
+    async def reset_mid_stream(dut):
+        """A reset with beats in flight empties the block; the restarted pass is exact."""
+        bench = await BlockBench.start(dut, in_pause=0.25, out_pause=0.25, seed=4)
+        job = make_job(np.random.default_rng(5), size, bench)
+        await bench.reset_mid_stream(job, sent)
+        await bench.check_job(job)
+
+    tests = []
+    for fn in (full_throughput_without_stalls, reset_mid_stream):
+        fn.__module__, fn.__qualname__ = module, fn.__name__
+        tests.append(cocotb.test(fn))
+    return tests
 
 
 def _signal(dut, name):
@@ -49,6 +83,7 @@ class BlockBench:
         self.dut = dut
         self.desc = describe(block, jobs=True)
         self.params = self.desc.check(**params)
+        self.lanes, self.width = self.params["lanes"], self.params["width"]
         self.layouts = self.desc.layouts(**self.params)
         self.in_pause, self.out_pause, self.seed = in_pause, out_pause, seed
         self.sources, self.sink = {}, None
@@ -173,14 +208,6 @@ class BlockBench:
                 await RisingEdge(self.dut.clk)
                 await ReadOnly()
         return int(round((get_sim_time("ns") - start) / CLOCK_NS))
-
-    @property
-    def lanes(self):
-        return self.params["lanes"]
-
-    @property
-    def width(self):
-        return self.params["width"]
 
     async def check_job(self, job, *, cycles=False):
         """Run ``job`` and score every field of its result against the golden model (``cycles``

@@ -1,13 +1,11 @@
 """cocotb 2.x checks of the channel-norm accumulator, on the one generic bench
 (:class:`~hwprune.sim.cocotb_tb.block_bench.BlockBench`)."""
 
-import os
-
 import cocotb
 import numpy as np
 
 from hwprune.contract import ChannelJob
-from hwprune.sim.cocotb_tb.block_bench import BlockBench
+from hwprune.sim.cocotb_tb.block_bench import BlockBench, bench_beats, standard_tests
 from hwprune.sim.stimulus import corner_values, random_tiles
 
 
@@ -24,18 +22,15 @@ def random_channels(rng, beats, lanes, width, *, max_beats=6):
     return ChannelJob(tiles, valid, last)
 
 
-def _beats():
-    return int(os.environ.get("HWPRUNE_TB_BEATS", "8000"))
-
-
 @cocotb.test()
 async def random_channels_with_stalls(dut):
     """Random channels of 1-6 and 1-40 beats (corner values, padded tails), random stalls."""
     bench = await BlockBench.start(dut, in_pause=0.3, out_pause=0.3, seed=1)
     rng = np.random.default_rng(7)
     for max_beats in (6, 40):
-        await bench.check_job(random_channels(rng, _beats() // 2, bench.lanes, bench.width,
-                                              max_beats=max_beats))
+        job = random_channels(rng, bench_beats(8000) // 2, bench.lanes, bench.width,
+                              max_beats=max_beats)
+        await bench.check_job(job)
 
 
 @cocotb.test()
@@ -54,18 +49,6 @@ async def corner_values_and_long_channels(dut):
     await bench.check_job(ChannelJob(extreme, np.ones_like(extreme, dtype=bool), last))
 
 
-@cocotb.test()
-async def full_throughput_without_stalls(dut):
-    """One beat per clock: the pass takes beats + pipeline latency cycles (the golden figure)."""
-    bench = await BlockBench.start(dut)
-    job = random_channels(np.random.default_rng(3), 500, bench.lanes, bench.width)
-    await bench.check_job(job, cycles=True)
-
-
-@cocotb.test()
-async def reset_mid_stream(dut):
-    """A reset with beats in flight empties the pipeline and the sums; the restart is exact."""
-    bench = await BlockBench.start(dut, in_pause=0.25, out_pause=0.25, seed=4)
-    job = random_channels(np.random.default_rng(5), 400, bench.lanes, bench.width, max_beats=9)
-    await bench.reset_mid_stream(job, 150)
-    await bench.check_job(job)
+full_throughput_without_stalls, reset_mid_stream = standard_tests(
+    __name__, lambda rng, size, bench: random_channels(rng, size, bench.lanes, bench.width,
+                                                        max_beats=9))

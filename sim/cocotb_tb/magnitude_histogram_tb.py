@@ -2,13 +2,11 @@
 (:class:`~hwprune.sim.cocotb_tb.block_bench.BlockBench`: tiles with random idle cycles, then the
 ``select`` / ``done`` handshake, registers scored against the golden model)."""
 
-import os
-
 import cocotb
 import numpy as np
 
 from hwprune.contract import HistogramJob
-from hwprune.sim.cocotb_tb.block_bench import BlockBench
+from hwprune.sim.cocotb_tb.block_bench import BlockBench, bench_beats
 from hwprune.sim.stimulus import corner_values, random_tiles
 
 
@@ -17,7 +15,7 @@ async def random_passes_with_stalls(dut):
     """Random tiles (corner values, ties, padding), idle cycles on the input, every keep."""
     bench = await BlockBench.start(dut, in_pause=0.3, seed=1)
     rng = np.random.default_rng(11)
-    beats = int(os.environ.get("HWPRUNE_TB_BEATS", "5000")) // 4
+    beats = bench_beats(5000) // 4
     shift = 8 if bench.width == 16 else 0
     for fraction in (0.0, 0.1, 0.9, 1.0):
         tiles, valid = random_tiles(rng, beats, bench.lanes, bench.width)

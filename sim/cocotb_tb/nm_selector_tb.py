@@ -1,18 +1,12 @@
 """cocotb 2.x checks of the N:M selector, on the one generic bench
 (:class:`~hwprune.sim.cocotb_tb.block_bench.BlockBench`)."""
 
-import os
-
 import cocotb
 import numpy as np
 
 from hwprune.contract import NMJob
-from hwprune.sim.cocotb_tb.block_bench import BlockBench
+from hwprune.sim.cocotb_tb.block_bench import BlockBench, bench_beats, standard_tests
 from hwprune.sim.stimulus import corner_values, random_tiles
-
-
-def _beats():
-    return int(os.environ.get("HWPRUNE_TB_BEATS", "8000"))
 
 
 PATTERNS = [(4, 2), (8, 4), (4, 1), (8, 7), (4, 3), (8, 1), (8, 2)]
@@ -23,7 +17,7 @@ async def random_tiles_with_stalls(dut):
     """Random beats (corner values, ties, padding) for every pattern, random stalls both sides."""
     bench = await BlockBench.start(dut, in_pause=0.3, out_pause=0.3, seed=1)
     rng = np.random.default_rng(7)
-    per_pass = max(1, _beats() // len(PATTERNS))
+    per_pass = max(1, bench_beats(8000) // len(PATTERNS))
     for m, n in PATTERNS:
         tiles, valid = random_tiles(rng, per_pass, bench.lanes, bench.width)
         await bench.check_job(NMJob(tiles, valid, m, n))
@@ -49,19 +43,6 @@ async def corner_values_ties_and_padding(dut):
             await bench.check_job(NMJob(tiles, valid, m, n))
 
 
-@cocotb.test()
-async def full_throughput_without_stalls(dut):
-    """One beat per clock: the pass takes beats + pipeline latency cycles (the golden figure)."""
-    bench = await BlockBench.start(dut)
-    tiles, valid = random_tiles(np.random.default_rng(3), 500, bench.lanes, bench.width)
-    await bench.check_job(NMJob(tiles, valid, 4, 2), cycles=True)
-
-
-@cocotb.test()
-async def reset_mid_stream(dut):
-    """A reset with beats in flight empties the pipeline; the restarted pass is exact."""
-    bench = await BlockBench.start(dut, in_pause=0.25, out_pause=0.25, seed=4)
-    tiles, valid = random_tiles(np.random.default_rng(5), 400, bench.lanes, bench.width)
-    job = NMJob(tiles, valid, 8, 3)
-    await bench.reset_mid_stream(job, 150)
-    await bench.check_job(job)
+full_throughput_without_stalls, reset_mid_stream = standard_tests(
+    __name__, lambda rng, size, bench: NMJob(
+        *random_tiles(rng, size, bench.lanes, bench.width), 8, 3))

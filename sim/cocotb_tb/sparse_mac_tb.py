@@ -8,31 +8,14 @@ import numpy as np
 
 from hwprune.compress import compress, nm_mask
 from hwprune.contract.sparse_mac import accumulator_width, make_job
-from hwprune.sim.cocotb_tb.block_bench import BlockBench
+from hwprune.sim.cocotb_tb.block_bench import BlockBench, standard_tests
+from hwprune.sim.stimulus import random_acts, random_layer
 
 
 def score(job, result, dense):
     """The layer's own integer product, independent of the format and of the golden model."""
     acts = np.asarray(job.acts, dtype=np.int64)[:, :dense.shape[1]]
     np.testing.assert_array_equal(result.out, acts @ dense.T.astype(np.int64))
-
-
-def random_layer(rng, rows, k, width, density):
-    """Random codes with an empty row, a fully dense row and a row with a long zero run."""
-    hi = 2 ** (width - 1)
-    w = rng.integers(-hi, hi, size=(rows, k))
-    w[rng.random((rows, k)) >= density] = 0
-    w[0] = 0
-    w[1] = rng.integers(1, hi, size=k) * rng.choice([-1, 1], size=k)
-    if rows > 2:
-        w[2] = 0
-        w[2, [0, k - 1]] = [hi - 1, -hi]
-    return w
-
-
-def random_acts(rng, vectors, k, act_width):
-    hi = 2 ** (act_width - 1)
-    return rng.integers(-hi, hi, size=(vectors, k))
 
 
 @cocotb.test()
@@ -67,22 +50,11 @@ async def accumulator_bound(dut):
     assert result.out[1, 0] == -max_k * hw * (ha - 1)
 
 
-@cocotb.test()
-async def full_throughput_without_stalls(dut):
-    """No pauses: the pass takes the golden model's stall-free cycles (one weight beat a clock)."""
-    bench = await BlockBench.start(dut)
-    rng = np.random.default_rng(3)
-    w = random_layer(rng, 20, 200, bench.width, 0.3)
-    job = make_job(compress(w, bench.lanes), random_acts(rng, 4, 200, bench.params["act_width"]))
-    score(job, await bench.check_job(job, cycles=True), w)
+def _layer_job(rng, k, bench):
+    # A 20-row layer at density 0.3 over k inputs, and 4 activation vectors.
+    w = random_layer(rng, 20, k, bench.width, 0.3)
+    return make_job(compress(w, bench.lanes), random_acts(rng, 4, k, bench.params["act_width"]))
 
 
-@cocotb.test()
-async def reset_mid_stream(dut):
-    """A reset with beats in flight empties the unit; the restarted pass is exact."""
-    bench = await BlockBench.start(dut, in_pause=0.25, out_pause=0.25, seed=4)
-    rng = np.random.default_rng(5)
-    w = random_layer(rng, 8, 100, bench.width, 0.4)
-    job = make_job(compress(w, bench.lanes), random_acts(rng, 3, 100, bench.params["act_width"]))
-    await bench.reset_mid_stream(job, 10)
-    score(job, await bench.check_job(job), w)
+full_throughput_without_stalls, reset_mid_stream = standard_tests(
+    __name__, _layer_job, size=200, sent=10)

@@ -5,18 +5,12 @@ engine from its description: a source and a sink with random pauses, payloads pa
 by the contract's layouts, results scored field by field against the golden model.
 """
 
-import os
-
 import cocotb
 import numpy as np
 
 from hwprune.contract import ALL_TIES, ThresholdJob
-from hwprune.sim.cocotb_tb.block_bench import BlockBench
+from hwprune.sim.cocotb_tb.block_bench import BlockBench, bench_beats, standard_tests
 from hwprune.sim.stimulus import corner_values, random_tiles
-
-
-def _beats():
-    return int(os.environ.get("HWPRUNE_TB_BEATS", "20000"))
 
 
 @cocotb.test()
@@ -24,7 +18,7 @@ async def random_tiles_with_stalls(dut):
     """20,000 random beats (corner values, ties, padding) with random stalls on both streams."""
     bench = await BlockBench.start(dut, in_pause=0.3, out_pause=0.3, seed=1)
     rng = np.random.default_rng(7)
-    per_pass = _beats() // 4
+    per_pass = bench_beats(20000) // 4
     hi = 2 ** (bench.width - 1)
     for threshold, budget in [(int(rng.integers(1, hi)), ALL_TIES), (hi // 4, 37),
                               (1, 0), (0, ALL_TIES)]:
@@ -44,19 +38,6 @@ async def corner_values_and_ties(dut):
             await bench.check_job(ThresholdJob(tiles, valid, abs(int(value)), budget))
 
 
-@cocotb.test()
-async def full_throughput_without_stalls(dut):
-    """One beat per clock: the pass takes beats + pipeline latency cycles (the golden figure)."""
-    bench = await BlockBench.start(dut)
-    tiles, valid = random_tiles(np.random.default_rng(3), 500, bench.lanes, bench.width)
-    await bench.check_job(ThresholdJob(tiles, valid, 3, ALL_TIES), cycles=True)
-
-
-@cocotb.test()
-async def reset_mid_stream(dut):
-    """A reset with beats in flight empties the pipeline; the restarted pass is exact."""
-    bench = await BlockBench.start(dut, in_pause=0.25, out_pause=0.25, seed=4)
-    tiles, valid = random_tiles(np.random.default_rng(5), 400, bench.lanes, bench.width)
-    job = ThresholdJob(tiles, valid, 2, 19)
-    await bench.reset_mid_stream(job, 150)
-    await bench.check_job(job)
+full_throughput_without_stalls, reset_mid_stream = standard_tests(
+    __name__, lambda rng, size, bench: ThresholdJob(
+        *random_tiles(rng, size, bench.lanes, bench.width), 2, 19))

@@ -1,11 +1,17 @@
 """Block adapters of the UART command bridge: one per block the bridge can hold.
 
-An adapter connects its block to the bridge's byte streams: it assembles the bytes of a TE_DATA
+An adapter connects its block to the bridge's byte streams: it assembles the bytes of a DATA
 payload into the block's input beats (the wire layout of :mod:`hwprune.contract.protocol`),
 serialises the block's output beats back into bytes, keeps the pass checksums (CRC-32 of the
-bytes in and out) and the pass's own cycle count, and exposes the block's configuration and
-counters. The bridge's parser and frame encoder only move bytes; putting a block behind the UART
-means adding its adapter here.
+bytes in and out) and the pass's own cycle count, loads the block's configuration from a CONFIG
+payload, and exposes the counters its STATUS answer reports. The bridge's parser and frame
+encoder only move bytes and its dispatcher only routes commands (:mod:`hwprune.hw.bridge`);
+putting a block behind the UART means adding its adapter here and to ``bridge.ADAPTERS``.
+
+Every adapter has the same interface: class attributes ``block`` (the block's description),
+``CONFIG`` / ``DATA`` / ``STATUS`` (its command codes), ``config_len`` (CONFIG payload bytes),
+the ``beat_bytes`` of a DATA payload, and the ports ``config`` + ``load``, ``i_bytes`` and
+``o_bytes``.
 """
 
 from amaranth import *
@@ -13,7 +19,8 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract.block import COUNTER_WIDTH
-from ..contract.protocol import beat_bytes
+from ..contract.protocol import CFG_LEN, Cmd, beat_bytes
+from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
 from .crc import CRC32, processor
 from .threshold_engine import ThresholdEngine
 
@@ -30,25 +37,29 @@ class ThresholdEngineAdapter(wiring.Component):
         hold register), so the parser's timing does not depend on the engine's.
     o_bytes : Out(stream.Signature(8))
         The pruned tiles' bytes (wire layout), ``valid`` from a register.
-    threshold, tie_budget : In
-        The pass configuration, held from ``clear`` on.
-    clear : In(1)
-        Strobe (one cycle after the configuration loads): start a pass, zero the counters and
-        restart the checksums.
+    config : In(8 * CFG_LEN)
+        A TE_CONFIG payload: threshold u16, tie_budget u32 (little-endian).
+    load : In(1)
+        Strobe: take ``config``; one cycle later the pass starts (the engine's ``clear``: its
+        counters zeroed, the checksums restarted).
     beats, kept, ties_left, in_crc, out_crc, cycles : Out(32)
         The engine's counters, the CRC-32 of the bytes taken in and sent out, and the engine
         clocks of the pass from its first input beat to its last output beat (inclusive).
     """
 
+    block = THRESHOLD_ENGINE
+    CONFIG, DATA, STATUS = Cmd.TE_CONFIG, Cmd.TE_DATA, Cmd.TE_STATUS
+    config_len = CFG_LEN
+
     def __init__(self, *, lanes, width):
-        self._lanes, self._width = lanes, width
+        self.lanes, self.width = lanes, width
+        self.beat_bytes = beat_bytes(lanes, width)
         self.engine = ThresholdEngine(lanes=lanes, width=width)
         super().__init__({
             "i_bytes": In(stream.Signature(8)),
             "o_bytes": Out(stream.Signature(8)),
-            "threshold": In(width),
-            "tie_budget": In(32),
-            "clear": In(1),
+            "config": In(8 * CFG_LEN),
+            "load": In(1),
             "beats": Out(COUNTER_WIDTH), "kept": Out(COUNTER_WIDTH),
             "ties_left": Out(COUNTER_WIDTH), "in_crc": Out(32), "out_crc": Out(32),
             "cycles": Out(32),
@@ -56,13 +67,21 @@ class ThresholdEngineAdapter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        lanes, width = self._lanes, self._width
+        lanes, width = self.lanes, self.width
         bpw = 2 if width == 16 else 1
         data_bytes = lanes * bpw
-        nbytes = beat_bytes(lanes, width)
+        nbytes = self.beat_bytes
         m.submodules.engine = engine = self.engine
-        m.d.comb += [engine.threshold.eq(self.threshold), engine.tie_budget.eq(self.tie_budget),
-                     engine.clear.eq(self.clear), self.beats.eq(engine.beats),
+        # The configuration registers load on ``load``; the engine samples them on ``clear``,
+        # one cycle later.
+        threshold = Signal(width)
+        tie_budget = Signal(32)
+        clear = Signal()
+        m.d.sync += clear.eq(self.load)
+        with m.If(self.load):
+            m.d.sync += [threshold.eq(self.config[:width]), tie_budget.eq(self.config[16:48])]
+        m.d.comb += [engine.threshold.eq(threshold), engine.tie_budget.eq(tie_budget),
+                     engine.clear.eq(clear), self.beats.eq(engine.beats),
                      self.kept.eq(engine.kept), self.ties_left.eq(engine.ties_left)]
 
         # --- bytes -> beat assembler -> engine ------------------------------------------------
@@ -113,14 +132,14 @@ class ThresholdEngineAdapter(wiring.Component):
 
         # --- pass checksums and cycle count -------------------------------------------------
         m.d.comb += [
-            self.in_crc.eq(processor(m, "in_crc", CRC32, start=self.clear, valid=push,
+            self.in_crc.eq(processor(m, "in_crc", CRC32, start=clear, valid=push,
                                      data=i.payload)),
-            self.out_crc.eq(processor(m, "out_crc", CRC32, start=self.clear, valid=pop,
+            self.out_crc.eq(processor(m, "out_crc", CRC32, start=clear, valid=pop,
                                       data=o.payload)),
         ]
         since_first = Signal(32)
         started = Signal()
-        with m.If(self.clear):
+        with m.If(clear):
             m.d.sync += [started.eq(0), since_first.eq(0), self.cycles.eq(0)]
         with m.Else():
             with m.If(started | (engine.i_stream.valid & engine.i_stream.ready)):

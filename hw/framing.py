@@ -1,0 +1,378 @@
+"""The frames of the UART protocol (docs/uart_protocol.md) on byte streams, in both directions.
+
+Frame (both directions)::
+
+    SYNC | CMD | LEN_L | LEN_H | HCRC8(CMD, LEN) | PAYLOAD[LEN] | CRC16_L | CRC16_H
+
+CRC16 covers CMD, LEN and PAYLOAD. :class:`ReceiveQueue` buffers the received bytes,
+:class:`FrameParser` turns them into a header, the payload bytes and a trailer (the CRC verdict),
+knowing nothing of what the commands mean; :class:`FrameEncoder` frames an answer. The command
+codes and error codes are the contract's (:mod:`hwprune.contract.protocol`), as shaped enums.
+"""
+
+from amaranth import *
+from amaranth.lib import data, enum, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..contract import protocol as wire
+from ..contract.protocol import DEVICE_SYNC, HOST_SYNC
+from .crc import CRC8, CRC16, processor
+from .uart import RxByte
+
+__all__ = ["Cmd", "ErrorCode", "Header", "PayloadByte", "Trailer", "AnswerFrame",
+           "ReceiveQueue", "FrameParser", "FrameEncoder"]
+
+
+def shaped_enum(py_enum, width, **extra):
+    """An ``amaranth.lib.enum.IntEnum`` of ``width`` bits with the members of the contract's
+    ``enum.IntEnum`` ``py_enum`` (and ``extra`` ones): one definition of the codes, a shaped
+    enum for the RTL."""
+    namespace = enum.EnumType.__prepare__(py_enum.__name__, (enum.IntEnum,), shape=width)
+    for name, value in {**{m.name: m.value for m in py_enum}, **extra}.items():
+        namespace[name] = value
+    return enum.EnumType(py_enum.__name__, (enum.IntEnum,), namespace, shape=width)
+
+
+#: Command and error codes as shaped enums (``amaranth.lib.enum``), from the contract's
+#: (``ErrorCode.NONE``, 0: no error).
+Cmd = shaped_enum(wire.Cmd, 8)
+ErrorCode = shaped_enum(wire.ErrorCode, 8, NONE=0)
+
+#: A received frame's header; ``error`` is not NONE when the header itself failed (its CRC, a
+#: framing error, a timeout): such a frame has no payload or trailer.
+Header = data.StructLayout({"cmd": 8, "length": 16, "error": ErrorCode})
+#: One payload byte; ``timeout``: the host stopped, this is a zero byte filling the payload.
+PayloadByte = data.StructLayout({"data": 8, "ferr": 1, "timeout": 1})
+#: The end of a frame: the CRC-16 bytes matched, some byte had a framing error, the host
+#: stopped sending (the idle timeout ended the frame).
+Trailer = data.StructLayout({"crc_ok": 1, "ferr": 1, "timeout": 1})
+#: An answer frame to send: command byte, payload length, and where the payload comes from
+#: (``small``: the short-answer stream, else the data stream then the status byte).
+AnswerFrame = data.StructLayout({"cmd": 8, "length": 16, "small": 1})
+
+
+class ReceiveQueue(wiring.Component):
+    """The received bytes' queue: a FIFO (the host's bytes wait here while the engine or the
+    answer is behind), then a two-entry queue of flip-flops (timing: the parser sees bytes from
+    flip-flops, not from the FIFO's RAM output). ``dropped`` strobes when a byte arrives at a
+    full FIFO (counted as an overflow)."""
+
+    def __init__(self, *, depth):
+        self._depth = depth
+        super().__init__({
+            "i_rx": In(stream.Signature(RxByte)),
+            "o_bytes": Out(stream.Signature(RxByte)),
+            "dropped": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=self._depth)
+
+        m.d.comb += [
+            rx_fifo.w_data.eq(Cat(self.i_rx.payload.data, self.i_rx.payload.ferr)),
+            rx_fifo.w_en.eq(self.i_rx.valid),
+            self.i_rx.ready.eq(rx_fifo.w_rdy),
+        ]
+        # Two-entry queue after the FIFO (timing): the parser sees bytes from flip-flops, not
+        # from the FIFO's RAM output, and the FIFO's read enable depends on flip-flops only.
+        # Slots are written and read through pointers, so what the parser takes never steers
+        # the slots' data inputs.
+        q_data = [Signal(9, name=f"q{i}") for i in range(2)]
+        q_count = Signal(range(3))
+        q_wr = Signal()
+        q_rd = Signal()
+        q_push = Signal()
+        q_pop = Signal()
+        m.d.comb += [q_push.eq(rx_fifo.r_rdy & (q_count != 2)), rx_fifo.r_en.eq(q_push)]
+        with m.If(q_push):
+            m.d.sync += q_wr.eq(~q_wr)
+            with m.If(q_wr):
+                m.d.sync += q_data[1].eq(rx_fifo.r_data)
+            with m.Else():
+                m.d.sync += q_data[0].eq(rx_fifo.r_data)
+        with m.If(q_pop):
+            m.d.sync += q_rd.eq(~q_rd)
+        m.d.sync += q_count.eq(q_count + q_push - q_pop)
+        q_head = Signal(9)
+        m.d.comb += q_head.eq(Mux(q_rd, q_data[1], q_data[0]))
+
+        m.d.comb += [self.o_bytes.valid.eq(q_count != 0), self.o_bytes.payload.eq(q_head),
+                     q_pop.eq(self.o_bytes.valid & self.o_bytes.ready),
+                     self.dropped.eq(self.i_rx.valid & ~rx_fifo.w_rdy)]
+        return m
+
+
+class FrameParser(wiring.Component):
+    """Received bytes -> frames: a header, then (if the dispatcher accepts it) the payload
+    bytes, then the trailer.
+
+    The parser hunts for ``SYNC``, reads the header and checks its CRC-8, and offers the header
+    on ``o_header``. The dispatcher takes it with ``accept`` high (the payload comes out on
+    ``o_payload``, exactly LEN bytes) or low (the payload is dropped here); either way the frame
+    ends with one beat on ``o_trailer``: the CRC-16 verdict, framing errors seen, and whether the
+    idle timeout ended the frame. A host that stops in the middle of an accepted payload gets
+    its payload completed with zero bytes flagged ``timeout`` (a streaming block can finish its
+    beat and the answer keeps its announced length), and no CRC is read.
+
+    Parameters
+    ----------
+    timeout : int
+        Clock cycles without a received byte, while a frame waits for one, after which the
+        frame is ended.
+
+    Attributes
+    ----------
+    framing : Out(1)
+        Strobe: a byte with a framing error arrived outside any frame.
+    busy : Out(1)
+        A frame is being parsed.
+    """
+
+    def __init__(self, *, timeout):
+        self._timeout = timeout
+        super().__init__({
+            "i_bytes": In(stream.Signature(RxByte)),
+            "o_header": Out(stream.Signature(Header)),
+            "accept": In(1),
+            "o_payload": Out(stream.Signature(PayloadByte)),
+            "o_trailer": Out(stream.Signature(Trailer)),
+            "framing": Out(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        b = self.i_bytes
+        take = Signal()
+        m.d.comb += b.ready.eq(take)
+
+        waiting = Signal()    # inside a frame, waiting for host bytes
+        fill = Signal()       # the host stopped inside an accepted payload: feed zero bytes
+        idle = Signal(range(self._timeout + 1))
+        timed_out = Signal()  # a register (timing): the wide compare feeds only this flip-flop
+        with m.If(~waiting | b.valid | fill):
+            m.d.sync += [idle.eq(0), timed_out.eq(0)]
+        with m.Elif(~timed_out):
+            m.d.sync += [idle.eq(idle + 1), timed_out.eq(idle == self._timeout - 1)]
+
+        header = Signal(Header)
+        trailer = Signal(Trailer)
+        idx = Signal(2)
+        start = Signal()             # the CRCs restart (a SYNC)
+        hdr = Signal()               # a header byte (CRC-8 and CRC-16) is taken
+        pay = Signal()               # a payload byte (CRC-16) is taken
+        crc8 = processor(m, "crc8", CRC8, start=start, valid=hdr, data=b.payload.data)
+        crc16 = processor(m, "crc16", CRC16, start=start, valid=hdr | pay, data=b.payload.data)
+        left = Signal(17)
+        last = Signal()      # left == 1, kept in a register beside left (timing)
+        hcrc_ok = Signal()
+        m.d.comb += [self.o_header.payload.eq(header), self.o_trailer.payload.eq(trailer)]
+
+        def fail(code):
+            return [header.error.eq(code), header.cmd.eq(0)]
+
+        with m.FSM(name="parser") as fsm:
+            with m.State("HUNT"):
+                m.d.comb += take.eq(1)
+                with m.If(b.valid):
+                    with m.If(b.payload.ferr):
+                        m.d.comb += self.framing.eq(1)
+                    with m.Elif(b.payload.data == HOST_SYNC):
+                        m.d.comb += start.eq(1)
+                        m.d.sync += [idx.eq(0), header.error.eq(ErrorCode.NONE),
+                                     trailer.eq(0), trailer.crc_ok.eq(1), fill.eq(0)]
+                        m.next = "HEADER"
+            with m.State("HEADER"):
+                m.d.comb += [waiting.eq(1), take.eq(1)]
+                with m.If(b.valid):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(b.payload.ferr):
+                        m.d.sync += fail(ErrorCode.FRAMING)
+                        m.next = "OFFER"
+                    with m.Elif(idx == 3):
+                        # Decided in CHECK, from a flip-flop (timing).
+                        m.d.sync += hcrc_ok.eq(b.payload.data == crc8)
+                        m.next = "CHECK"
+                    with m.Else():
+                        m.d.comb += hdr.eq(1)
+                        with m.Switch(idx):
+                            with m.Case(0):
+                                m.d.sync += header.cmd.eq(b.payload.data)
+                            with m.Case(1):
+                                m.d.sync += header.length[:8].eq(b.payload.data)
+                            with m.Case(2):
+                                m.d.sync += header.length[8:].eq(b.payload.data)
+                with m.Elif(timed_out):
+                    m.d.sync += fail(ErrorCode.TIMEOUT)
+                    m.next = "OFFER"
+            with m.State("CHECK"):
+                with m.If(~hcrc_ok):
+                    m.d.sync += fail(ErrorCode.BAD_HEADER)
+                m.next = "OFFER"
+            with m.State("OFFER"):
+                m.d.comb += self.o_header.valid.eq(1)
+                with m.If(self.o_header.ready):
+                    with m.If(header.error != ErrorCode.NONE):
+                        m.next = "HUNT"
+                    with m.Elif(self.accept & (header.length != 0)):
+                        m.d.sync += [left.eq(header.length), last.eq(header.length == 1)]
+                        m.next = "PAYLOAD"
+                    with m.Elif(self.accept):
+                        m.d.sync += [left.eq(2), last.eq(0)]
+                        m.next = "TRAILER"
+                    with m.Else():
+                        m.d.sync += [left.eq(header.length + 2), last.eq(0)]
+                        m.next = "DROP"
+            with m.State("PAYLOAD"):
+                o = self.o_payload
+                m.d.comb += [waiting.eq(~fill), o.valid.eq(b.valid | fill),
+                             o.payload.data.eq(Mux(fill, 0, b.payload.data)),
+                             o.payload.ferr.eq(~fill & b.payload.ferr),
+                             o.payload.timeout.eq(fill),
+                             take.eq(o.ready & ~fill)]
+                with m.If(o.valid & o.ready):
+                    m.d.comb += pay.eq(~fill)
+                    m.d.sync += [left.eq(left - 1), last.eq(left == 2),
+                                 trailer.ferr.eq(trailer.ferr | o.payload.ferr)]
+                    with m.If(last & fill):
+                        m.next = "END"
+                    with m.Elif(last):
+                        m.d.sync += [left.eq(2), last.eq(0)]
+                        m.next = "TRAILER"
+                with m.Elif(timed_out):
+                    m.d.sync += [fill.eq(1), trailer.timeout.eq(1)]
+            with m.State("DROP"):
+                # The payload and CRC of a frame the dispatcher refused.
+                m.d.comb += [waiting.eq(1), take.eq(1)]
+                with m.If(b.valid):
+                    m.d.sync += [left.eq(left - 1), last.eq(left == 2)]
+                    with m.If(last):
+                        m.next = "END"
+                with m.Elif(timed_out):
+                    m.d.sync += trailer.timeout.eq(1)
+                    m.next = "END"
+            with m.State("TRAILER"):
+                m.d.comb += [waiting.eq(1), take.eq(1)]
+                with m.If(b.valid):
+                    # The CRC arrives low byte first: the low byte, then (last) the high byte.
+                    expected = Mux(last, crc16[8:], crc16[:8])
+                    m.d.sync += [trailer.crc_ok.eq(trailer.crc_ok & (b.payload.data == expected)),
+                                 trailer.ferr.eq(trailer.ferr | b.payload.ferr),
+                                 left.eq(left - 1), last.eq(left == 2)]
+                    with m.If(last):
+                        m.next = "END"
+                with m.Elif(timed_out):
+                    m.d.sync += trailer.timeout.eq(1)
+                    m.next = "END"
+            with m.State("END"):
+                m.d.comb += self.o_trailer.valid.eq(1)
+                with m.If(self.o_trailer.ready):
+                    m.next = "HUNT"
+        m.d.comb += self.busy.eq(~fsm.ongoing("HUNT"))
+        return m
+
+
+class FrameEncoder(wiring.Component):
+    """Answer frames onto the transmitter's byte stream: SYNC, CMD, LEN, the header's CRC-8, the
+    payload, the CRC-16 (docs/uart_protocol.md).
+
+    A beat on ``i_frame`` (taken only while idle) begins a frame; with ``small`` its payload
+    comes from ``i_small`` (short answers), else from ``i_data`` (a DATA answer's bytes) and its
+    last byte from ``i_status``. A byte is loaded only into an empty output register, so nothing
+    waits on the transmitter's ready combinationally.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "i_frame": In(stream.Signature(AnswerFrame)),
+            "i_small": In(stream.Signature(8)),
+            "i_data": In(stream.Signature(8)),
+            "i_status": In(stream.Signature(8)),
+            "o_tx": Out(stream.Signature(8)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        f_cmd = Signal(8)
+        f_len = Signal(16)
+        f_small = Signal()
+        f_left = Signal(16)
+        f_last = Signal()    # f_left == 1 and f_left == 0, as registers beside f_left (timing)
+        f_zero = Signal()
+        f_idx = Signal(3)
+        f_start = Signal()           # the framer's CRCs restart
+        f_hdr = Signal()             # a header byte (CRC-8 and CRC-16) goes out
+        f_pay = Signal()             # a payload byte (CRC-16) goes out
+        f_byte = Signal(8)
+        f_crc8 = processor(m, "f_crc8", CRC8, start=f_start, valid=f_hdr, data=f_byte)
+        f_crc16 = processor(m, "f_crc16", CRC16, start=f_start, valid=f_hdr | f_pay, data=f_byte)
+        o_valid = Signal()
+        o_data = Signal(8)
+        m.d.comb += [self.o_tx.valid.eq(o_valid), self.o_tx.payload.eq(o_data)]
+        # A byte is loaded only into an empty output register (one byte per two clocks at most,
+        # far above any bit rate), so no load condition waits on the transmitter's ready.
+        can_load = Signal()
+        m.d.comb += can_load.eq(~o_valid)
+        with m.If(self.o_tx.ready):
+            m.d.sync += o_valid.eq(0)
+
+        def emit(byte):
+            return [o_valid.eq(1), o_data.eq(byte)]
+
+        with m.FSM(name="framer") as fsm:
+            with m.State("IDLE"):
+                m.d.comb += self.i_frame.ready.eq(1)
+                with m.If(self.i_frame.valid):
+                    frame = self.i_frame.payload
+                    n = frame.length
+                    m.d.sync += [f_cmd.eq(frame.cmd), f_len.eq(n), f_small.eq(frame.small),
+                                 f_left.eq(n), f_last.eq(n == 1), f_zero.eq(n == 0),
+                                 f_idx.eq(0)]
+                    m.d.comb += f_start.eq(1)
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                with m.If(can_load):
+                    m.d.sync += f_idx.eq(f_idx + 1)
+                    with m.Switch(f_idx):
+                        with m.Case(0):
+                            m.d.sync += emit(DEVICE_SYNC)
+                        for idx, byte in ((1, f_cmd), (2, f_len[:8]), (3, f_len[8:])):
+                            with m.Case(idx):
+                                m.d.sync += emit(byte)
+                                m.d.comb += [f_hdr.eq(1), f_byte.eq(byte)]
+                        with m.Case(4):
+                            m.d.sync += emit(f_crc8)
+                            m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                # One of three sources: a short answer's bytes, the streamed DATA bytes, then
+                # the DATA answer's status byte.
+                source = Mux(f_small, 0, Mux(f_last, 2, 1))
+                inputs = (self.i_small, self.i_data, self.i_status)
+                byte = Signal(8)
+                have = Signal()
+                take = Signal()
+                with m.If(f_zero):
+                    m.next = "CRC_LO"
+                with m.Else():
+                    m.d.comb += [byte.eq(Array(s.payload for s in inputs)[source]),
+                                 have.eq(Array(s.valid for s in inputs)[source]),
+                                 take.eq(can_load & have)]
+                    for k, s in enumerate(inputs):
+                        m.d.comb += s.ready.eq(take & (source == k))
+                with m.If(take):
+                    m.d.sync += emit(byte)
+                    m.d.comb += [f_pay.eq(1), f_byte.eq(byte)]
+                    m.d.sync += [f_left.eq(f_left - 1),
+                                 f_last.eq(f_left == 2), f_zero.eq(f_last)]
+            with m.State("CRC_LO"):
+                with m.If(can_load):
+                    m.d.sync += emit(f_crc16[:8])
+                    m.next = "CRC_HI"
+            with m.State("CRC_HI"):
+                with m.If(can_load):
+                    m.d.sync += emit(f_crc16[8:])
+                    m.next = "IDLE"
+        m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        return m

@@ -86,18 +86,25 @@ def _params_key(block, params):
 
 
 def verilog_file(block, **params):
-    """Path of the generated Verilog of ``block`` with ``params``, generating it when missing."""
+    """Path of the generated Verilog of ``block`` with ``params``, generating it when missing
+    (or, with a warning, when the cached file fails its checksum)."""
     from hwprune.hw import to_verilog
 
     out_dir = cache_dir() / "verilog"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"{_params_key(block, params)}.v"
+    stamp = path.with_suffix(".sha256")
     with FileLock(str(path) + ".lock"):
-        if not path.exists():
-            text = to_verilog(block, **params)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(path)
+        if path.exists() and stamp.exists():
+            if stamp.read_text().strip() == _file_digest(path):
+                return path
+            warnings.warn(f"cached Verilog {path} is damaged (checksum mismatch); regenerating",
+                          RuntimeWarning, stacklevel=2)
+        text = to_verilog(block, **params)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(text)
+        tmp.replace(path)
+        stamp.write_text(_file_digest(path))
     return path
 
 

@@ -7,12 +7,13 @@ the tests and the cocotb backend share one simulator binary per parameter set.
 import json
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 from filelock import FileLock
 
-from .build import (VERILATOR_WARNINGS, BuildError, _digest, cache_dir, setup_verilator,
-                    verilog_file)
+from .build import (VERILATOR_WARNINGS, BuildError, _digest, _file_digest, cache_dir,
+                    setup_verilator, verilog_file)
 
 __all__ = ["cocotb_build", "cocotb_test"]
 
@@ -30,17 +31,25 @@ def cocotb_build(block, **params):
         f"{block}-" + _digest(vfile.read_bytes(), *VERILATOR_WARNINGS, cocotb.__version__,
                               setup_verilator().parent.parent.name))
     with FileLock(str(build_dir) + ".lock"):
-        done = build_dir / ".built"
-        if not done.exists():
-            runner = get_runner("verilator")
-            try:
-                runner.build(sources=[vfile], hdl_toplevel=block, build_dir=build_dir,
-                             build_args=[*VERILATOR_WARNINGS, "-O3", "--x-assign", "fast",
-                                         "--x-initial", "fast"], always=True)
-            except (subprocess.CalledProcessError, SystemExit) as exc:
-                raise BuildError(f"cocotb Verilator build of {block} {params} failed: {exc}") \
-                    from exc
-            done.touch()
+        done = build_dir / ".built"       # the simulator's checksum, written when it is complete
+        binary = build_dir / block
+        if done.exists():
+            recorded = done.read_text().strip()
+            if binary.exists() and recorded == _file_digest(binary):
+                return build_dir
+            if recorded:    # (an empty stamp is an older cache's: rebuilt without a warning)
+                warnings.warn(f"cached cocotb simulator {build_dir} is damaged (checksum "
+                              f"mismatch); rebuilding", RuntimeWarning, stacklevel=2)
+            done.unlink()
+        runner = get_runner("verilator")
+        try:
+            runner.build(sources=[vfile], hdl_toplevel=block, build_dir=build_dir,
+                         build_args=[*VERILATOR_WARNINGS, "-O3", "--x-assign", "fast",
+                                     "--x-initial", "fast"], always=True)
+        except (subprocess.CalledProcessError, SystemExit) as exc:
+            raise BuildError(f"cocotb Verilator build of {block} {params} failed: {exc}") \
+                from exc
+        done.write_text(_file_digest(binary))
     return build_dir
 
 

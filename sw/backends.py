@@ -131,4 +131,29 @@ def get_backend(name, *, lanes, width, **options):
         cls = BACKENDS[name]
     except (KeyError, TypeError):
         raise ValueError(f"backend must be one of {sorted(BACKENDS)}, not {name!r}") from None
+    valid = backend_options(cls)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"backend {name!r} got an unknown option {unknown[0]!r}; "
+                        f"its options are {valid}")
     return cls(lanes=lanes, width=width, **options)
+
+
+def backend_options(cls):
+    """The keyword options a backend class takes besides ``lanes`` and ``width``: its own, and
+    those its ``**options`` passes on to the base class (the base's options with a default;
+    one without, such as the UART backends' ``transport``, the class supplies itself)."""
+    import inspect
+    names, forwards = [], False
+    for p, v in inspect.signature(cls.__init__).parameters.items():
+        if v.kind == v.VAR_KEYWORD:
+            forwards = True
+        elif p not in ("self", "lanes", "width") and v.kind != v.VAR_POSITIONAL:
+            names.append(p)
+    if forwards:
+        base = next(b for b in cls.__mro__[1:] if "__init__" in vars(b))
+        params = inspect.signature(base.__init__).parameters
+        names += [p for p in backend_options(base)
+                  if p not in names and (p not in params
+                                        or params[p].default is not inspect.Parameter.empty)]
+    return names

@@ -7,9 +7,12 @@ fixed-point output) is then installed with torch.nn.utils.prune's convention: ``
 keeps working.
 
 Nothing is written to the model until every tensor has been checked and run: bad input raises a
-clear error and leaves the model as it was.
+clear error and leaves the model as it was. The masks are then installed all or nothing: an
+interruption while they are written (``KeyboardInterrupt``, an error in the third tensor) puts
+back every tensor already written.
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -138,6 +141,7 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     keeps ties in stream order until that budget is spent. The host configures passes and reads
     registers; it never sorts.
     """
+    _check_options(backend, backend_options)
     _check_amount(amount)
     shape = parse_pattern(pattern)
     if granularity not in GRANULARITIES:
@@ -177,7 +181,8 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     # Read and check every weight before anything is written.
     weights = []
     for name, module, pname in targets:
-        w = _current_weight(module, pname).detach().to("cpu", torch.float32).numpy()
+        w = _readable_weight(name, _current_weight(module, pname))
+        w = w.detach().to("cpu", torch.float32).numpy()
         if not np.isfinite(w).all():
             bad = int(np.count_nonzero(~np.isfinite(w)))
             raise ValueError(f"layer {name!r} has {bad} NaN or Inf weight(s); "
@@ -209,9 +214,87 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
         values = plan.values if write_back == "quantized" else None
         installs.append((plan.module, plan.pname, plan.mask, values, plan.scale))
         report.layers.append(plan.layer)
-    for module, pname, mask, values, scale in installs:
-        _install(module, pname, mask, values, scale)
+    _install_all(installs)
     return report
+
+
+def _check_options(backend, options):
+    """Unknown keywords name the valid ones: prune's own and the backend's."""
+    from .backends import BACKENDS, backend_options
+    if not options or not (isinstance(backend, Backend) or backend in BACKENDS):
+        return    # an unknown backend name gets its own error from get_backend
+    takes = [] if isinstance(backend, Backend) else backend_options(BACKENDS[backend])
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        own = [p for p in inspect.signature(prune).parameters
+               if p not in ("model", "backend_options")]
+        where = ("a backend object takes none (its options are set when it is made)"
+                 if isinstance(backend, Backend) else f"backend {backend!r} takes {takes}")
+        raise TypeError(f"prune() got an unknown keyword {unknown[0]!r}; prune's keywords are "
+                        f"{own}, and {where}")
+
+
+def _readable_weight(name, w):
+    """``w`` if hwprune can read it, else hwprune's own error naming the layer."""
+    if w.is_meta:
+        raise ValueError(f"layer {name!r} is on the meta device (it has a shape but no data): "
+                         f"materialise the model first (model.to_empty(device='cpu') and load "
+                         f"its weights); nothing was pruned")
+    if w.layout != torch.strided or w.is_quantized:
+        kind = "quantized" if w.is_quantized else str(w.layout).replace("torch.", "")
+        raise ValueError(f"layer {name!r} is a {kind} tensor; hwprune prunes dense floating-point "
+                         f"weights only; nothing was pruned")
+    if not w.is_floating_point():
+        raise ValueError(f"layer {name!r} has dtype {w.dtype}; hwprune prunes floating-point "
+                         f"weights only; nothing was pruned")
+    return w
+
+
+def _install_all(installs):
+    """Install every mask, or none: on any exception (KeyboardInterrupt included) the tensors
+    already written are put back as they were, and the exception goes on."""
+    saved = [_snapshot(module, pname, values is not None)
+             for module, pname, _, values, _ in installs]
+    try:
+        for module, pname, mask, values, scale in installs:
+            _install(module, pname, mask, values, scale)
+    except BaseException:
+        for snap in reversed(saved):
+            _restore(*snap)
+        raise
+
+
+def _snapshot(module, pname, writes_values):
+    # What _install changes: the parameter and buffer tables, the hooks, the plain attribute,
+    # and the data it writes in place (the mask of a weight pruned before; the weight itself
+    # for a quantized write-back). Only those are copied, so a plain first prune costs no
+    # memory.
+    if hasattr(module, pname + "_orig"):
+        names = [pname + "_mask"] + ([pname + "_orig"] if writes_values else [])
+    else:
+        names = [pname] if writes_values else []
+    data = {n: getattr(module, n).detach().clone() for n in names}
+    return (module, pname, dict(module._parameters), dict(module._buffers),
+            dict(module._forward_pre_hooks), module.__dict__.get(pname, _MISSING), data)
+
+
+_MISSING = object()
+
+
+def _restore(module, pname, parameters, buffers, hooks, attribute, data):
+    module._parameters.clear()
+    module._parameters.update(parameters)
+    module._buffers.clear()
+    module._buffers.update(buffers)
+    module._forward_pre_hooks.clear()
+    module._forward_pre_hooks.update(hooks)
+    if attribute is _MISSING:
+        module.__dict__.pop(pname, None)
+    else:
+        module.__dict__[pname] = attribute
+    with torch.no_grad():
+        for n, value in data.items():
+            getattr(module, n).copy_(value)
 
 
 class _Plan:

@@ -11,7 +11,7 @@ BLOCK  ?= threshold_engine
 BOARD  ?= icebreaker
 PYTEST_ARGS ?=
 
-.PHONY: run test verilog bench setup clean synth
+.PHONY: run test verilog bench setup clean synth formal mutate
 
 setup: $(STAMP)
 
@@ -45,7 +45,15 @@ verilog: $(STAMP)
 synth: $(STAMP)
 	$(PY) -m hwprune.hw.boards --board $(BOARD) --lanes $(LANES) --width $(WIDTH)
 
-BENCHES := throughput global_prune sparse_mac synth accuracy
+# Every formal property (SymbiYosys from PyPI; the fast ones also run in make test).
+formal: $(STAMP)
+	$(PY) -m hwprune.formal --all
+
+# RTL mutants the suite must kill (tools/mutate.py; results/mutation.json).
+mutate: $(STAMP)
+	$(PY) tools/mutate.py --json results/mutation.json
+
+BENCHES := throughput global_prune sparse_mac synth accuracy verification
 
 bench: $(addprefix bench-,$(BENCHES))
 

@@ -145,7 +145,6 @@ class Dispatcher(wiring.Component):
         diff = Signal(signed(18))
         config = Signal(8 * max(a.config_len for a in adapters))
         status = Signal(8)           # the DATA answer's status byte
-        status_valid = Signal()
         trailer = Signal(Trailer)
         m.d.comb += self.o_status.payload.eq(status)
 

@@ -23,6 +23,8 @@ def main(argv=None):
     for p in chosen:
         r = p.run(timeout=args.timeout)
         rows.append((p, r))
+        if args.quiet and not r.passed:
+            print(f"{r.status} {p.id}")
         if not args.quiet:
             print(f"{r.status:>8}  {p.id:<42} {p.mode:>5} depth {p.depth:>3}  {r.seconds:6.1f} s"
                   f"  {p.doc}", flush=True)

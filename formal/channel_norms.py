@@ -5,7 +5,7 @@ the stream rules.
 """
 
 from amaranth import *
-from amaranth.hdl import Assert, Assume
+from amaranth.hdl import Assert
 from amaranth.lib import data
 
 from hwprune.contract.channel_norms import channel_tile_layout, l1_width, l2_width, norm_layout
@@ -18,10 +18,7 @@ LANES, WIDTH = PARAMS["lanes"], PARAMS["width"]
 
 
 def environment(m, dut, env):
-    env.drive(dut.clear, env.cycle == 1)
-    with m.If(env.cycle <= 1):
-        m.d.comb += Assume(~dut.i_stream.valid)
-    env.assume_source(dut.i_stream)
+    env.one_pass(dut)
 
 
 def stream_rules(m, dut, env):

@@ -80,6 +80,16 @@ class Env:
             self.m.d.comb += [Assert(stream.valid),
                               Assert(Value.cast(stream.payload) == before)]
 
+    def one_pass(self, dut):
+        """One pass of a stream block: ``clear`` once, in the first cycle after reset, with no
+        input before it; every input stream obeys the stream rules."""
+        self.drive(dut.clear, self.cycle == 1)
+        for name in ("i_stream",):
+            stream = getattr(dut, name)
+            with self.m.If(self.cycle <= 1):
+                self.m.d.comb += Assume(~stream.valid)
+            self.assume_source(stream)
+
     def counter(self, event, width=8):
         """Count ``event`` since reset (saturating at ``2**width - 1``)."""
         count = Signal(width)

@@ -20,10 +20,7 @@ LANES = PARAMS["lanes"]
 
 
 def environment(m, dut, env):
-    env.drive(dut.clear, env.cycle == 1)
-    with m.If(env.cycle <= 1):
-        m.d.comb += Assume(~dut.i_stream.valid)
-    env.assume_source(dut.i_stream)
+    env.one_pass(dut)
     return env.const(dut.m8), env.const(dut.n)
 
 

@@ -7,7 +7,7 @@ stream obeys the stream rules.
 """
 
 from amaranth import *
-from amaranth.hdl import Assert, Assume
+from amaranth.hdl import Assert
 from amaranth.lib import data
 
 from hwprune.contract.threshold_engine import PIPELINE_LATENCY, masked_tile_layout, tile_layout
@@ -21,10 +21,7 @@ LANES, WIDTH = PARAMS["lanes"], PARAMS["width"]
 
 def environment(m, dut, env):
     """One pass; returns (threshold, tie budget)."""
-    env.drive(dut.clear, env.cycle == 1)
-    with m.If(env.cycle <= 1):
-        m.d.comb += Assume(~dut.i_stream.valid)
-    env.assume_source(dut.i_stream)
+    env.one_pass(dut)
     return env.const(dut.threshold), env.const(dut.tie_budget)
 
 

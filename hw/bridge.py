@@ -33,7 +33,7 @@ from ..contract import protocol
 from ..contract.protocol import INFO_FIELDS, MAX_PAYLOAD, PROTOCOL_VERSION, STATUS_FIELDS, Status
 from .adapters import ThresholdEngineAdapter
 from .framing import (AnswerFrame, Cmd, ErrorCode, FrameEncoder, FrameParser, Header,
-                      PayloadByte, ReceiveQueue, Trailer)
+                      PayloadByte, ReceiveQueue, Trailer, offer)
 from .uart import RxByte, UARTRx, UARTTx
 
 __all__ = ["ADAPTERS", "Cmd", "ErrorCode", "Dispatcher", "CommandBridge", "UARTCore"]
@@ -72,22 +72,22 @@ class Dispatcher(wiring.Component):
         A command is being handled; some error was counted since reset.
     """
 
+    i_header: In(stream.Signature(Header))
+    accept: Out(1)
+    i_payload: In(stream.Signature(PayloadByte))
+    i_trailer: In(stream.Signature(Trailer))
+    o_frame: Out(stream.Signature(AnswerFrame))
+    o_small: Out(stream.Signature(8))
+    o_data: Out(stream.Signature(8))
+    o_status: Out(stream.Signature(8))
+    framing: In(1)
+    overflow: In(1)
+    busy: Out(1)
+    error: Out(1)
+
     def __init__(self, adapters):
         self.adapters = list(adapters)
-        super().__init__({
-            "i_header": In(stream.Signature(Header)),
-            "accept": Out(1),
-            "i_payload": In(stream.Signature(PayloadByte)),
-            "i_trailer": In(stream.Signature(Trailer)),
-            "o_frame": Out(stream.Signature(AnswerFrame)),
-            "o_small": Out(stream.Signature(8)),
-            "o_data": Out(stream.Signature(8)),
-            "o_status": Out(stream.Signature(8)),
-            "framing": In(1),
-            "overflow": In(1),
-            "busy": Out(1),
-            "error": Out(1),
-        })
+        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -250,10 +250,7 @@ class Dispatcher(wiring.Component):
                         m.d.sync += bump("crc_errors")
                     m.next = "DATA_END"
             with m.State("DATA_END"):
-                # The status byte ends the answer.
-                m.d.comb += self.o_status.valid.eq(1)
-                with m.If(self.o_status.ready):
-                    m.next = "IDLE"
+                offer(m, self.o_status, "IDLE")     # the status byte ends the answer
             with m.State("CONFIG"):
                 m.d.comb += self.i_payload.ready.eq(1)
                 with m.If(self.i_payload.valid):
@@ -303,9 +300,7 @@ class Dispatcher(wiring.Component):
                                  answer.length.eq(2), small.eq(Cat(code, code_cmd))]
                     m.next = "RESPOND"
             with m.State("RESPOND"):
-                m.d.comb += self.o_frame.valid.eq(1)
-                with m.If(self.o_frame.ready):
-                    m.next = "IDLE"
+                offer(m, self.o_frame, "IDLE")
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 
@@ -333,18 +328,18 @@ class CommandBridge(wiring.Component):
         A frame is being handled; some error was counted since reset (status LEDs).
     """
 
+    i_rx: In(stream.Signature(RxByte))
+    o_tx: Out(stream.Signature(8))
+    overflow: In(1)
+    busy: Out(1)
+    error: Out(1)
+
     def __init__(self, *, lanes, width, timeout, fifo_depth=64):
         protocol.COMMAND_BRIDGE.check(lanes=lanes, width=width, timeout=timeout,
                                       fifo_depth=fifo_depth)
         self._lanes, self._width = lanes, width
         self._timeout, self._fifo_depth = timeout, fifo_depth
-        super().__init__({
-            "i_rx": In(stream.Signature(RxByte)),
-            "o_tx": Out(stream.Signature(8)),
-            "overflow": In(1),
-            "busy": Out(1),
-            "error": Out(1),
-        })
+        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -386,18 +381,18 @@ class UARTCore(wiring.Component):
         Status LEDs (see :class:`CommandBridge`).
     """
 
+    rx: In(1, init=1)
+    tx: Out(1, init=1)
+    busy: Out(1)
+    error: Out(1)
+
     def __init__(self, *, lanes, width, clocks_per_bit, timeout, fifo_depth=64):
         protocol.UART_CORE.check(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
                                  timeout=timeout, fifo_depth=fifo_depth)
         self._params = dict(lanes=lanes, width=width, timeout=timeout, fifo_depth=fifo_depth)
         self._cpb = clocks_per_bit
         self.bridge = CommandBridge(**self._params)
-        super().__init__({
-            "rx": In(1, init=1),
-            "tx": Out(1, init=1),
-            "busy": Out(1),
-            "error": Out(1),
-        })
+        super().__init__()
 
     def elaborate(self, platform):
         m = Module()

@@ -20,7 +20,14 @@ from .crc import CRC8, CRC16, processor
 from .uart import RxByte
 
 __all__ = ["Cmd", "ErrorCode", "Header", "PayloadByte", "Trailer", "AnswerFrame",
-           "ReceiveQueue", "FrameParser", "FrameEncoder"]
+           "ReceiveQueue", "FrameParser", "FrameEncoder", "offer"]
+
+
+def offer(m, stream, then):
+    """In an FSM state: offer ``stream``'s beat; once it is taken, go to state ``then``."""
+    m.d.comb += stream.valid.eq(1)
+    with m.If(stream.ready):
+        m.next = then
 
 
 def shaped_enum(py_enum, width, **extra):
@@ -57,13 +64,15 @@ class ReceiveQueue(wiring.Component):
     flip-flops, not from the FIFO's RAM output). ``dropped`` strobes when a byte arrives at a
     full FIFO (counted as an overflow)."""
 
+    i_rx: In(stream.Signature(RxByte))
+    o_bytes: Out(stream.Signature(RxByte))
+    dropped: Out(1)
+
     def __init__(self, *, depth):
+        if not isinstance(depth, int) or depth < 2:
+            raise ValueError(f"the receive FIFO needs a depth of at least 2 bytes, not {depth!r}")
         self._depth = depth
-        super().__init__({
-            "i_rx": In(stream.Signature(RxByte)),
-            "o_bytes": Out(stream.Signature(RxByte)),
-            "dropped": Out(1),
-        })
+        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -129,17 +138,19 @@ class FrameParser(wiring.Component):
         A frame is being parsed.
     """
 
+    i_bytes: In(stream.Signature(RxByte))
+    o_header: Out(stream.Signature(Header))
+    accept: In(1)
+    o_payload: Out(stream.Signature(PayloadByte))
+    o_trailer: Out(stream.Signature(Trailer))
+    framing: Out(1)
+    busy: Out(1)
+
     def __init__(self, *, timeout):
+        if not isinstance(timeout, int) or timeout < 2:
+            raise ValueError(f"the idle timeout must be at least 2 cycles, not {timeout!r}")
         self._timeout = timeout
-        super().__init__({
-            "i_bytes": In(stream.Signature(RxByte)),
-            "o_header": Out(stream.Signature(Header)),
-            "accept": In(1),
-            "o_payload": Out(stream.Signature(PayloadByte)),
-            "o_trailer": Out(stream.Signature(Trailer)),
-            "framing": Out(1),
-            "busy": Out(1),
-        })
+        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
@@ -266,9 +277,7 @@ class FrameParser(wiring.Component):
                     m.d.sync += trailer.timeout.eq(1)
                     m.next = "END"
             with m.State("END"):
-                m.d.comb += self.o_trailer.valid.eq(1)
-                with m.If(self.o_trailer.ready):
-                    m.next = "HUNT"
+                offer(m, self.o_trailer, "HUNT")
         m.d.comb += self.busy.eq(~fsm.ongoing("HUNT"))
         return m
 
@@ -283,15 +292,12 @@ class FrameEncoder(wiring.Component):
     waits on the transmitter's ready combinationally.
     """
 
-    def __init__(self):
-        super().__init__({
-            "i_frame": In(stream.Signature(AnswerFrame)),
-            "i_small": In(stream.Signature(8)),
-            "i_data": In(stream.Signature(8)),
-            "i_status": In(stream.Signature(8)),
-            "o_tx": Out(stream.Signature(8)),
-            "busy": Out(1),
-        })
+    i_frame: In(stream.Signature(AnswerFrame))
+    i_small: In(stream.Signature(8))
+    i_data: In(stream.Signature(8))
+    i_status: In(stream.Signature(8))
+    o_tx: Out(stream.Signature(8))
+    busy: Out(1)
 
     def elaborate(self, platform):
         m = Module()

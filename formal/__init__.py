@@ -46,10 +46,13 @@ class Property:
         return run_property(self.harness(), mode=self.mode, depth=self.depth, **kwargs)
 
 
-def properties(block=None):
-    """Every property (of ``block`` only, if given), in a fixed order."""
+def properties(block=None, *, open_ones=False):
+    """Every property (of ``block`` only, if given), in a fixed order. ``open_ones``: the
+    properties written but not closed on this machine instead (a module's
+    ``OPEN_PROPERTIES``)."""
     found = []
     for name in MODULES:
         module = importlib.import_module(f"{__name__}.{name}")
-        found += [p for p in module.PROPERTIES if block in (None, p.block)]
+        listed = getattr(module, "OPEN_PROPERTIES", []) if open_ones else module.PROPERTIES
+        found += [p for p in listed if block in (None, p.block)]
     return found

@@ -14,9 +14,11 @@ def main(argv=None):
     parser.add_argument("--block", action="append", help="only these blocks (repeatable)")
     parser.add_argument("--all", action="store_true", help="also the slow properties")
     parser.add_argument("--quiet", action="store_true", help="no table, no logs")
+    parser.add_argument("--open", action="store_true",
+                        help="the properties written but not closed on this machine instead")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per property")
     args = parser.parse_args(argv)
-    chosen = [p for p in properties() if (args.all or p.fast)
+    chosen = [p for p in properties(open_ones=args.open) if (args.all or args.open or p.fast)
               and (not args.block or p.block in args.block)]
     start = time.perf_counter()
     rows = []

@@ -56,7 +56,28 @@ def exact_k(m, dut, env):
             m.d.comb += [Assert(greater < keep), Assert(keep <= greater + equal)]
 
 
+def clears_after_reset(m, dut, env):
+    """After reset the unit walks its 16 bins writing zeros: busy, taking no beat, for exactly
+    that long; then it takes beats."""
+    env.assume_source(dut.i_stream)
+    env.drive(dut.select, 0)
+    busy_cycles = env.counter(dut.busy, 6)      # from the reset cycle on
+    m.d.comb += Assert(~dut.busy | ~dut.i_stream.ready)
+    with m.If(env.live & ~dut.busy):
+        m.d.comb += Assert(busy_cycles == 16)
+    env.reach(env.live & ~dut.busy & dut.i_stream.ready)
+
+
 PROPERTIES = [
+    Property("magnitude_histogram", "clears_after_reset",
+             "busy (taking no beat) for exactly the 16-bin clear walk after reset, then ready",
+             clears_after_reset, depth=22, params=PARAMS),
+]
+
+#: Written, not closed: at the 44 cycles ``done`` needs (clear walk, a beat, select walk) the
+#: solver (yices; boolector too) does not finish in 10 minutes on this machine.
+#: ``python -m hwprune.formal --open`` runs it.
+OPEN_PROPERTIES = [
     Property("magnitude_histogram", "exact_k",
              "after select: found_bin, above and ties give exactly k (any bin, any k)",
              exact_k, depth=44, params=PARAMS, fast=False),

@@ -108,7 +108,8 @@ PROPERTIES = [
                f"M={size}: every beat once, in order; exactly min(n, valid) kept per group, each "
                "beating every dropped lane (ties: lower index); values/index compacted",
                lambda m, dut, env, size=size: exactly_n_per_group(m, dut, env, (size,)),
-               depth=depth, params=PARAMS, fast=False) for size, depth in ((4, 10), (8, 9))],
+               depth=depth, params=PARAMS, fast=fast)
+      for size, depth, fast in ((4, 10, True), (8, 9, False))],
     Property("nm_selector", "counters", "beats and kept equal what was delivered",
              counters, depth=14, params=PARAMS),
 ]

@@ -123,13 +123,17 @@ class UARTTx(wiring.Component):
         frame = Signal(10, init=0x3FF)
         left = Signal(range(11))
 
-        m.d.comb += self.i_stream.ready.eq(left == 0)
-        with m.If(left == 0):
-            with m.If(self.i_stream.valid):
-                m.d.sync += [frame.eq(Cat(C(0, 1), self.i_stream.payload, C(1, 1))),
-                             left.eq(10), timer.eq(cpb - 1)]
-                m.d.sync += self.tx.eq(0)
-        with m.Else():
+        # The next byte is taken on the last clock of the stop bit (or any clock while idle),
+        # so back-to-back bytes take exactly 10 * cpb clocks each, the host line's pace: one
+        # clock more per byte and a long frame's answer falls behind the bytes coming in until
+        # the receive FIFO overflows.
+        last_clock = (left == 1) & (timer == 0)
+        m.d.comb += self.i_stream.ready.eq((left == 0) | last_clock)
+        with m.If(self.i_stream.valid & self.i_stream.ready):
+            m.d.sync += [frame.eq(Cat(C(0, 1), self.i_stream.payload, C(1, 1))),
+                         left.eq(10), timer.eq(cpb - 1)]
+            m.d.sync += self.tx.eq(0)
+        with m.Elif(left != 0):
             with m.If(timer != 0):
                 m.d.sync += timer.eq(timer - 1)
             with m.Else():

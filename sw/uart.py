@@ -40,9 +40,6 @@ def bitstream_blocks(bitmap):
     return tuple(b.name for b in BLOCKS if b.bridge_bit is not None and bitmap >> b.bridge_bit & 1)
 
 
-#: Largest TE_DATA payload the host sends (see UartBackend._try_pass).
-FRAME_BYTES = 2048
-
 class UartError(RuntimeError):
     """Something went wrong on the UART link."""
 
@@ -264,9 +261,8 @@ class UartBackend(Backend):
                             np.asarray(job.lane_valid).reshape(-1, self.lanes), self.width)
         beats = packed.shape[0]
         self.link.configure(job.threshold, job.tie_budget)
-        # Frames of at most FRAME_BYTES: longer ones (about 3 KiB and up, seen at 8 lanes) end in
-        # a device TIMEOUT in uart-sim, a bridge bug not yet found; shorter frames pass.
-        chunk = max(1, min(self.max_payload, FRAME_BYTES) // self.nbytes)
+        # Frames as large as the device takes (INFO's max_payload).
+        chunk = max(1, self.max_payload // self.nbytes)
         answers, in_crc, out_crc = [], 0, 0
         for start in range(0, beats, chunk):
             sent = packed[start:start + chunk].tobytes()

@@ -224,3 +224,21 @@ def test_long_passes_at_eight_lanes_match_golden():
     np.testing.assert_array_equal(got.mask, want.mask)
     np.testing.assert_array_equal(got.data, want.data)
     assert (got.beats, got.kept, got.ties_left) == (want.beats, want.kept, want.ties_left)
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_full_size_frames_lose_no_byte(lanes):
+    # Frames of the device's whole max_payload (4 KiB) at 4 and 8 lanes, where the answer once
+    # fell behind the incoming bytes (the transmitter took 10 * cpb + 1 clocks a byte) until the
+    # 64-byte receive FIFO overflowed and the frame ended in TIMEOUT: now exact, no overflow.
+    rng = np.random.default_rng(lanes)
+    backend = get_backend("uart-sim", lanes=lanes, width=8)
+    beats = 2 * (backend.max_payload // beat_bytes(lanes, 8)) + 7   # two full frames and a bit
+    tiles, valid = random_tiles(rng, beats, lanes, 8)
+    got, = backend.run("threshold_engine", [ThresholdJob(tiles, valid, 3, 5)])
+    want = threshold_mask(tiles, valid, 3, 5)
+    np.testing.assert_array_equal(got.mask, want.mask)
+    np.testing.assert_array_equal(got.data, want.data)
+    assert backend.stats["bytes_sent"] == beats * beat_bytes(lanes, 8)
+    status = backend.link.status()
+    assert (status["overflows"], status["timeouts"]) == (0, 0)

@@ -51,6 +51,9 @@ EQUIVALENT = {
         "|w| as Mux(w <= 0, -w, w): for w == 0 both arms are 0",
     ("hw/sparse_mac.py", 136, "constant 2 -> 3"):
         "one more bit of headroom in the position counter's width: same values",
+    ("hw/uart.py", 52, "init 1 -> 0"):
+        "the receiver's line is driven by its FFSynchronizer (init=1): its own reset value "
+        "is never used",
 }
 
 #: The package's folders, as pyproject.toml maps them.

@@ -235,6 +235,9 @@ class FrameParser(wiring.Component):
                     with m.Else():
                         m.d.sync += [left.eq(header.length + 2), last.eq(0)]
                         m.next = "DROP"
+            with m.State("END"):
+                # The frame's verdict (after TRAILER, DROP or a filled PAYLOAD).
+                offer(m, self.o_trailer, "HUNT")
             with m.State("PAYLOAD"):
                 o = self.o_payload
                 m.d.comb += [waiting.eq(~fill), o.valid.eq(b.valid | fill),
@@ -276,8 +279,6 @@ class FrameParser(wiring.Component):
                 with m.Elif(timed_out):
                     m.d.sync += trailer.timeout.eq(1)
                     m.next = "END"
-            with m.State("END"):
-                offer(m, self.o_trailer, "HUNT")
         m.d.comb += self.busy.eq(~fsm.ongoing("HUNT"))
         return m
 

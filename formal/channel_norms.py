@@ -5,6 +5,7 @@ the stream rules.
 """
 
 from amaranth import *
+from amaranth.asserts import AnyConst
 from amaranth.hdl import Assert
 from amaranth.lib import data
 
@@ -35,7 +36,7 @@ def norms_of_each_channel(m, dut, env):
     ends = env.fire(i) & tile.last
     c_in, c_out = env.counter(ends, 5), env.counter(env.fire(o), 5)
     m.d.comb += Assert(c_out <= c_in)
-    c = AnyConstLike(m, c_in)
+    c = AnyConst(len(c_in))
     l1, l2 = Signal(l1_width(WIDTH)), Signal(l2_width(WIDTH))
     with m.If(env.fire(i) & (c_in == c)):
         terms = []
@@ -47,11 +48,6 @@ def norms_of_each_channel(m, dut, env):
     env.reach(env.fire(o) & (c_out == c) & (c > 0) & (l2 > l1))
     with m.If(env.fire(o) & (c_out == c)):
         m.d.comb += [Assert(c_in > c), Assert(out.l1 == l1), Assert(out.l2 == l2)]
-
-
-def AnyConstLike(m, signal):
-    from amaranth.asserts import AnyConst
-    return AnyConst(len(signal))
 
 
 PROPERTIES = [

@@ -84,8 +84,8 @@ class Env:
         """One pass of a stream block: ``clear`` once, in the first cycle after reset, with no
         input before it; every input stream obeys the stream rules."""
         self.drive(dut.clear, self.cycle == 1)
-        for name in ("i_stream",):
-            stream = getattr(dut, name)
+        for s in dut.description.inputs:
+            stream = getattr(dut, s.name)
             with self.m.If(self.cycle <= 1):
                 self.m.d.comb += Assume(~stream.valid)
             self.assume_source(stream)

@@ -41,7 +41,7 @@ def bench_beats(default):
     return int(os.environ.get("HWPRUNE_TB_BEATS", str(default)))
 
 
-def standard_tests(module, make_job, *, size=500, sent=150):
+def standard_tests(module, make_job, *, size=500, sent=150, score=None):
     """The two checks every stream block's bench has, as cocotb tests of ``module``.
 
     ``make_job(rng, size, bench)`` makes a random job of the given size (input beats, or what
@@ -49,19 +49,29 @@ def standard_tests(module, make_job, *, size=500, sent=150):
     ``full_throughput_without_stalls``: with no pauses, the pass takes exactly the golden model's
     cycles. ``reset_mid_stream``: a reset after ``sent`` input beats empties the block, and the
     restarted pass is exact. Use as ``full_throughput_without_stalls, reset_mid_stream =
-    standard_tests(__name__, ...)``.
+    standard_tests(__name__, ...)``. With ``score``, ``make_job`` returns ``(job, reference)``
+    and ``score(job, result, reference)`` checks each result against the block's own reference
+    (one independent of the golden model) as well.
     """
+    def job_and_check(rng, bench):
+        made = make_job(rng, size, bench)
+        if score is None:
+            return made, lambda result: None
+        job, reference = made
+        return job, lambda result: score(job, result, reference)
+
     async def full_throughput_without_stalls(dut):
         """No pauses: the pass takes the golden model's stall-free cycles."""
         bench = await BlockBench.start(dut)
-        await bench.check_job(make_job(np.random.default_rng(3), size, bench), cycles=True)
+        job, check = job_and_check(np.random.default_rng(3), bench)
+        check(await bench.check_job(job, cycles=True))
 
     async def reset_mid_stream(dut):
         """A reset with beats in flight empties the block; the restarted pass is exact."""
         bench = await BlockBench.start(dut, in_pause=0.25, out_pause=0.25, seed=4)
-        job = make_job(np.random.default_rng(5), size, bench)
+        job, check = job_and_check(np.random.default_rng(5), bench)
         await bench.reset_mid_stream(job, sent)
-        await bench.check_job(job)
+        check(await bench.check_job(job))
 
     tests = []
     for fn in (full_throughput_without_stalls, reset_mid_stream):

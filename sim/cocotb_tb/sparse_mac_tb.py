@@ -53,8 +53,9 @@ async def accumulator_bound(dut):
 def _layer_job(rng, k, bench):
     # A 20-row layer at density 0.3 over k inputs, and 4 activation vectors.
     w = random_layer(rng, 20, k, bench.width, 0.3)
-    return make_job(compress(w, bench.lanes), random_acts(rng, 4, k, bench.params["act_width"]))
+    job = make_job(compress(w, bench.lanes), random_acts(rng, 4, k, bench.params["act_width"]))
+    return job, w
 
 
 full_throughput_without_stalls, reset_mid_stream = standard_tests(
-    __name__, _layer_job, size=200, sent=10)
+    __name__, _layer_job, size=200, sent=10, score=score)

@@ -8,6 +8,7 @@ the generated port header, the payload layouts the host packs whole buffers with
 adapter between jobs and streams. :data:`LIBRARIES` is derived from the list of blocks.
 """
 
+import copy
 import ctypes
 import time
 
@@ -54,6 +55,13 @@ class BlockLib:
 
     def reset(self):
         self._fn("reset")(self._handle)
+
+    def twin(self):
+        """Another model instance of the same loaded library (one per worker thread: each has
+        its own Verilator context, so instances run in parallel)."""
+        twin = copy.copy(self)
+        twin._handle = self._fn("create")()
+        return twin
 
 
 def _stall_args(stall_seed, in_stall, out_stall):

@@ -30,6 +30,12 @@ class Backend(abc.ABC):
     def run(self, block, jobs):
         """Run ``jobs`` (golden-model job dataclasses) on ``block`` in order; return results."""
 
+    def map(self, fn, items, *, cost=None):
+        """``[fn(item) for item in items]``, yielded in order. A backend with several workers
+        (``verilator``'s ``workers=``) runs the calls in parallel, largest ``cost(item)`` first;
+        ``fn`` may call :meth:`run` for one job at a time."""
+        return (fn(item) for item in items)
+
     def threshold_passes(self, jobs):
         """Run threshold-engine passes (:class:`hwprune.contract.ThresholdJob`)."""
         return self.run("threshold_engine", jobs)

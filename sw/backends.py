@@ -5,6 +5,9 @@
 ``verilator``
     the generated Verilog compiled with the one C++ stream-pass template into a shared library;
     a whole tensor per call, the host driver's fast path.
+``torch``
+    every block's semantics as vectorised tensor operations (CPU or CUDA,
+    :mod:`hwprune.torch_backend`), bit-identical to the RTL; the fast path for large models.
 ``cocotb``
     the same RTL under cocotb 2.x on Verilator, beat by beat from Python; for verification,
     slow.
@@ -21,18 +24,22 @@ builds anything.
 """
 
 import json
+import os
 import shutil
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from . import contract
 from .backend_api import Backend
+from .torch_backend import TorchBackend
 from .uart import SerialBackend, UartSimBackend
 
 __all__ = ["BACKENDS", "Backend", "GoldenBackend", "VerilatorBackend", "CocotbBackend",
-           "get_backend"]
+           "TorchBackend", "get_backend"]
 
 
 class GoldenBackend(Backend):
@@ -46,6 +53,11 @@ class GoldenBackend(Backend):
 class VerilatorBackend(Backend):
     """The verilated blocks as shared libraries (built once, cached by content hash).
 
+    ``workers`` (default: the number of cores) verilated instances run in parallel threads:
+    :meth:`map` spreads tensors over them (largest first) and :meth:`run` spreads a batch of
+    jobs; the ctypes calls release the GIL while the C++ loop runs. Each worker has its own
+    model instance of the same loaded library, so the results do not depend on ``workers``.
+
     ``in_stall`` / ``out_stall`` (probabilities) make the C++ stream-pass loop insert random
     stalls, to test backpressure through the fast path; the results must not change, only the
     cycle counts.
@@ -53,26 +65,76 @@ class VerilatorBackend(Backend):
 
     name = "verilator"
 
-    def __init__(self, *, lanes, width, in_stall=0.0, out_stall=0.0, stall_seed=1):
+    def __init__(self, *, lanes, width, in_stall=0.0, out_stall=0.0, stall_seed=1, workers=None):
         super().__init__(lanes=lanes, width=width)
         self.in_stall, self.out_stall, self.stall_seed = in_stall, out_stall, stall_seed
+        if workers is None:
+            workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+                else (os.cpu_count() or 1)
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a positive integer (verilated instances run in "
+                             f"parallel), not {workers!r}")
+        self.workers = workers
         self._libs = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
 
     def prepare(self, *blocks):
         for block in blocks:
             self._library(block)
 
     def _library(self, block):
+        """This thread's instance of ``block`` (the first from the build, the others twins of
+        it: the same loaded library, a model instance each)."""
         desc, params = self.params(block)
-        if desc.name not in self._libs:
-            from .sim.verilator_lib import library
-            self._libs[desc.name] = library(desc.name, **params)
-        return self._libs[desc.name]
+        mine = getattr(self._local, "libs", None)
+        if mine is None:
+            mine = self._local.libs = {}
+        if desc.name not in mine:
+            with self._lock:
+                if desc.name not in self._libs:
+                    from .sim.verilator_lib import library
+                    self._libs[desc.name] = library(desc.name, **params)
+                    mine[desc.name] = self._libs[desc.name]
+                else:
+                    mine[desc.name] = self._libs[desc.name].twin()
+        return mine[desc.name]
+
+    def _run_one(self, block, job):
+        return self._library(block).run_job(job, stall_seed=self.stall_seed,
+                                            in_stall=self.in_stall, out_stall=self.out_stall)
 
     def run(self, block, jobs):
-        lib = self._library(block)
-        return [lib.run_job(job, stall_seed=self.stall_seed, in_stall=self.in_stall,
-                            out_stall=self.out_stall) for job in jobs]
+        self.params(block)
+        if len(jobs) > 1 and self.workers > 1 and not getattr(self._local, "worker", False):
+            return list(self.map(lambda job: self._run_one(block, job), jobs,
+                                 cost=lambda job: _job_size(job)))
+        return [self._run_one(block, job) for job in jobs]
+
+    def map(self, fn, items, *, cost=None):
+        items = list(items)
+        if self.workers == 1 or len(items) <= 1:
+            yield from (fn(item) for item in items)
+            return
+
+        def work(item):
+            self._local.worker = True
+            return fn(item)
+        order = sorted(range(len(items)), key=lambda i: -cost(items[i])) if cost else \
+            range(len(items))
+        pool = ThreadPoolExecutor(max_workers=min(self.workers, len(items)),
+                                  thread_name_prefix="hwprune-verilator")
+        try:
+            futures = {i: pool.submit(work, items[i]) for i in order}
+            for i in range(len(items)):
+                yield futures[i].result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _job_size(job):
+    data = getattr(job, "data", getattr(job, "value", None))
+    return 0 if data is None else np.asarray(data).size
 
 
 class CocotbBackend(Backend):
@@ -119,8 +181,8 @@ class CocotbBackend(Backend):
             shutil.rmtree(job_dir, ignore_errors=True)
 
 
-BACKENDS = {cls.name: cls for cls in (GoldenBackend, VerilatorBackend, CocotbBackend,
-                                      SerialBackend, UartSimBackend)}
+BACKENDS = {cls.name: cls for cls in (GoldenBackend, VerilatorBackend, TorchBackend,
+                                      CocotbBackend, SerialBackend, UartSimBackend)}
 
 
 def get_backend(name, *, lanes, width, **options):

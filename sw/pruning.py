@@ -29,7 +29,7 @@ from .report import LayerReport, PruneReport
 
 __all__ = ["prune", "remove", "prunable_parameters", "WRITE_BACKS", "SCOPES"]
 
-WRITE_BACKS = ("mask", "quantized")
+WRITE_BACKS = ("mask", "quantized", "inplace")
 SCOPES = ("layer", "global")
 _RNN_TYPES = (nn.RNNBase,)
 _PRUNABLE_DOC = ("Conv1d/Conv2d/Conv3d, Linear (also inside Transformer blocks), "
@@ -110,16 +110,21 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
         ``torch.nn.utils.prune.global_unstructured``). Global scope quantizes every tensor with
         one common scale, so weights of differently scaled tensors are ranked by their real
         magnitude.
-    backend : {"verilator", "golden", "cocotb"} or Backend
-        How to run the engines.
+    backend : {"verilator", "golden", "torch", "cocotb", "uart-sim", "serial"} or Backend
+        How to run the engines. ``"torch"`` runs every block's semantics as tensor operations
+        (``device="cpu"`` or ``"cuda"``), bit-identical to the RTL, on whole tensors in bounded
+        memory: the fast path for large models.
     lanes, width : int
         Engine parameters: weights per beat (4 to 64) and bits per weight (4, 8 or 16).
     granularity : {"tensor", "channel"}
         Quantization scale per tensor or per output channel (layer scope only). With per-channel
         scales the engine ranks weights by their code, i.e. relative to their channel's largest.
-    write_back : {"mask", "quantized"}
+    write_back : {"mask", "quantized", "inplace"}
         ``"mask"`` masks the float weights with the engine's keep mask; ``"quantized"`` also
-        replaces ``weight_orig`` with the engine's fixed-point output, dequantized.
+        replaces ``weight_orig`` with the engine's fixed-point output, dequantized;
+        ``"inplace"`` zeroes the pruned weights where they are, with no reparametrisation (no
+        ``weight_orig`` / ``weight_mask``: for big models and users who need no masks; a weight
+        pruned before with masks gets its ``weight_orig`` and ``weight_mask`` zeroed as well).
     layers : iterable of str, optional
         Prune only these weights (names as in the report, e.g. ``"features.0.weight"``).
     example_inputs : torch.Tensor, optional
@@ -178,10 +183,22 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
                              f"prunable weights: {sorted(known)}")
         targets = [t for t in targets if t[0] in wanted]
 
-    # Read and check every weight before anything is written.
+    engine = backend if isinstance(backend, Backend) else \
+        get_backend(backend, lanes=lanes, width=width, **backend_options)
+    if (engine.lanes, engine.width) != (lanes, width):
+        raise ValueError(f"backend is built for {engine.lanes} lanes x {engine.width} bits, "
+                         f"not {lanes} x {width}")
+    # Read and check every weight before anything is written. The tensor path (backend
+    # "torch") reads each weight where it lies, in chunks, and keeps no copy of the model.
+    tensor_path = getattr(engine, "tensor_path", False) and shape.kind != "channel"
     weights = []
     for name, module, pname in targets:
         w = _readable_weight(name, _current_weight(module, pname))
+        if tensor_path:
+            from .tensor_prune import check_finite
+            check_finite(name, w)
+            weights.append(w)
+            continue
         w = w.detach().to("cpu", torch.float32).numpy()
         if not np.isfinite(w).all():
             bad = int(np.count_nonzero(~np.isfinite(w)))
@@ -189,11 +206,6 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
                              f"nothing was pruned")
         weights.append(w)
 
-    engine = backend if isinstance(backend, Backend) else \
-        get_backend(backend, lanes=lanes, width=width, **backend_options)
-    if (engine.lanes, engine.width) != (lanes, width):
-        raise ValueError(f"backend is built for {engine.lanes} lanes x {engine.width} bits, "
-                         f"not {lanes} x {width}")
     engine.prepare(*blocks)  # builds (verilator, cocotb) fail here, before the model is touched
     report = PruneReport(backend=engine.name, lanes=lanes, width=width, amount=float(amount),
                          write_back=write_back, pattern=str(shape), scope=scope)
@@ -202,7 +214,10 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
         return _prune_channels(model, targets, weights, engine, report, amount=amount,
                                example_inputs=example_inputs, ignored_layers=ignored_layers,
                                scope=scope)
-    if shape.kind == "nm":
+    if tensor_path:
+        planned = _plan_tensors(targets, weights, engine, shape, scope, amount, granularity,
+                                progress, report, write_back)
+    elif shape.kind == "nm":
         planned = _plan_nm(targets, weights, engine, shape, granularity, progress)
     elif scope == "global":
         planned = _plan_global(targets, weights, engine, amount, progress, report)
@@ -214,7 +229,10 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
         values = plan.values if write_back == "quantized" else None
         installs.append((plan.module, plan.pname, plan.mask, values, plan.scale))
         report.layers.append(plan.layer)
-    _install_all(installs)
+    if write_back == "inplace":
+        _zero_all(installs)
+    else:
+        _install_all(installs)
     return report
 
 
@@ -307,11 +325,19 @@ class _Plan:
         self.scale, self.layer = scale, layer
 
 
-def _bar(items, engine, progress, desc):
+def _bar(items, engine, progress, desc, total=None):
     if not progress:
         return items
     from tqdm import tqdm
-    return tqdm(items, desc=f"{desc} ({engine.name})", unit="layer")
+    return tqdm(items, desc=f"{desc} ({engine.name})", unit="layer", total=total)
+
+
+def _per_tensor(engine, plan_one, targets, weights, progress, desc):
+    """``plan_one`` over every tensor, spread over the backend's workers (largest first), in
+    model order."""
+    items = list(zip(targets, weights))
+    return list(_bar(engine.map(plan_one, items, cost=lambda item: item[1].size), engine,
+                     progress, desc, total=len(items)))
 
 
 def _search_threshold(engine, tiles_data, lane_valid, width, keep):
@@ -335,9 +361,8 @@ def _check_mask_pass(name, res, keep, beats):
 
 
 def _plan_layers(targets, weights, engine, amount, granularity, progress):
-    plans = []
-    for (name, module, pname), w in _bar(list(zip(targets, weights)), engine, progress,
-                                         "threshold search + mask"):
+    def plan_one(item):
+        (name, module, pname), w = item
         q = quantize(w, engine.width, granularity)
         tiles = tile(q.codes, engine.lanes)
         keep = _keep_count(w.size, amount)
@@ -346,13 +371,13 @@ def _plan_layers(targets, weights, engine, amount, granularity, progress):
         res, = engine.threshold_passes([ThresholdJob(tiles.data, tiles.lane_valid, threshold,
                                                      ties)])
         _check_mask_pass(name, res, keep, tiles.beats)
-        plans.append(_Plan(module, pname, untile(res.mask, tiles.shape),
-                           untile(res.data, tiles.shape), q.scale, LayerReport(
-                               name=name, shape=tiles.shape, numel=tiles.numel, kept=res.kept,
-                               threshold=threshold, tie_budget=ties,
-                               scale=float(np.max(q.scale)), beats=res.beats,
-                               cycles=res.cycles + sum(p.cycles for p in passes))))
-    return plans
+        return _Plan(module, pname, untile(res.mask, tiles.shape),
+                     untile(res.data, tiles.shape), q.scale, LayerReport(
+                         name=name, shape=tiles.shape, numel=tiles.numel, kept=res.kept,
+                         threshold=threshold, tie_budget=ties,
+                         scale=float(np.max(q.scale)), beats=res.beats,
+                         cycles=res.cycles + sum(p.cycles for p in passes)))
+    return _per_tensor(engine, plan_one, targets, weights, progress, "threshold search + mask")
 
 
 def _plan_global(targets, weights, engine, amount, progress, report):
@@ -388,9 +413,8 @@ def _plan_global(targets, weights, engine, amount, progress, report):
 
 
 def _plan_nm(targets, weights, engine, shape, granularity, progress):
-    plans = []
-    for (name, module, pname), w in _bar(list(zip(targets, weights)), engine, progress,
-                                         f"{shape} select"):
+    def plan_one(item):
+        (name, module, pname), w = item
         q = quantize(w, engine.width, granularity)
         rows, row_valid = nm_rows(q.codes, shape.m)
         tiles = tile(rows, engine.lanes)
@@ -401,10 +425,10 @@ def _plan_nm(targets, weights, engine, shape, granularity, progress):
         _check_mask_pass(name, res, keep, tiles.beats)
         mask = nm_unrows(untile(res.mask, rows.shape), q.codes.shape)
         values = nm_unrows(untile(res.data, rows.shape), q.codes.shape)
-        plans.append(_Plan(module, pname, mask, values, q.scale, LayerReport(
+        return _Plan(module, pname, mask, values, q.scale, LayerReport(
             name=name, shape=q.codes.shape, numel=w.size, kept=res.kept, threshold=0,
-            tie_budget=0, scale=float(np.max(q.scale)), beats=res.beats, cycles=res.cycles)))
-    return plans
+            tie_budget=0, scale=float(np.max(q.scale)), beats=res.beats, cycles=res.cycles))
+    return _per_tensor(engine, plan_one, targets, weights, progress, f"{shape} select")
 
 
 def _prune_channels(model, targets, weights, engine, report, *, amount, example_inputs,
@@ -426,11 +450,97 @@ def _prune_channels(model, targets, weights, engine, report, *, amount, example_
     return report
 
 
+def _plan_tensors(targets, weights, engine, shape, scope, amount, granularity, progress, report,
+                  write_back):
+    """The torch backend's plans (:mod:`hwprune.tensor_prune`): whole tensors, bounded memory.
+    With ``write_back="inplace"`` each mask is kept as packed bits until every tensor is planned."""
+    from . import tensor_prune as tp
+    items = [(name, w) for (name, _, _), w in zip(targets, weights)]
+    keep_values = write_back == "quantized"
+
+    def bar(seq, desc="torch"):
+        return _bar(list(seq), engine, progress, desc)
+    if shape.kind == "nm":
+        planned = tp.plan_nm(items, engine, shape, granularity, bar)
+    elif scope == "global":
+        planned = tp.plan_global(items, engine, lambda n: _keep_count(n, amount), bar, report,
+                                 keep_values, pack=write_back == "inplace")
+    else:
+        planned = tp.plan_layers(items, engine, lambda n: _keep_count(n, amount), granularity,
+                                 bar)
+    for (name, module, pname), (mask, values, scale, layer) in zip(targets, planned):
+        if write_back == "inplace" and torch.is_tensor(mask):
+            mask = tp.pack_bits(mask)
+        elif keep_values:
+            codes, keep = values
+            values = torch.where(keep, codes, 0)
+        yield _Plan(module, pname, mask, values if keep_values else None, scale, layer)
+
+
+def _zero_all(installs):
+    """``write_back="inplace"``: zero every pruned weight where it lies. Every mask was computed
+    before this starts, so nothing here can fail on the data; an interrupt (Ctrl-C) that arrives
+    while the weights are written is held until the last one is done, then raised, so the model
+    is never half-written."""
+    with _interrupts_held():
+        for module, pname, mask, _, _ in installs:
+            targets = [getattr(module, pname)]
+            if hasattr(module, pname + "_orig"):
+                targets = [getattr(module, pname + "_orig"), getattr(module, pname + "_mask")]
+            for t in targets:
+                _zero_where_pruned(t, mask)
+            for hook in module._forward_pre_hooks.values():
+                if isinstance(hook, torch_prune.BasePruningMethod) and hook._tensor_name == pname:
+                    setattr(module, pname, hook.apply_mask(module))
+
+
+def _zero_where_pruned(t, mask):
+    from .tensor_prune import CHUNK, unpack_bits
+    with torch.no_grad():
+        if isinstance(mask, tuple):                  # packed bits, chunk by chunk
+            packed, n = mask
+            flat = t.view(-1) if t.is_contiguous() else None
+            if flat is None:
+                keep = unpack_bits(packed, n, 0, n).reshape(t.shape)
+                t.masked_fill_(~keep.to(t.device), 0)
+                return
+            for a in range(0, n, CHUNK):
+                b = min(a + CHUNK, n)
+                flat[a:b].masked_fill_(~unpack_bits(packed, n, a, b).to(t.device), 0)
+        else:
+            keep = torch.as_tensor(np.ascontiguousarray(mask) if isinstance(mask, np.ndarray)
+                                   else mask).to(t.device, torch.bool)
+            t.masked_fill_(~keep.reshape(t.shape), 0)
+
+
+class _interrupts_held:
+    """Hold SIGINT (KeyboardInterrupt) until the block ends, then raise it (main thread only)."""
+
+    def __enter__(self):
+        import signal
+        import threading
+        self._old, self._caught = None, False
+        if threading.current_thread() is threading.main_thread():
+            def hold(signum, frame):
+                self._caught = True
+            self._old = signal.signal(signal.SIGINT, hold)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        if self._caught and exc[0] is None:
+            raise KeyboardInterrupt
+        return False
+
+
 def _install(module, pname, mask, values, scale):
     """Install ``mask`` (and, for quantized write-back, ``values``) the torch.nn.utils.prune way."""
     orig = getattr(module, pname + "_orig", None)
     target = orig if orig is not None else getattr(module, pname)
-    mask_t = torch.from_numpy(np.ascontiguousarray(mask)).to(target.dtype)
+    mask_t = (mask if torch.is_tensor(mask) else torch.from_numpy(np.ascontiguousarray(mask)))
+    mask_t = mask_t.to(target.device, target.dtype)
     if orig is None:
         # What torch_prune.custom_from_mask does for a weight pruned for the first time, minus
         # its multiplication of the mask by a tensor of ones: the same parameter, buffer and hook.
@@ -450,7 +560,8 @@ def _install(module, pname, mask, values, scale):
         old.copy_(old * mask_t)
     if values is not None:
         with torch.no_grad():
-            real = torch.as_tensor(dequantize(values, scale))
+            real = ((values.double() * torch.as_tensor(scale, device=values.device)).float()
+                    if torch.is_tensor(values) else torch.as_tensor(dequantize(values, scale)))
             getattr(module, pname + "_orig").copy_(real.to(target.dtype))
     for hook in module._forward_pre_hooks.values():
         if isinstance(hook, torch_prune.BasePruningMethod) and hook._tensor_name == pname:

@@ -23,13 +23,13 @@ def rng(request):
 
 @pytest.fixture
 def simulators_agree():
-    """``check(block, jobs, same, **params)``: run ``jobs`` on the golden, verilator and cocotb
-    backends and call ``same(want, got)`` on each RTL result against the golden one."""
+    """``check(block, jobs, same, **params)``: run ``jobs`` on the golden, verilator, torch and
+    cocotb backends and call ``same(want, got)`` on each result against the golden one."""
     from hwprune import get_backend
 
     def check(block, jobs, same, **params):
         want = get_backend("golden", **params).run(block, jobs)
-        for name in ("verilator", "cocotb"):
+        for name in ("verilator", "torch", "cocotb"):
             got = get_backend(name, **params).run(block, jobs)
             assert len(got) == len(want), name
             for w, g in zip(want, got):

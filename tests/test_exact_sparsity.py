@@ -219,7 +219,7 @@ def test_all_backends_agree_on_every_pattern():
     torch.manual_seed(4)
     net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
     masks = {}
-    for backend in ("golden", "verilator", "cocotb"):
+    for backend in ("golden", "verilator", "torch", "cocotb"):
         for kw in (dict(amount=0.6, scope="global"), dict(pattern="2:4"), dict(amount=0.3)):
             model = copy.deepcopy(net)
             report = hwprune.prune(model, backend=backend, lanes=8, width=8, **kw)
@@ -229,7 +229,7 @@ def test_all_backends_agree_on_every_pattern():
             masks.setdefault(key, {})[backend] = got
     for key, per_backend in masks.items():
         ref_masks, ref_layers = per_backend["golden"]
-        for backend in ("verilator", "cocotb"):
+        for backend in ("verilator", "torch", "cocotb"):
             got_masks, got_layers = per_backend[backend]
             assert got_layers == ref_layers, (key, backend)
             assert all(torch.equal(a, b) for a, b in zip(ref_masks, got_masks)), (key, backend)

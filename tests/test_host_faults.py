@@ -197,7 +197,7 @@ def test_unknown_keyword_names_the_valid_options():
     model = nn.Linear(8, 4)
     with pytest.raises(TypeError, match=r"^prune\(\) got an unknown keyword 'lane'; prune's "
                                         r"keywords are \[.*'lanes'.*\], and backend 'verilator' "
-                                        r"takes \['in_stall', 'out_stall', 'stall_seed'\]$"):
+                                        r"takes \['in_stall', 'out_stall', 'stall_seed', 'workers'\]$"):
         hwprune.prune(model, 0.5, backend="verilator", lane=4)
     with pytest.raises(TypeError, match=r"backend 'golden' takes \[\]$"):
         hwprune.prune(model, 0.5, backend="golden", in_stall=0.5)

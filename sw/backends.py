@@ -83,6 +83,17 @@ class VerilatorBackend(Backend):
         for block in blocks:
             self._library(block)
 
+    def __getstate__(self):
+        # Sent to a cluster worker: the settings travel, the loaded libraries do not.
+        state = dict(vars(self))
+        for name in ("_libs", "_lock", "_local"):
+            state.pop(name)
+        return state
+
+    def __setstate__(self, state):
+        vars(self).update(state)
+        self._libs, self._lock, self._local = {}, threading.Lock(), threading.local()
+
     def _library(self, block):
         """This thread's instance of ``block`` (the first from the build, the others twins of
         it: the same loaded library, a model instance each)."""

@@ -87,7 +87,8 @@ _BLOCKS_FOR = {"unstructured": ("threshold_engine", "magnitude_histogram"),
 
 def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="verilator",
           lanes=16, width=8, granularity="tensor", write_back="mask", layers=None,
-          example_inputs=None, ignored_layers=None, progress=False, **backend_options):
+          example_inputs=None, ignored_layers=None, progress=False, cluster=None, address=None,
+          **backend_options):
     """Prune ``model``'s weights through the hardware engines.
 
     Parameters
@@ -134,6 +135,14 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
         classifier's output).
     progress : bool
         Show a progress bar over the layers.
+    cluster : {None, "ray"}
+        ``"ray"`` sends shards of the model (whole tensors, balanced by size) to the workers of
+        a Ray cluster (:mod:`hwprune.cluster`), each running ``backend``; global scope stays
+        exact across shards through additive histograms. Results are bit-identical to one
+        machine. Unstructured and N:M patterns.
+    address : str, optional
+        With ``cluster="ray"``: the cluster to join; ``None`` starts Ray embedded on this
+        machine (loopback address, token authentication on).
 
     Returns
     -------
@@ -169,6 +178,13 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     if shape.kind == "channel" and example_inputs is None:
         raise ValueError("pattern 'channel' needs example_inputs (an input batch) to trace the "
                          "model's channel dependencies")
+    if cluster not in (None, "ray"):
+        raise ValueError(f"cluster must be None or 'ray', not {cluster!r}")
+    if cluster is None and address is not None:
+        raise ValueError("address is the Ray cluster to join: it needs cluster='ray'")
+    if cluster and shape.kind == "channel":
+        raise ValueError("cluster='ray' runs unstructured and N:M patterns; channel pruning "
+                         "traces one model and runs on this machine")
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
     targets = prunable_parameters(model)
@@ -190,7 +206,8 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
                          f"not {lanes} x {width}")
     # Read and check every weight before anything is written. The tensor path (backend
     # "torch") reads each weight where it lies, in chunks, and keeps no copy of the model.
-    tensor_path = getattr(engine, "tensor_path", False) and shape.kind != "channel"
+    tensor_path = getattr(engine, "tensor_path", False) and shape.kind != "channel" \
+        and not cluster
     weights = []
     for name, module, pname in targets:
         w = _readable_weight(name, _current_weight(module, pname))
@@ -214,7 +231,10 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
         return _prune_channels(model, targets, weights, engine, report, amount=amount,
                                example_inputs=example_inputs, ignored_layers=ignored_layers,
                                scope=scope)
-    if tensor_path:
+    if cluster:
+        planned = _plan_on_cluster(targets, weights, engine, backend, backend_options, shape,
+                                   scope, amount, granularity, report, address)
+    elif tensor_path:
         planned = _plan_tensors(targets, weights, engine, shape, scope, amount, granularity,
                                 progress, report, write_back)
     elif shape.kind == "nm":
@@ -381,9 +401,7 @@ def _plan_layers(targets, weights, engine, amount, granularity, progress):
 
 
 def _plan_global(targets, weights, engine, amount, progress, report):
-    qmax = 2 ** (engine.width - 1) - 1
-    amax = max(float(np.abs(w).max(initial=0.0)) for w in weights)
-    scale = np.asarray(amax / qmax if amax > 0 else 1.0)
+    scale = _common_scale(weights, engine.width)
     tiled = []
     for w in weights:
         q = quantize(w, engine.width, scale=scale)
@@ -477,6 +495,109 @@ def _plan_tensors(targets, weights, engine, shape, scope, amount, granularity, p
         yield _Plan(module, pname, mask, values if keep_values else None, scale, layer)
 
 
+def _plan_on_cluster(targets, weights, engine, backend, options, shape, scope, amount,
+                     granularity, report, address):
+    """Shards of the model on a Ray cluster (:mod:`hwprune.cluster`), each on ``backend``."""
+    from .cluster import pool as ray_pool, shards
+    workers = ray_pool(address)
+    groups = shards([w.size for w in weights], workers.workers)
+    spec = dict(backend=engine if isinstance(backend, Backend) else backend,
+                lanes=engine.lanes, width=engine.width, options=options)
+
+    def run(kind, per_tensor=None, **kw):
+        tasks = [dict(spec, kind=kind, names=[targets[i][0] for i in g],
+                      weights=[weights[i] for i in g],
+                      per_tensor=[per_tensor[i] for i in g] if per_tensor else None, **kw)
+                 for g in groups]
+        out = [None] * len(weights)
+        for g, results in zip(groups, workers.map(_shard_task, tasks)):
+            for i, r in zip(g, results):
+                out[i] = r
+        return out
+
+    if shape.kind == "nm":
+        plans = run("nm", shape=shape, granularity=granularity)
+    elif scope == "layer":
+        plans = run("layers", amount=amount, granularity=granularity)
+    else:
+        plans = _global_on_cluster(run, weights, engine.width, engine.lanes, amount, report)
+    for (name, module, pname), plan in zip(targets, plans):
+        plan.module, plan.pname = module, pname
+    return plans
+
+
+def _global_on_cluster(run, weights, width, lanes, amount, report):
+    """Global exact-k over shards: additive histograms summed here, one select walk, every
+    tensor's share of the tie budget known before the masking passes run on every shard."""
+    from .contract.magnitude_histogram import SELECT_LATENCY, histogram_bins
+    from .torch_backend import select_walk
+    scale = _common_scale(weights, width)
+    total = sum(w.size for w in weights)
+    keep = _keep_count(total, amount)
+    counts = run("histogram", scale=scale, shift=8 if width > 8 else 0, match=None)
+    threshold, _, ties = select_walk(sum(counts), keep)
+    passes = 1
+    if width > 8:
+        hi = threshold
+        counts = run("histogram", scale=scale, shift=0, match=hi)
+        lo, _, ties = select_walk(sum(counts), ties)
+        threshold, passes = (hi << 8) | lo, 2
+    at = threshold & 0xFF if width > 8 else threshold
+    budgets, left = [], ties
+    for c in counts:                          # model order: the unit's stream order
+        budgets.append(left)
+        left -= min(int(c[at]), left)
+    beats = sum(-(-w.size // lanes) for w in weights)
+    report.search_cycles = passes * (beats + histogram_bins(width) + SELECT_LATENCY)
+    plans = run("mask", per_tensor=budgets, scale=scale, threshold=threshold, ties=ties)
+    kept = sum(p.layer.kept for p in plans)
+    if kept != keep:
+        raise RuntimeError(f"engine kept {kept} weights over all shards, expected {keep}; "
+                           f"nothing was pruned")
+    return plans
+
+
+def _common_scale(weights, width):
+    qmax = 2 ** (width - 1) - 1
+    amax = max(float(np.abs(w).max(initial=0.0)) for w in weights)
+    return np.asarray(amax / qmax if amax > 0 else 1.0)
+
+
+def _shard_task(task):
+    """One shard on one cluster worker: its tensors through the chosen backend."""
+    options = dict(task["options"])
+    backend = task["backend"]
+    if backend == "verilator":
+        options.setdefault("workers", 1)        # one core per task: the cluster spreads them
+    engine = backend if isinstance(backend, Backend) else \
+        get_backend(backend, lanes=task["lanes"], width=task["width"], **options)
+    names, weights = task["names"], task["weights"]
+    targets = [(name, None, None) for name in names]
+    kind = task["kind"]
+    if kind == "layers":
+        return _plan_layers(targets, weights, engine, task["amount"], task["granularity"], False)
+    if kind == "nm":
+        return _plan_nm(targets, weights, engine, task["shape"], task["granularity"], False)
+    out = []
+    for name, w, budget in zip(names, weights, task["per_tensor"] or [None] * len(names)):
+        q = quantize(w, engine.width, scale=task["scale"])
+        tiles = tile(q.codes, engine.lanes)
+        if kind == "histogram":
+            from .torch_backend import histogram_counts
+            counts = histogram_counts(torch.from_numpy(tiles.data), engine.width, task["shift"],
+                                      task["match"], torch.from_numpy(tiles.lane_valid))
+            out.append(counts.numpy())
+            continue
+        res, = engine.threshold_passes([ThresholdJob(tiles.data, tiles.lane_valid,
+                                                     task["threshold"], budget)])
+        out.append(_Plan(None, None, untile(res.mask, tiles.shape), untile(res.data, tiles.shape),
+                         q.scale, LayerReport(name=name, shape=tiles.shape, numel=tiles.numel,
+                                              kept=res.kept, threshold=task["threshold"],
+                                              tie_budget=task["ties"], scale=float(q.scale),
+                                              beats=res.beats, cycles=res.cycles)))
+    return out
+
+
 def _zero_all(installs):
     """``write_back="inplace"``: zero every pruned weight where it lies. Every mask was computed
     before this starts, so nothing here can fail on the data; an interrupt (Ctrl-C) that arrives
@@ -539,7 +660,7 @@ def _install(module, pname, mask, values, scale):
     """Install ``mask`` (and, for quantized write-back, ``values``) the torch.nn.utils.prune way."""
     orig = getattr(module, pname + "_orig", None)
     target = orig if orig is not None else getattr(module, pname)
-    mask_t = (mask if torch.is_tensor(mask) else torch.from_numpy(np.ascontiguousarray(mask)))
+    mask_t = (mask if torch.is_tensor(mask) else torch.from_numpy(np.array(mask, copy=True)))
     mask_t = mask_t.to(target.device, target.dtype)
     if orig is None:
         # What torch_prune.custom_from_mask does for a weight pruned for the first time, minus

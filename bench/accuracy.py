@@ -67,20 +67,30 @@ def _seed_run(seed, out, progress):
     return row
 
 
+def _seed_task(task):
+    torch.set_num_threads(1)
+    return _seed_run(*task)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/accuracy"))
     parser.add_argument("--no-sweep", action="store_true", help="skip the seed-0 sweeps")
     parser.add_argument("--progress", action="store_true", help="tqdm bars while training")
+    parser.add_argument("--cluster", choices=["ray"], help="run the seeds on a Ray cluster "
+                        "(hwprune[ray]; embedded on this machine unless --address)")
+    parser.add_argument("--address", help="with --cluster ray: the cluster to join")
     args = parser.parse_args()
     torch.set_num_threads(1)     # polite on a shared machine; the models are small
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    rows = []
-    for seed in range(args.seeds):
-        row = _seed_run(seed, args.out, args.progress)
-        rows.append(row)
+    # One task per seed: on a Ray cluster they run side by side (hwprune.sweeps.parallel_map).
+    from hwprune.sweeps import parallel_map
+    rows = parallel_map(_seed_task, [(seed, args.out, args.progress and not args.cluster)
+                                     for seed in range(args.seeds)],
+                        cluster=args.cluster, address=args.address)
+    for row in rows:
         print(json.dumps(row), flush=True)
     if not args.no_sweep:
         for model in ex.DIGITS_MODELS:

@@ -1,6 +1,6 @@
 """Command line: ``hwprune prune`` (also ``python -m hwprune``), ``hwprune mac``,
-``hwprune verilog``, ``hwprune info``, and the digits workflows ``hwprune train`` and
-``hwprune experiment``."""
+``hwprune verilog``, ``hwprune synth``, ``hwprune info``, and the digits workflows
+``hwprune train`` and ``hwprune experiment``."""
 
 import argparse
 import sys
@@ -26,10 +26,14 @@ def _parser():
                    help='unstructured, N:M (e.g. 2:4) or channel (default: unstructured)')
     p.add_argument("--scope", default="layer", choices=["layer", "global"],
                    help="one threshold per tensor, or one across all tensors (layer)")
-    p.add_argument("--backend", default="verilator", help="verilator, golden or cocotb")
+    p.add_argument("--backend", default="verilator",
+                   help="verilator, golden, torch, cocotb, uart-sim or serial")
     _add_engine_options(p)
     p.add_argument("--granularity", default="tensor", choices=["tensor", "channel"])
-    p.add_argument("--write-back", default="mask", choices=["mask", "quantized"])
+    p.add_argument("--write-back", default="mask", choices=["mask", "quantized", "inplace"])
+    p.add_argument("--cluster", choices=["ray"], help="shards on a Ray cluster (hwprune[ray])")
+    p.add_argument("--address", help="with --cluster ray: the cluster to join (default: start "
+                                     "one embedded on this machine)")
     p.add_argument("--json", type=Path, help="also write the report as JSON here")
     p.add_argument("--out", type=Path, help="save the pruned model's state dict here "
                    "(torch.save; weight_orig and weight_mask, torch.nn.utils.prune's convention)")
@@ -38,6 +42,7 @@ def _parser():
     _add_training_commands(sub)
 
     _add_mac_command(sub)
+    _add_synth_command(sub)
 
     v = sub.add_parser("verilog", help="write the generated Verilog of a hardware block")
     v.add_argument("--block", default="threshold_engine", help="see `hwprune info`")
@@ -170,7 +175,8 @@ def _cmd_prune(args):
     report = hwprune.prune(model, amount=args.amount, pattern=args.pattern, scope=args.scope,
                            backend=args.backend, lanes=args.lanes, width=args.width,
                            granularity=args.granularity, write_back=args.write_back,
-                           example_inputs=example, progress=not args.no_progress)
+                           example_inputs=example, progress=not args.no_progress,
+                           cluster=args.cluster, address=args.address)
     print(report.table())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -198,6 +204,33 @@ def _cmd_verilog(args):
     path = args.out / f"{args.block}_l{args.lanes}_w{args.width}.v"
     path.write_text(text)
     print(f"wrote {path} ({len(text.splitlines())} lines)")
+    return 0
+
+
+def _add_synth_command(sub):
+    from hwprune.sweeps import CLUSTERS
+    s = sub.add_parser("synth", help="synthesize a board top with several placement seeds in "
+                       "parallel and keep the best Fmax")
+    s.add_argument("--board", default="icebreaker", help="icebreaker or ulx3s")
+    _add_engine_options(s)
+    s.add_argument("--seeds", type=int, default=1, help="placement seeds 1..N (1)")
+    s.add_argument("--top", default="board", choices=["board", "engine"])
+    s.add_argument("--cluster", default="threads", choices=[c for c in CLUSTERS if c],
+                   help="threads: this machine's cores; ray: a Ray cluster (threads)")
+    s.add_argument("--address", help="with --cluster ray: the cluster to join")
+    s.add_argument("--build-dir", type=Path, default=Path("build"))
+
+
+def _cmd_synth(args):
+    import json
+    from hwprune.sweeps import synth_seeds
+    report = synth_seeds(args.board, seeds=args.seeds, lanes=args.lanes, width=args.width,
+                         top=args.top, build_dir=args.build_dir, cluster=args.cluster,
+                         address=args.address)
+    seeds = ", ".join(f"seed {s}: {f} MHz" for s, f in report["seeds"].items())
+    print(json.dumps({k: v for k, v in report.items() if k != "seeds"}, indent=2))
+    print(f"best core Fmax {report['core_fmax_mhz']} MHz (seed {report['seed']}; {seeds}); "
+          f"bitstream {report['bitstream']}")
     return 0
 
 
@@ -239,7 +272,8 @@ def main(argv=None):
         args = _parser().parse_args(["prune", *(argv if argv is not None else sys.argv[1:])])
     try:
         return {"prune": _cmd_prune, "verilog": _cmd_verilog, "train": _cmd_train,
-                "experiment": _cmd_experiment, "mac": _cmd_mac, "info": _cmd_info}[args.command](args)
+                "experiment": _cmd_experiment, "mac": _cmd_mac, "info": _cmd_info,
+                "synth": _cmd_synth}[args.command](args)
     except (ValueError, TypeError, RuntimeError) as exc:
         print(f"hwprune: error: {exc}", file=sys.stderr)
         return 2

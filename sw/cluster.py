@@ -23,6 +23,7 @@ opens. hwprune's own tests run Ray in a network namespace of their own.
 """
 
 import os
+import sys
 
 __all__ = ["Pool", "pool", "shutdown", "shards"]
 
@@ -58,7 +59,12 @@ class Pool:
 def pool(address=None, *, num_cpus=None):
     """The Ray pool: embedded on this machine (``address=None``), or the cluster at
     ``address``. Started once per process and reused."""
-    # Token authentication on (Ray reads the mode when it is first imported).
+    # Token authentication on. Ray reads the mode when it is first imported: a Ray imported
+    # earlier without it would start servers that demand a token it never sends.
+    if "RAY_AUTH_MODE" not in os.environ and "ray" in sys.modules:
+        raise RuntimeError("Ray was imported before hwprune could turn its token authentication "
+                           "on: set RAY_AUTH_MODE=token in the environment (or call "
+                           "hwprune.cluster.pool() before importing ray)")
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         import ray

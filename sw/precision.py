@@ -179,8 +179,16 @@ class MixedPrecision:
                 "base_val_accuracy": self.base_val_accuracy, "val_accuracy": self.val_accuracy}
 
 
+def _width_trial(task):
+    """One trial of the sweep: ``model`` with one layer at one width, accuracy on ``val``."""
+    model, val, name, width, backend, lanes, granularity = task
+    trial = copy.deepcopy(model)
+    apply_widths(trial, {name: width}, backend=backend, lanes=lanes, granularity=granularity)
+    return evaluate(trial, val)
+
+
 def sensitivity_sweep(model, val, *, widths=WIDTHS, tolerance=0.005, backend="verilator",
-                      lanes=16, granularity="tensor", progress=False):
+                      lanes=16, granularity="tensor", progress=False, cluster=None, address=None):
     """Choose a width per layer on held-out data; ``model`` itself is not changed.
 
     Parameters
@@ -191,6 +199,9 @@ def sensitivity_sweep(model, val, *, widths=WIDTHS, tolerance=0.005, backend="ve
         Candidate widths, tried narrowest first.
     tolerance : float
         Accuracy (0 to 1) a layer, and then all layers together, may lose on ``val``.
+    cluster, address
+        Where the (layer, width) trials run: ``None`` one after another, ``"ray"`` on a Ray
+        cluster (:func:`hwprune.sweeps.parallel_map`); the result does not depend on it.
 
     Returns
     -------
@@ -204,13 +215,20 @@ def sensitivity_sweep(model, val, *, widths=WIDTHS, tolerance=0.005, backend="ve
     names = [name for name, _, _ in prunable_parameters(model)]
     sweep = {}
     pairs = [(n, w) for n in names for w in widths]
-    if progress:
-        from tqdm import tqdm
-        pairs = tqdm(pairs, desc="precision sweep", unit="run", leave=False)
-    for name, width in pairs:
-        trial = copy.deepcopy(model)
-        apply_widths(trial, {name: width}, backend=backend, lanes=lanes, granularity=granularity)
-        sweep.setdefault(name, {})[width] = evaluate(trial, val)
+    if cluster is None:
+        todo = pairs
+        if progress:
+            from tqdm import tqdm
+            todo = tqdm(pairs, desc="precision sweep", unit="run", leave=False)
+        accuracies = [_width_trial((model, val, n, w, backend, lanes, granularity))
+                      for n, w in todo]
+    else:
+        from .sweeps import parallel_map
+        accuracies = parallel_map(_width_trial, [(model, val, n, w, backend, lanes, granularity)
+                                                 for n, w in pairs],
+                                  cluster=cluster, address=address)
+    for (name, width), accuracy in zip(pairs, accuracies):
+        sweep.setdefault(name, {})[width] = accuracy
     chosen = {}
     for name in names:
         fits = [w for w in widths if sweep[name][w] >= base - tolerance]

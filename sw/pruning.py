@@ -476,7 +476,10 @@ def _plan_tensors(targets, weights, engine, shape, scope, amount, granularity, p
     items = [(name, w) for (name, _, _), w in zip(targets, weights)]
     keep_values = write_back == "quantized"
 
-    def bar(seq, desc="torch"):
+    desc = f"{shape} select" if shape.kind == "nm" else \
+        ("global mask" if scope == "global" else "threshold search + mask")
+
+    def bar(seq):
         return _bar(list(seq), engine, progress, desc)
     if shape.kind == "nm":
         planned = tp.plan_nm(items, engine, shape, granularity, bar)

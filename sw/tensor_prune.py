@@ -40,12 +40,15 @@ def _chunks(n, size=CHUNK):
 
 
 def check_finite(name, w):
-    """hwprune's error for a weight with NaN or Inf, read in chunks (no copy of the tensor)."""
-    flat, bad = _flat(w), 0
+    """hwprune's error for a weight with NaN or Inf, read in chunks (no copy of the tensor):
+    one min/max pass (both propagate NaN); the bad values are counted only when there are some."""
+    flat = _flat(w)
     for a, b in _chunks(flat.numel()):
-        bad += int((~torch.isfinite(flat[a:b])).sum())
-    if bad:
-        raise ValueError(f"layer {name!r} has {bad} NaN or Inf weight(s); nothing was pruned")
+        lo, hi = torch.aminmax(flat[a:b])
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+            bad = sum(int(torch.count_nonzero(~torch.isfinite(flat[c:d]))) for c, d in _chunks(flat.numel()))
+            raise ValueError(f"layer {name!r} has {bad} NaN or Inf weight(s); "
+                             f"nothing was pruned")
 
 
 # --- quantization (bit-identical to hwprune.quant.quantize on float32) ---------------------------
@@ -54,7 +57,8 @@ def _amax(w):
     flat, amax = _flat(w), 0.0
     for a, b in _chunks(flat.numel()):
         if b > a:
-            amax = max(amax, float(flat[a:b].to(torch.float32).abs().max()))
+            lo, hi = torch.aminmax(flat[a:b])
+            amax = max(amax, -float(lo), float(hi))
     return amax
 
 
@@ -164,7 +168,7 @@ def plan_layers(items, engine, amount_keep, granularity, bar):
                                f"nothing was pruned")
         mask, _ = _mask_stream(_codes_chunks(None, None, width, device, codes), numel,
                                threshold, ties, device)
-        kept = int(mask.sum())
+        kept = int(torch.count_nonzero(mask))
         beats = _beats(numel, lanes)
         if kept != keep:
             raise RuntimeError(f"engine kept {kept} weights of {name!r}, expected {keep}; "
@@ -211,7 +215,7 @@ def plan_global(items, engine, keep_of_total, bar, report, keep_values, pack=Fal
             codes = _global_codes(w, scale, width, device)
         mask, budget = _mask_stream(_codes_chunks(w, scale, width, device, codes), w.numel(),
                                     threshold, budget, device)
-        kept = int(mask.sum())
+        kept = int(torch.count_nonzero(mask))
         kept_all += kept
         beats = _beats(w.numel(), lanes)
         mask = pack_bits(mask) if pack else mask.reshape(w.shape)
@@ -270,7 +274,7 @@ def plan_nm(items, engine, shape, granularity, bar):
         groups = rows.reshape(rows.shape[0], -1, m)
         keep = nm_keep(groups, n, None if valid is None else valid.reshape(groups.shape))
         mask = _nm_unrows(keep.reshape(rows.shape), cols, tuple(codes.shape)).contiguous()
-        kept = int(keep.sum())
+        kept = int(torch.count_nonzero(keep))
         full, part = divmod(cols, m)
         expect = rows.shape[0] * (full * n + min(part, n))
         if kept != expect:

@@ -82,7 +82,7 @@ def mask_codes(codes, threshold, budget, valid=None, *, symmetric=False):
     if valid is not None:
         keep &= valid
         eq &= valid
-    ties = int(eq.sum())
+    ties = int(torch.count_nonzero(eq))
     if ties and budget >= ties:
         keep |= eq
     elif ties and budget > 0:
@@ -127,13 +127,19 @@ def nm_keep(groups, n, valid=None):
     """The N:M selector's keep mask for codes shaped ``(..., m)``: the ``n`` largest magnitudes
     of each group, the lower lane first among equals, padding (``valid`` False) never kept."""
     m = groups.shape[-1]
-    key = _mag(groups)
+    # A unique key per lane: larger magnitude first, then (among equals) the lower lane; padding
+    # lanes below every valid one. 16 bits hold it while magnitudes stay below 2**12.
+    narrow = groups.numel() == 0
+    if not narrow and groups.dtype == torch.int16:
+        lo, hi = torch.aminmax(groups)
+        narrow = -(1 << 12) < int(lo) and int(hi) < (1 << 12)
+    kind = torch.int16 if narrow else torch.int32
+    key = groups.to(kind).abs() * m + torch.arange(m - 1, -1, -1, device=groups.device,
+                                                    dtype=kind)
     if valid is not None:
-        key = key + valid.to(torch.int32) * (1 << 17)
-    # A unique key per lane: larger magnitude first, then (among equals) the lower lane.
-    key = key * m + torch.arange(m - 1, -1, -1, device=groups.device, dtype=torch.int32)
-    rank = torch.zeros(key.shape, dtype=torch.int8, device=groups.device)
-    for j in range(m):
+        key = torch.where(valid, key, -1)
+    rank = (key[..., 0:1] > key).to(torch.int8)
+    for j in range(1, m):
         rank += key[..., j:j + 1] > key
     keep = rank < n
     if valid is not None:
@@ -145,7 +151,7 @@ def channel_sums(data, valid, last):
     """L1 and L2 of each channel (int64): channels are runs of beats ended by ``last``."""
     mag = torch.where(valid, _mag(data), 0).to(torch.int64)
     channel = torch.cumsum(last.to(torch.int64), 0) - last.to(torch.int64)
-    channels = int(last.sum())
+    channels = int(torch.count_nonzero(last))
     l1 = torch.zeros(channels, dtype=torch.int64, device=data.device)
     l2 = torch.zeros_like(l1)
     count = torch.zeros_like(l1)
@@ -191,7 +197,7 @@ class TorchBackend(Backend):
         beats = data.shape[0]
         return contract.MaskResult(
             data=torch.where(keep, data, 0).cpu().numpy().astype(np.int16),
-            mask=keep.cpu().numpy(), beats=beats, kept=int(keep.sum()),
+            mask=keep.cpu().numpy(), beats=beats, kept=int(torch.count_nonzero(keep)),
             ties_left=int(job.tie_budget) - min(ties, int(job.tie_budget)),
             cycles=beats + _te.PIPELINE_LATENCY if beats else 0)
 
@@ -229,7 +235,7 @@ class TorchBackend(Backend):
             mask=keep.cpu().numpy(),
             values=values[..., :m].reshape(beats, lanes).cpu().numpy().astype(np.int16),
             index=index[..., :m].reshape(beats, lanes).cpu().numpy().astype(np.uint8),
-            beats=beats, kept=int(keep.sum()),
+            beats=beats, kept=int(torch.count_nonzero(keep)),
             cycles=beats + _nm.PIPELINE_LATENCY if beats else 0)
 
     def _channel_norms(self, job, params):

@@ -4,6 +4,7 @@
 - global 60 % and layer 30 % and 2:4 on a 2-worker embedded cluster, each bit-identical to one
   machine (masks, kept counts, cycles), on the verilator backend;
 - a worker killed in the middle of its shard: the task runs again and the result is still exact;
+- the precision sensitivity sweep with its trials on the cluster equals the sweep on one machine;
 - the processes Ray started listen on loopback only (there is no other interface to listen on
   here, which is the point of the namespace; the check reads /proc/net/tcp*).
 """
@@ -85,6 +86,16 @@ def main():
                                         backend=DiesOnce(marker, lanes=8, width=8, workers=1)))
     results["worker_killed_marker_used"] = not os.path.exists(marker)
     results["worker_killed_exact"] = same(want, got)
+    # The sweeps' pool: the precision trials on the cluster give the sweep of one machine.
+    from hwprune.data import load_digits_splits
+    from hwprune.models import build_model
+    from hwprune.precision import sensitivity_sweep
+    splits = load_digits_splits(0)
+    mlp = build_model("mlp-digits", seed=0)
+    kw = dict(widths=(4, 8), backend="verilator", lanes=8, tolerance=0.01)
+    results["sensitivity_sweep"] = (sensitivity_sweep(mlp, splits.val, **kw).sweep
+                                    == sensitivity_sweep(mlp, splits.val, cluster="ray",
+                                                         **kw).sweep)
     results["off_loopback"] = listening_off_loopback()
     cluster.shutdown()
     print(json.dumps(results))

@@ -38,6 +38,7 @@ def info():
         else:
             entry["backends"] = {name: "rtl" if name != "golden" else "model"
                                  for name in _SIM_BACKENDS}
+            entry["backends"]["torch"] = "tensor operations"
             on_board = b.bridge_bit is not None
             for name in ("uart-sim", "serial"):
                 entry["backends"][name] = "rtl" if on_board else "host (golden model)"

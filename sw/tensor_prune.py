@@ -88,11 +88,7 @@ def quantize_tensor(w, width, granularity, device):
         codes = _quantize(rows, scale[:, None], width, device).reshape(w.shape)
         return codes, scale.cpu().numpy().reshape((-1,) + (1,) * (w.dim() - 1))
     scale = tensor_scale(w, width)
-    flat = _flat(w)
-    codes = torch.empty(flat.numel(), dtype=torch.int16, device=device)
-    for a, b in _chunks(flat.numel()):
-        codes[a:b] = _quantize(flat[a:b], scale, width, device)
-    return codes.reshape(w.shape), np.asarray(scale)
+    return _codes_of(w, scale, width, device), np.asarray(scale)
 
 
 def _codes_chunks(w, scale, width, device, codes=None):
@@ -126,6 +122,22 @@ def _search(counts_of, width, keep):
     return (hi << 8) | lo, ties, 2, int(hi_counts.sum())
 
 
+def _find_threshold(chunks_of, width, keep, numel):
+    """Threshold, tie budget and pass count for ``keep`` of the codes that ``chunks_of()``
+    yields (a fresh stream of chunks per pass; their histograms are summed)."""
+    def counts_of(shift, match):
+        counts = None
+        for part in chunks_of():
+            c = histogram_counts(part, width, shift, match, symmetric=True)
+            counts = c if counts is None else counts + c
+        return counts
+    threshold, ties, passes, counted = _search(counts_of, width, keep)
+    if counted != numel:
+        raise RuntimeError(f"histogram counted {counted} weights, expected {numel}; "
+                           f"nothing was pruned")
+    return threshold, ties, passes
+
+
 def _pass_cycles(beats, width, passes):
     return passes * (beats + _hist.histogram_bins(width) + _hist.SELECT_LATENCY)
 
@@ -156,16 +168,9 @@ def plan_layers(items, engine, amount_keep, granularity, bar):
         numel = codes.numel()
         keep = amount_keep(numel)
 
-        def counts_of(shift, match, codes=codes):
-            total = None
-            for part in _codes_chunks(None, None, width, device, codes):
-                c = histogram_counts(part, width, shift, match, symmetric=True)
-                total = c if total is None else total + c
-            return total
-        threshold, ties, passes, counted = _search(counts_of, width, keep)
-        if counted != numel:
-            raise RuntimeError(f"histogram counted {counted} weights, expected {numel}; "
-                               f"nothing was pruned")
+        threshold, ties, passes = _find_threshold(
+            lambda codes=codes: _codes_chunks(None, None, width, device, codes), width, keep,
+            numel)
         mask, _ = _mask_stream(_codes_chunks(None, None, width, device, codes), numel,
                                threshold, ties, device)
         kept = int(torch.count_nonzero(mask))
@@ -193,26 +198,19 @@ def plan_global(items, engine, keep_of_total, bar, report, keep_values, pack=Fal
     kept_codes = {}
     if 2 * total <= KEEP_CODES_BYTES:
         for name, w in items:
-            kept_codes[name] = _global_codes(w, scale, width, device)
+            kept_codes[name] = _codes_of(w, scale, width, device)
 
-    def counts_of(shift, match):
-        counts = None
-        for name, w in items:
-            for part in _codes_chunks(w, scale, width, device, kept_codes.get(name)):
-                c = histogram_counts(part, width, shift, match, symmetric=True)
-                counts = c if counts is None else counts + c
-        return counts
-    threshold, ties, passes, counted = _search(counts_of, width, keep)
-    if counted != total:
-        raise RuntimeError(f"histogram counted {counted} weights, expected {total}; "
-                           f"nothing was pruned")
+    threshold, ties, passes = _find_threshold(
+        lambda: (part for name, w in items
+                 for part in _codes_chunks(w, scale, width, device, kept_codes.get(name))),
+        width, keep, total)
     beats_all = sum(_beats(w.numel(), lanes) for _, w in items)
     report.search_cycles = _pass_cycles(beats_all, width, passes)
     budget, kept_all, plans = ties, 0, []
     for name, w in bar(items):
         codes = kept_codes.get(name)
         if codes is None and keep_values:
-            codes = _global_codes(w, scale, width, device)
+            codes = _codes_of(w, scale, width, device)
         mask, budget = _mask_stream(_codes_chunks(w, scale, width, device, codes), w.numel(),
                                     threshold, budget, device)
         kept = int(torch.count_nonzero(mask))
@@ -229,7 +227,8 @@ def plan_global(items, engine, keep_of_total, bar, report, keep_values, pack=Fal
     return plans
 
 
-def _global_codes(w, scale, width, device):
+def _codes_of(w, scale, width, device):
+    """The codes of ``w`` at ``scale`` (the tensor's shape, on ``device``), chunk by chunk."""
     flat = _flat(w)
     codes = torch.empty(flat.numel(), dtype=torch.int16, device=device)
     for a, b in _chunks(flat.numel()):

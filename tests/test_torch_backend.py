@@ -217,6 +217,12 @@ def test_nan_gets_hwprunes_error_on_the_tensor_path():
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
 
 
+def test_every_block_has_a_torch_kernel():
+    from hwprune.contract.blocks import STREAM_BLOCKS
+    for block in STREAM_BLOCKS:
+        assert callable(getattr(torch_backend.TorchBackend, "_" + block.name, None)), block.name
+
+
 def test_torch_backend_is_listed():
     assert "torch" in hwprune.BACKENDS
     assert torch_backend.TorchBackend.tensor_path

@@ -217,7 +217,8 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
             weights.append(w)
             continue
         w = w.detach().to("cpu", torch.float32).numpy()
-        if not np.isfinite(w).all():
+        # min and max propagate NaN and show Inf: no mask of the tensor unless one is there.
+        if w.size and not (np.isfinite(w.min()) and np.isfinite(w.max())):
             bad = int(np.count_nonzero(~np.isfinite(w)))
             raise ValueError(f"layer {name!r} has {bad} NaN or Inf weight(s); "
                              f"nothing was pruned")
@@ -663,8 +664,10 @@ def _install(module, pname, mask, values, scale):
     """Install ``mask`` (and, for quantized write-back, ``values``) the torch.nn.utils.prune way."""
     orig = getattr(module, pname + "_orig", None)
     target = orig if orig is not None else getattr(module, pname)
-    mask_t = (mask if torch.is_tensor(mask) else torch.from_numpy(np.array(mask, copy=True)))
-    mask_t = mask_t.to(target.device, target.dtype)
+    if not torch.is_tensor(mask):        # a read-only array (from a cluster worker) is copied
+        mask = np.asarray(mask)
+        mask = torch.from_numpy(mask if mask.flags.writeable else mask.copy())
+    mask_t = mask.to(target.device, target.dtype)
     if orig is None:
         # What torch_prune.custom_from_mask does for a weight pruned for the first time, minus
         # its multiplication of the mask by a tensor of ones: the same parameter, buffer and hook.

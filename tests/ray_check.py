@@ -79,6 +79,12 @@ def main():
             got = outcome(remote, hwprune.prune(remote, backend="verilator", lanes=8,
                                                 width=width, cluster="ray", **kw))
             results[f"{key}_w{width}"] = same(want, got)
+    # Any backend runs on the shards: the torch backend's tensor kernels as well.
+    local, remote = net(), net()
+    want = outcome(local, hwprune.prune(local, 0.6, scope="global", backend="torch", lanes=8))
+    got = outcome(remote, hwprune.prune(remote, 0.6, scope="global", backend="torch", lanes=8,
+                                        cluster="ray"))
+    results["global_torch_backend"] = same(want, got)
     marker = tempfile.NamedTemporaryFile(delete=False, dir=os.getcwd(), prefix=".ray-kill-").name
     local, remote = net(), net()
     want = outcome(local, hwprune.prune(local, 0.6, scope="global", backend="verilator", lanes=8))

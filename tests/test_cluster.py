@@ -51,4 +51,4 @@ def test_ray_cluster_is_exact_survives_a_killed_worker_and_stays_on_loopback():
     assert result.pop("off_loopback") == []
     assert result.pop("worker_killed_marker_used"), "the worker was never killed"
     assert all(result.values()), result
-    assert len(result) == 8
+    assert len(result) == 9

@@ -16,7 +16,8 @@ cocotb), and this host driver. The public names load their modules on first use,
 import importlib
 
 __all__ = ["prune", "remove", "prunable_parameters", "get_backend", "Backend", "BACKENDS",
-           "PruneReport", "LayerReport", "BuildError", "run", "RunReport"]
+           "PruneReport", "LayerReport", "BuildError", "run", "RunReport", "calibrate",
+           "Calibration"]
 __version__ = "0.1.0"
 
 #: Public name -> the module that defines it, imported on first use: ``import hwprune`` (and
@@ -24,7 +25,8 @@ __version__ = "0.1.0"
 _LAZY = {"run": "accelerate", "RunReport": "accelerate", "BACKENDS": "backends",
          "get_backend": "backends", "Backend": "backend_api", "prune": "pruning",
          "remove": "pruning", "prunable_parameters": "pruning", "PruneReport": "report",
-         "LayerReport": "report", "BuildError": "sim.build"}
+         "LayerReport": "report", "BuildError": "sim.build", "calibrate": "calibration",
+         "Calibration": "calibration"}
 
 
 def __getattr__(name):

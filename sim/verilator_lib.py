@@ -94,12 +94,22 @@ class StreamLib(BlockLib):
         if lib.hw_signature().decode() != self.signature:
             raise RuntimeError(f"stale library {self.path}: built for another description")
 
-    def _pack_inputs(self, spec):
+    def _pack_inputs(self, spec, memo=None):
+        """The input streams as packed words. ``memo`` (a dict the caller keeps while the
+        arrays do not change) reuses the words of the same arrays under the same layout, e.g.
+        a tensor's tiles in its histogram pass and then its masking pass."""
         packed, beats, repeat = [], [], []
         for s in self.desc.inputs:
             fields, n, rep = spec.inputs[s.name]
-            if n:
-                packed.append(np.ascontiguousarray(self.layouts[s.name].pack(fields, n)))
+            layout = self.layouts[s.name]
+            key = (tuple(layout.fields), int(n),
+                   tuple((k, id(v)) for k, v in sorted(fields.items())))
+            if n and memo is not None and key in memo:
+                packed.append(memo[key][0])
+            elif n:
+                packed.append(np.ascontiguousarray(layout.pack(fields, n)))
+                if memo is not None:     # the arrays are held, so their ids stay theirs
+                    memo[key] = (packed[-1], fields)
             else:  # an empty stream: one dummy beat, sent zero times
                 packed.append(np.zeros((1, self.layouts[s.name].words), dtype=np.uint32))
             beats.append(max(int(n), 1))
@@ -113,10 +123,10 @@ class StreamLib(BlockLib):
         return np.array([int(spec.config.get(p.name, 0)) for p in self.desc.config] or [0],
                         dtype=np.uint64)
 
-    def run_job(self, job, *, stall_seed=0, in_stall=0.0, out_stall=0.0):
+    def run_job(self, job, *, stall_seed=0, in_stall=0.0, out_stall=0.0, memo=None):
         """Run one job (the block's golden-model Job); return its Result."""
         spec = self.desc.encode(job, **self.params)
-        packed, beats, repeat = self._pack_inputs(spec)
+        packed, beats, repeat = self._pack_inputs(spec, memo)
         pointers = (ctypes.c_void_p * len(packed))(*[p.ctypes.data for p in packed])
         out = self.desc.output
         capacity = spec.items + 1

@@ -36,6 +36,13 @@ class Backend(abc.ABC):
         ``fn`` may call :meth:`run` for one job at a time."""
         return (fn(item) for item in items)
 
+    def same_inputs(self):
+        """A context in which the caller promises not to change the arrays of the jobs it runs:
+        a backend may then reuse work on the same arrays (``verilator`` packs a tensor's tiles
+        once for its histogram and its masking pass)."""
+        import contextlib
+        return contextlib.nullcontext()
+
     def threshold_passes(self, jobs):
         """Run threshold-engine passes (:class:`hwprune.contract.ThresholdJob`)."""
         return self.run("threshold_engine", jobs)

@@ -23,6 +23,7 @@ block's parameter domain (the same check as the RTL's and the golden model's) be
 builds anything.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -113,7 +114,17 @@ class VerilatorBackend(Backend):
 
     def _run_one(self, block, job):
         return self._library(block).run_job(job, stall_seed=self.stall_seed,
-                                            in_stall=self.in_stall, out_stall=self.out_stall)
+                                            in_stall=self.in_stall, out_stall=self.out_stall,
+                                            memo=getattr(self._local, "memo", None))
+
+    @contextlib.contextmanager
+    def same_inputs(self):
+        # Per thread: each worker keeps the packed words of the tensor it is on.
+        self._local.memo = {}
+        try:
+            yield
+        finally:
+            self._local.memo = None
 
     def run(self, block, jobs):
         self.params(block)

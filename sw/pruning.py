@@ -387,10 +387,11 @@ def _plan_layers(targets, weights, engine, amount, granularity, progress):
         q = quantize(w, engine.width, granularity)
         tiles = tile(q.codes, engine.lanes)
         keep = _keep_count(w.size, amount)
-        threshold, ties, passes = _search_threshold(engine, tiles.data, tiles.lane_valid,
-                                                    engine.width, keep)
-        res, = engine.threshold_passes([ThresholdJob(tiles.data, tiles.lane_valid, threshold,
-                                                     ties)])
+        with engine.same_inputs():      # the same tiles go to the histogram and the mask pass
+            threshold, ties, passes = _search_threshold(engine, tiles.data, tiles.lane_valid,
+                                                        engine.width, keep)
+            res, = engine.threshold_passes([ThresholdJob(tiles.data, tiles.lane_valid,
+                                                         threshold, ties)])
         _check_mask_pass(name, res, keep, tiles.beats)
         return _Plan(module, pname, untile(res.mask, tiles.shape),
                      untile(res.data, tiles.shape), q.scale, LayerReport(

@@ -42,3 +42,32 @@ def test_an_assertion_that_never_triggers_is_vacuous():
     outcome = Property("threshold_engine", "vacuous", "", unreachable, depth=10,
                        params=te.PARAMS).run(timeout=300)
     assert outcome.status == "VACUOUS", outcome.log
+
+
+def test_a_timeout_stops_the_solver_too(tmp_path):
+    """A property that runs past its timeout is reported as such, and no process of its run
+    (sby, smtbmc, the solver) is left behind."""
+    import os
+    from pathlib import Path
+    slow, = properties("magnitude_histogram", open_ones=True)
+    from hwprune.formal.sby import run_property
+    outcome = run_property(slow.harness(), mode=slow.mode, depth=slow.depth,
+                           workdir=tmp_path, timeout=8)
+    assert outcome.status == "ERROR" and "timed out after 8 s" in outcome.log
+    import time
+
+    def left():
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                cwd = os.readlink(f"/proc/{pid}/cwd")
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, ValueError, IndexError):
+                continue
+            if cwd.startswith(str(tmp_path)) and state != "Z":   # a zombie is dead already
+                found.append(pid)
+        return found
+    deadline = time.monotonic() + 5
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left(), f"processes left running in {tmp_path}: {left()}"

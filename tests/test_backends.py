@@ -1,5 +1,7 @@
 """Every backend gives bit-identical results for the same jobs."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,36 @@ def test_verilator_large_tensor_matches_golden():
 def test_unknown_backend():
     with pytest.raises(ValueError, match=r"^backend must be one of \['cocotb', 'golden', "):
         get_backend("fpga", lanes=16, width=8)
+
+
+def test_workers_give_the_results_of_one():
+    """Verilated instances in parallel threads (workers=) change nothing but the wall time: the
+    same masks, kept counts and cycle counts, for tensors spread over workers and for a batch
+    of jobs spread over them."""
+    import torch
+    from torch import nn
+
+    import hwprune
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3), nn.Flatten(),
+                        nn.Linear(16 * 4 * 4, 32), nn.Linear(32, 10))
+    got = {}
+    for workers in (1, 2, 3):
+        for kw in (dict(amount=0.7), dict(pattern="2:4")):
+            model = copy.deepcopy(net)
+            report = hwprune.prune(model, backend="verilator", lanes=8, workers=workers, **kw)
+            got[(workers, str(kw))] = ([m.weight_mask.clone() for m in model if
+                                        hasattr(m, "weight_mask")],
+                                       [(l.kept, l.cycles) for l in report.layers])
+    for (workers, kw), (masks, layers) in got.items():
+        ref_masks, ref_layers = got[(1, kw)]
+        assert layers == ref_layers, (workers, kw)
+        assert all(torch.equal(a, b) for a, b in zip(masks, ref_masks)), (workers, kw)
+    rng = np.random.default_rng(12)
+    jobs = make_jobs(rng, 8, 8)
+    want = get_backend("golden", lanes=8, width=8).threshold_passes(jobs)
+    spread = get_backend("verilator", lanes=8, width=8, workers=2).threshold_passes(jobs)
+    for w, g in zip(want, spread):
+        assert_same(w, g)
+    with pytest.raises(ValueError, match="^workers must be a positive integer"):
+        get_backend("verilator", lanes=8, width=8, workers=0)

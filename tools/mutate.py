@@ -42,7 +42,7 @@ TARGETS = {
     "sparse_mac": (["hw/sparse_mac.py"], ["tests/test_sparse_mac_sim.py"]),
     "command_bridge": (["hw/framing.py", "hw/bridge.py"],
                        ["tests/test_uart_bridge_cocotb.py", "tests/test_uart_sim.py"]),
-    "uart_core": (["hw/uart.py"], ["tests/test_uart_sim.py"]),
+    "uart_core": (["hw/uart.py"], ["tests/test_uart_rx_sim.py", "tests/test_uart_sim.py"]),
 }
 
 #: Survivors that cannot change behaviour, with the reason: (file, line, mutation) -> why.

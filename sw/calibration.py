@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from .backends import Backend, get_backend
 from .channel import channel_jobs
-from .pruning import prunable_parameters
+from .pruning import prunable_parameters, select_layers
 from .quant import quantize
 
 __all__ = ["Calibration", "calibrate"]
@@ -146,15 +146,7 @@ def calibrate(model, inputs, *, backend="verilator", lanes=16, width=16, layers=
     engine = backend if isinstance(backend, Backend) else \
         get_backend(backend, lanes=lanes, width=width, **backend_options)
     engine.prepare("channel_norms")
-    targets = prunable_parameters(model)
-    if layers is not None:
-        wanted = [layers] if isinstance(layers, str) else list(layers)
-        known = {name for name, _, _ in targets}
-        unknown = [n for n in wanted if n not in known]
-        if unknown:
-            raise ValueError(f"no prunable weight named {unknown[0]!r}; "
-                             f"prunable weights: {sorted(known)}")
-        targets = [t for t in targets if t[0] in wanted]
+    targets = select_layers(prunable_parameters(model), layers)
     if not targets:
         raise ValueError("model has no prunable layer to calibrate")
     result = Calibration(backend=engine.name, width=engine.width, lanes=engine.lanes)

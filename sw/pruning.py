@@ -61,6 +61,20 @@ def prunable_parameters(model):
     return found
 
 
+def select_layers(targets, layers):
+    """The ``(name, module, param_name)`` targets named in ``layers`` (all for ``None``); an
+    unknown name is an error that lists the prunable weights."""
+    if layers is None:
+        return targets
+    wanted = [layers] if isinstance(layers, str) else list(layers)
+    known = {name for name, _, _ in targets}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise ValueError(f"no prunable weight named {unknown[0]!r}; "
+                         f"prunable weights: {sorted(known)}")
+    return [t for t in targets if t[0] in wanted]
+
+
 def _current_weight(module, pname):
     """The weight as the forward pass sees it (after any earlier mask)."""
     if hasattr(module, pname + "_orig") and hasattr(module, pname + "_mask"):
@@ -190,14 +204,7 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     targets = prunable_parameters(model)
     if not targets:
         raise ValueError(f"model has no prunable layer ({_PRUNABLE_DOC})")
-    if layers is not None:
-        wanted = [layers] if isinstance(layers, str) else list(layers)
-        known = {name for name, _, _ in targets}
-        unknown = [name for name in wanted if name not in known]
-        if unknown:
-            raise ValueError(f"no prunable weight named {unknown[0]!r}; "
-                             f"prunable weights: {sorted(known)}")
-        targets = [t for t in targets if t[0] in wanted]
+    targets = select_layers(targets, layers)
 
     engine = backend if isinstance(backend, Backend) else \
         get_backend(backend, lanes=lanes, width=width, **backend_options)

@@ -145,3 +145,11 @@ def test_wrong_shape_gets_the_models_own_error_and_leaves_no_hook():
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         hwprune.calibrate(model, torch.randn(2, 13), backend="golden", lanes=8)
     assert same_state(model, before)
+
+
+def test_layers_picks_weights_and_names_unknown_ones():
+    model, xs = mlp(), batches()
+    calib = hwprune.calibrate(model, xs, backend="golden", lanes=8, layers=["2.weight"])
+    assert list(calib.norms) == ["2.weight"] and calib["2.weight"].shape == (20,)
+    with pytest.raises(ValueError, match=r"^no prunable weight named '1.weight'; prunable"):
+        hwprune.calibrate(model, xs, backend="golden", lanes=8, layers="1.weight")

@@ -10,7 +10,7 @@ from .params import Domain
 from .threshold_engine import LANES, WIDTH, tile_inputs, tile_layout
 
 __all__ = ["SELECT_LATENCY", "DOMAIN", "histogram_bins", "HistogramJob", "HistogramResult", "run",
-           "select_threshold_passes", "BLOCK"]
+           "select_walk", "select_threshold_passes", "BLOCK"]
 
 #: Cycles from the last beat's clock to ``done``, beyond one cycle per bin.
 SELECT_LATENCY = 2
@@ -54,17 +54,28 @@ def run(job):
         counted &= (mag >> 8) == job.match_value if job.width > 8 else False
     index = (mag[counted] >> job.shift) & (bins - 1)
     counts = np.bincount(index, minlength=bins).astype(np.int64)
-    # Running totals from the top bin down; the first bin where they reach keep is the answer.
+    found, above, ties = select_walk(counts, job.keep)
+    return HistogramResult(found_bin=found, above=above, ties=ties, counted=int(index.size),
+                           cycles=job.data.shape[0] + bins + SELECT_LATENCY)
+
+
+def select_walk(counts, keep):
+    """The select walk over bin ``counts``: ``(found_bin, above, ties)`` for ``keep``.
+
+    Running totals from the top bin down; the first bin where they reach ``keep`` holds the
+    threshold, ``above`` counts the higher bins and ``ties = keep - above``. A ``keep`` beyond
+    the count keeps everything (bin 0).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    bins = counts.size
     from_top = np.cumsum(counts[::-1])
-    hit = np.flatnonzero(from_top >= job.keep)
+    hit = np.flatnonzero(from_top >= keep)
     if hit.size:
         found = bins - 1 - int(hit[0])
         above = int(from_top[hit[0]] - counts[found])
     else:                                   # keep exceeds the count: keep everything
         found, above = 0, int(from_top[-1] - counts[0])
-    return HistogramResult(found_bin=found, above=above, ties=int(job.keep) - above,
-                           counted=int(index.size),
-                           cycles=job.data.shape[0] + bins + SELECT_LATENCY)
+    return found, above, int(keep) - above
 
 
 def select_threshold_passes(run_pass, data, lane_valid, width, keep):

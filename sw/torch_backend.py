@@ -110,17 +110,9 @@ def histogram_counts(codes, width, shift=0, match=None, valid=None, *, symmetric
 
 
 def select_walk(counts, keep):
-    """The select walk over a histogram: ``(found_bin, above, ties)`` as the unit reports them."""
-    counts = np.asarray(counts.cpu() if torch.is_tensor(counts) else counts, dtype=np.int64)
-    bins = counts.size
-    from_top = np.cumsum(counts[::-1])
-    hit = np.flatnonzero(from_top >= keep)
-    if hit.size:
-        found = bins - 1 - int(hit[0])
-        above = int(from_top[hit[0]] - counts[found])
-    else:                                   # keep exceeds the count: keep everything
-        found, above = 0, int(from_top[-1] - counts[0])
-    return found, above, int(keep) - above
+    """The select walk over a histogram (the golden model's own, on the bins brought to the
+    host: 256 numbers): ``(found_bin, above, ties)`` as the unit reports them."""
+    return _hist.select_walk(counts.cpu().numpy() if torch.is_tensor(counts) else counts, keep)
 
 
 def nm_keep(groups, n, valid=None):

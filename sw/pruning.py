@@ -539,28 +539,36 @@ def _plan_on_cluster(targets, weights, engine, backend, options, shape, scope, a
 
 
 def _global_on_cluster(run, weights, width, lanes, amount, report):
-    """Global exact-k over shards: additive histograms summed here, one select walk, every
-    tensor's share of the tie budget known before the masking passes run on every shard."""
+    """Global exact-k over shards: the contract's histogram passes, each counted on every shard
+    (additive) and walked here once; then every tensor's share of the tie budget is known before
+    the masking passes run on every shard."""
+    from .contract import HistogramResult
     from .contract.magnitude_histogram import SELECT_LATENCY, histogram_bins
     from .torch_backend import select_walk
     scale = _common_scale(weights, width)
     total = sum(w.size for w in weights)
     keep = _keep_count(total, amount)
-    counts = run("histogram", scale=scale, shift=8 if width > 8 else 0, match=None)
-    threshold, _, ties = select_walk(sum(counts), keep)
-    passes = 1
-    if width > 8:
-        hi = threshold
-        counts = run("histogram", scale=scale, shift=0, match=hi)
-        lo, _, ties = select_walk(sum(counts), ties)
-        threshold, passes = (hi << 8) | lo, 2
-    at = threshold & 0xFF if width > 8 else threshold
+    beats = sum(-(-w.size // lanes) for w in weights)
+    per_tensor = []                         # the last pass's counts, tensor by tensor
+
+    def run_pass(job):
+        per_tensor[:] = run("histogram", scale=scale, shift=job.shift,
+                            match=job.match_value if job.match_en else None)
+        counts = sum(per_tensor)
+        found, above, ties = select_walk(counts, job.keep)
+        return HistogramResult(found_bin=found, above=above, ties=ties,
+                               counted=int(counts.sum()),
+                               cycles=beats + histogram_bins(width) + SELECT_LATENCY)
+    threshold, ties, passes = select_threshold_passes(run_pass, None, None, width, keep)
+    if passes[0].counted != total:
+        raise RuntimeError(f"shards counted {passes[0].counted} weights, expected {total}; "
+                           f"nothing was pruned")
+    report.search_cycles = sum(p.cycles for p in passes)
+    at = passes[-1].found_bin                 # the threshold's bin in the last pass
     budgets, left = [], ties
-    for c in counts:                          # model order: the unit's stream order
+    for c in per_tensor:                      # model order: the unit's stream order
         budgets.append(left)
         left -= min(int(c[at]), left)
-    beats = sum(-(-w.size // lanes) for w in weights)
-    report.search_cycles = passes * (beats + histogram_bins(width) + SELECT_LATENCY)
     plans = run("mask", per_tensor=budgets, scale=scale, threshold=threshold, ties=ties)
     kept = sum(p.layer.kept for p in plans)
     if kept != keep:

@@ -18,6 +18,7 @@ import math
 import numpy as np
 import torch
 
+from .contract import HistogramResult, select_threshold_passes
 from .contract import magnitude_histogram as _hist
 from .contract import nm_selector as _nm
 from .contract import threshold_engine as _te
@@ -46,7 +47,8 @@ def check_finite(name, w):
     for a, b in _chunks(flat.numel()):
         lo, hi = torch.aminmax(flat[a:b])
         if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
-            bad = sum(int(torch.count_nonzero(~torch.isfinite(flat[c:d]))) for c, d in _chunks(flat.numel()))
+            bad = sum(int(torch.count_nonzero(~torch.isfinite(flat[c:d])))
+                      for c, d in _chunks(flat.numel()))
             raise ValueError(f"layer {name!r} has {bad} NaN or Inf weight(s); "
                              f"nothing was pruned")
 
@@ -62,9 +64,8 @@ def _amax(w):
     return amax
 
 
-def tensor_scale(w, width):
-    """The per-tensor scale :func:`hwprune.quant.quantize` derives (a Python float, float64)."""
-    amax = _amax(w)
+def _scale_for(amax, width):
+    """The scale :func:`hwprune.quant.quantize` derives from a largest magnitude (float64)."""
     return amax / (2 ** (width - 1) - 1) if amax > 0 else 1.0
 
 
@@ -87,16 +88,21 @@ def quantize_tensor(w, width, granularity, device):
         scale = torch.where(amax > 0, amax / qmax, torch.ones_like(amax))
         codes = _quantize(rows, scale[:, None], width, device).reshape(w.shape)
         return codes, scale.cpu().numpy().reshape((-1,) + (1,) * (w.dim() - 1))
-    scale = tensor_scale(w, width)
+    scale = _scale_for(_amax(w), width)
     return _codes_of(w, scale, width, device), np.asarray(scale)
+
+
+def _split(codes):
+    """Codes already made, chunk by chunk (flat, in stream order)."""
+    flat = codes.reshape(-1)
+    for a, b in _chunks(flat.numel()):
+        yield flat[a:b]
 
 
 def _codes_chunks(w, scale, width, device, codes=None):
     """The codes of ``w`` chunk by chunk (flat, in stream order), from ``codes`` if given."""
     if codes is not None:
-        flat = codes.reshape(-1)
-        for a, b in _chunks(flat.numel()):
-            yield flat[a:b]
+        yield from _split(codes)
         return
     flat = _flat(w)
     for a, b in _chunks(flat.numel()):
@@ -109,37 +115,26 @@ def _beats(numel, lanes):
     return -(-numel // lanes)
 
 
-def _search(counts_of, width, keep):
-    """Threshold and tie budget for ``keep`` from the histogram passes; ``counts_of(shift,
-    match)`` returns the summed bins of one pass. Returns ``(threshold, ties, passes)``."""
-    if width <= 8:
-        counts = counts_of(0, None)
-        found, _, ties = select_walk(counts, keep)
-        return found, ties, 1, int(counts.sum())
-    hi_counts = counts_of(8, None)
-    hi, _, hi_ties = select_walk(hi_counts, keep)
-    lo, _, ties = select_walk(counts_of(0, hi), hi_ties)
-    return (hi << 8) | lo, ties, 2, int(hi_counts.sum())
-
-
-def _find_threshold(chunks_of, width, keep, numel):
-    """Threshold, tie budget and pass count for ``keep`` of the codes that ``chunks_of()``
-    yields (a fresh stream of chunks per pass; their histograms are summed)."""
-    def counts_of(shift, match):
+def _find_threshold(chunks_of, width, keep, numel, beats):
+    """Threshold, tie budget and histogram cycles for ``keep`` of the codes ``chunks_of()``
+    yields (a fresh stream of chunks per pass; their histograms are summed). The passes are the
+    contract's (:func:`~hwprune.contract.select_threshold_passes`: one at width 4 and 8, two
+    radix passes at 16), each counted here and walked with the golden model's select walk."""
+    def run_pass(job):
         counts = None
         for part in chunks_of():
-            c = histogram_counts(part, width, shift, match, symmetric=True)
+            c = histogram_counts(part, width, job.shift,
+                                 job.match_value if job.match_en else None, symmetric=True)
             counts = c if counts is None else counts + c
-        return counts
-    threshold, ties, passes, counted = _search(counts_of, width, keep)
-    if counted != numel:
-        raise RuntimeError(f"histogram counted {counted} weights, expected {numel}; "
+        found, above, ties = select_walk(counts, job.keep)
+        return HistogramResult(found_bin=found, above=above, ties=ties,
+                               counted=int(counts.sum()),
+                               cycles=beats + _hist.histogram_bins(width) + _hist.SELECT_LATENCY)
+    threshold, ties, passes = select_threshold_passes(run_pass, None, None, width, keep)
+    if passes[0].counted != numel:
+        raise RuntimeError(f"histogram counted {passes[0].counted} weights, expected {numel}; "
                            f"nothing was pruned")
-    return threshold, ties, passes
-
-
-def _pass_cycles(beats, width, passes):
-    return passes * (beats + _hist.histogram_bins(width) + _hist.SELECT_LATENCY)
+    return threshold, ties, sum(p.cycles for p in passes)
 
 
 def _mask_cycles(beats):
@@ -168,13 +163,11 @@ def plan_layers(items, engine, amount_keep, granularity, bar):
         numel = codes.numel()
         keep = amount_keep(numel)
 
-        threshold, ties, passes = _find_threshold(
-            lambda codes=codes: _codes_chunks(None, None, width, device, codes), width, keep,
-            numel)
-        mask, _ = _mask_stream(_codes_chunks(None, None, width, device, codes), numel,
-                               threshold, ties, device)
-        kept = int(torch.count_nonzero(mask))
         beats = _beats(numel, lanes)
+        threshold, ties, search_cycles = _find_threshold(
+            lambda codes=codes: _split(codes), width, keep, numel, beats)
+        mask, _ = _mask_stream(_split(codes), numel, threshold, ties, device)
+        kept = int(torch.count_nonzero(mask))
         if kept != keep:
             raise RuntimeError(f"engine kept {kept} weights of {name!r}, expected {keep}; "
                                f"nothing was pruned")
@@ -182,7 +175,7 @@ def plan_layers(items, engine, amount_keep, granularity, bar):
         yield mask, (codes, mask), scale, LayerReport(
             name=name, shape=tuple(codes.shape), numel=numel, kept=kept, threshold=threshold,
             tie_budget=ties, scale=float(np.max(scale)), beats=beats,
-            cycles=_mask_cycles(beats) + _pass_cycles(beats, width, passes))
+            cycles=_mask_cycles(beats) + search_cycles)
 
 
 def plan_global(items, engine, keep_of_total, bar, report, keep_values, pack=False):
@@ -190,9 +183,7 @@ def plan_global(items, engine, keep_of_total, bar, report, keep_values, pack=Fal
     every tensor masked with the tie budget carried in model order. ``items``: ``(name, w)``;
     ``pack``: hand back each mask as packed bits (:func:`pack_bits`) as soon as it is made."""
     width, lanes, device = engine.width, engine.lanes, engine.device
-    qmax = 2 ** (width - 1) - 1
-    amax = max((_amax(w) for _, w in items), default=0.0)
-    scale = amax / qmax if amax > 0 else 1.0
+    scale = _scale_for(max((_amax(w) for _, w in items), default=0.0), width)
     total = sum(w.numel() for _, w in items)
     keep = keep_of_total(total)
     kept_codes = {}
@@ -200,12 +191,10 @@ def plan_global(items, engine, keep_of_total, bar, report, keep_values, pack=Fal
         for name, w in items:
             kept_codes[name] = _codes_of(w, scale, width, device)
 
-    threshold, ties, passes = _find_threshold(
+    threshold, ties, report.search_cycles = _find_threshold(
         lambda: (part for name, w in items
                  for part in _codes_chunks(w, scale, width, device, kept_codes.get(name))),
-        width, keep, total)
-    beats_all = sum(_beats(w.numel(), lanes) for _, w in items)
-    report.search_cycles = _pass_cycles(beats_all, width, passes)
+        width, keep, total, sum(_beats(w.numel(), lanes) for _, w in items))
     budget, kept_all, plans = ties, 0, []
     for name, w in bar(items):
         codes = kept_codes.get(name)

@@ -14,11 +14,15 @@ from .bridge import CommandBridge, UARTCore
 from .channel_norms import ChannelNorms
 from .magnitude_histogram import MagnitudeHistogram
 from .nm_selector import NMSelector
+from .row_mask import RowMask
+from .row_select import RowSelect
+from .score_unit import ScoreUnit
 from .sparse_mac import SparseMac
 from .threshold_engine import ThresholdEngine
 
 __all__ = ["BLOCKS", "component", "to_verilog", "ThresholdEngine", "MagnitudeHistogram",
-           "SparseMac", "NMSelector", "ChannelNorms", "UARTCore", "CommandBridge"]
+           "SparseMac", "NMSelector", "ChannelNorms", "ScoreUnit", "RowSelect", "RowMask",
+           "UARTCore", "CommandBridge"]
 
 #: Block name (also the Verilog module name) -> component class taking keyword parameters.
 BLOCKS = {b.name: b.resolve("component") for b in _DESCRIPTIONS}

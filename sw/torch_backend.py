@@ -20,6 +20,12 @@ Kernels, one per block, each the transaction-level semantics of its golden model
     (magnitude, valid bit, lower lane first), ``m`` element-wise passes instead of a sort;
 ``channel_sums``
     the channel-norm unit: L1 and L2 per channel as segment sums in int64;
+``score_codes``
+    the score unit: ``(|w| * s) >> width`` in int64;
+``row_counts`` / ``select_rows`` / ``row_keep``
+    the row blocks: every group's 16 digit counts as one ``bincount`` over (group, digit), the
+    select of all groups at once from suffix sums, and per-group tie budgets from a running
+    count of ties minus each group's start;
 ``mac``
     the sparse MAC: the compressed stream decoded with the contract's format semantics, the
     product in float64 (exact: every partial sum is below 2**53), cycles from the contract's
@@ -33,13 +39,17 @@ from . import contract
 from .backend_api import Backend
 from .contract import magnitude_histogram as _hist
 from .contract import nm_selector as _nm
+from .contract import row_mask as _rm
+from .contract import row_select as _rs
+from .contract import score_unit as _su
 from .contract import sparse_mac as _mac
 from .contract import threshold_engine as _te
 from .contract.channel_norms import MAX_CHANNEL_WEIGHTS
 from .contract.channel_norms import PIPELINE_LATENCY as _CN_LATENCY
 
 __all__ = ["TorchBackend", "mask_codes", "histogram_counts", "select_walk", "nm_keep",
-           "channel_sums", "resolve_device"]
+           "channel_sums", "score_codes", "row_counts", "select_rows", "row_keep",
+           "resolve_device"]
 
 #: Elements per chunk of a flat tensor: bounds every temporary (a few bytes per element).
 CHUNK = 1 << 22
@@ -153,6 +163,53 @@ def channel_sums(data, valid, last):
     return l1, l2, count
 
 
+def score_codes(codes, scale, width, valid=None):
+    """The score unit: ``(|w| * s) >> width`` (int16; 0 where ``valid`` is False)."""
+    score = (_mag(codes).to(torch.int64) * scale.to(torch.int64)) >> width
+    if valid is not None:
+        score = torch.where(valid, score, 0)
+    return score.to(torch.int16)
+
+
+def _groups_of(last, shape):
+    last = last.to(torch.int64)
+    return (torch.cumsum(last, 0) - last)[:, None].expand(shape)
+
+
+def row_counts(codes, valid, last, shift, prefix, groups):
+    """The row-select unit's 16 digit counts of every group, ``(groups, 16)`` int64."""
+    mag = _mag(codes).to(torch.int64)
+    g = _groups_of(last, mag.shape)
+    counted = valid & ((mag >> (shift + _rs.DIGIT_BITS)) == prefix[g])
+    index = g * _rs.DIGITS + ((mag >> shift) & (_rs.DIGITS - 1))
+    return torch.bincount(index[counted], minlength=groups * _rs.DIGITS).reshape(
+        groups, _rs.DIGITS)
+
+
+def select_rows(counts, keep):
+    """Every group's select at once (:func:`hwprune.contract.row_select.select_rows`)."""
+    top = torch.zeros((counts.shape[0], counts.shape[1] + 1), dtype=torch.int64,
+                      device=counts.device)
+    top[:, :-1] = torch.cumsum(counts.flip(1), 1).flip(1)
+    hits = (top[:, :-1] >= keep[:, None]).sum(1)
+    found = torch.clamp(hits - 1, min=0)
+    above = torch.gather(top, 1, (found + 1)[:, None])[:, 0]
+    return found, above, keep - above
+
+
+def row_keep(codes, valid, last, threshold, budget):
+    """The row-mask unit's keep mask: per group ``|w| > T``, ties while its budget lasts."""
+    mag = _mag(codes).to(torch.int64)
+    g = _groups_of(last, mag.shape)
+    t = threshold[g]
+    eq = valid & (mag == t)
+    order = torch.cumsum(eq.reshape(-1), 0)
+    starts = torch.nonzero(torch.cat([last.new_ones(1), last[:-1]])).reshape(-1)
+    before = torch.cat([order.new_zeros(1), order])[starts * mag.shape[1]]
+    rank = order - before[g.reshape(-1)]
+    return (valid & (mag > t)) | (eq & (rank <= budget[g].reshape(-1)).reshape(mag.shape))
+
+
 # --- the backend ---------------------------------------------------------------------------------
 
 class TorchBackend(Backend):
@@ -250,6 +307,51 @@ class TorchBackend(Backend):
                              f"not {int(count.max())}")
         return contract.ChannelResult(l1=l1.cpu().numpy(), l2=l2.cpu().numpy(), beats=beats,
                                       cycles=beats + _CN_LATENCY)
+
+    def _score_unit(self, job, params):
+        if int(job.width) != params["width"]:
+            raise ValueError(f"job is for width {job.width}, the unit has width {params['width']}")
+        _su.check_job(job)
+        valid = self._t(job.lane_valid, torch.bool)
+        score = score_codes(self._t(job.data, torch.int16), self._t(job.scale, torch.int64),
+                            int(job.width), valid)
+        beats = valid.shape[0]
+        return _su.ScoreResult(data=score.cpu().numpy(), lane_valid=valid.cpu().numpy(),
+                               beats=beats, cycles=beats + _su.PIPELINE_LATENCY if beats else 0)
+
+    def _row_select(self, job, params):
+        if int(job.width) != params["width"]:
+            raise ValueError(f"job is for width {job.width}, the unit has width {params['width']}")
+        groups = _rs.check_groups(job)
+        keep = self._t(job.keep, torch.int64)
+        prefix = self._t(job.prefix, torch.int64)
+        if prefix.shape != (groups,) or keep.shape != (groups,):
+            raise ValueError(f"prefix and keep need one value per group ({groups}), not "
+                             f"{tuple(prefix.shape)} and {tuple(keep.shape)}")
+        counts = row_counts(self._t(job.data, torch.int16), self._t(job.lane_valid, torch.bool),
+                            self._t(job.last, torch.bool), int(job.shift), prefix, groups)
+        found, above, ties = select_rows(counts, keep)
+        beats = np.asarray(job.data).shape[0]
+        return _rs.RowSelectResult(
+            found=found.cpu().numpy(), above=above.cpu().numpy(), ties=ties.cpu().numpy(),
+            counted=counts.sum(1).cpu().numpy(), groups=groups,
+            cycles=beats + _rs.PIPELINE_LATENCY if beats else 0)
+
+    def _row_mask(self, job, params):
+        groups = _rs.check_groups(job)
+        for name in ("threshold", "tie_budget"):
+            if np.shape(getattr(job, name)) != (groups,):
+                raise ValueError(f"{name} needs one value per group ({groups}), not "
+                                 f"{np.shape(getattr(job, name))}")
+        beats = np.asarray(job.data).shape[0]
+        if not beats:
+            return _rm.run(job)
+        keep = row_keep(self._t(job.data, torch.int16), self._t(job.lane_valid, torch.bool),
+                        self._t(job.last, torch.bool), self._t(job.threshold, torch.int64),
+                        self._t(job.tie_budget, torch.int64))
+        return _rm.RowMaskResult(mask=keep.cpu().numpy(), beats=beats,
+                                 kept=int(torch.count_nonzero(keep)),
+                                 cycles=beats + _rm.PIPELINE_LATENCY)
 
     def _sparse_mac(self, job, params):
         acts = np.asarray(job.acts)

@@ -5,7 +5,7 @@ Wanda compares scores within each output row; a transformer has tens of thousand
 a small exact-k problem. The magnitude histogram (256 bins in block RAM, a walk of one bin per
 clock) would spend more clocks walking than counting a 384-weight row. This unit is built for
 many small groups: a stream of groups (runs of beats, ``last`` on each group's final beat), a
-16-bin histogram per group in registers (every lane's digit one-hot, summed per bin per beat),
+16-bin histogram per group in registers (a beat's digits counted in packed fields, summed),
 and a select that finds the group's bin in one clock (suffix sums of the 16 bins compared with
 the group's ``keep`` at once), while the next group is already streaming. A group costs its beats.
 
@@ -111,9 +111,16 @@ def select_rows(counts, keep):
     return found, above, keep - above
 
 
+def check_shift(job, width):
+    if int(job.shift) not in digit_shifts(width):
+        raise ValueError(f"shift must be one of the digit positions {digit_shifts(width)} at "
+                         f"width {width}, not {job.shift!r}")
+
+
 def run(job):
     """Run one :class:`RowSelectJob` through the model."""
     groups = check_groups(job)
+    check_shift(job, int(job.width))
     prefix = np.asarray(job.prefix, dtype=np.int64)
     keep = np.asarray(job.keep, dtype=np.int64)
     if prefix.shape != (groups,) or keep.shape != (groups,):
@@ -151,6 +158,7 @@ def encode(job, **params):
     if int(job.width) != params["width"]:
         raise ValueError(f"job is for width {job.width}, the unit has width {params['width']}")
     groups = check_groups(job)
+    check_shift(job, params["width"])
     beats = np.asarray(job.data).shape[0]
     return PassSpec(inputs={"i_stream": ({"data": job.data, "lane_valid": job.lane_valid,
                                           "last": np.asarray(job.last, dtype=bool)}, beats, 1),

@@ -4,7 +4,7 @@ rate of its beats (what it computes: :mod:`hwprune.contract.row_select`).
 Pipeline (all stages advance together when the output register is empty or being read)::
 
     g_stream -> [group registers: prefix, keep]   (loaded before a group's first beat)
-    i_stream -> [S1 digit one-hot per lane, prefix matched] -> [S2 per-digit popcounts]
+    i_stream -> [S1 digit per lane, prefix matched] -> [S2 per-digit counts, packed fields]
              -> [S3 group accumulators; on `last`: the group's 16 counts]
              -> [S4 suffix sums vs keep, one clock: output reg] -> o_stream
 
@@ -16,8 +16,9 @@ groups stream with no bubble.
 """
 
 from amaranth import *
+from amaranth.lib import data
 
-from .arith import popcount, tree_sum
+from .arith import tree_sum
 from ..contract import row_select as contract
 from ..contract.block import COUNTER_WIDTH
 from .component import BlockComponent
@@ -57,40 +58,61 @@ class RowSelect(BlockComponent):
         m.d.comb += advance.eq(~o.valid | o.ready)
 
         have = Signal()                      # the current group's target is loaded
-        prefix = Signal(width)
         keep = Signal(COUNTER_WIDTH)
         accept = Signal()
         ends = Signal()
         m.d.comb += [i.ready.eq(advance & have), accept.eq(i.valid & i.ready),
                      ends.eq(accept & i.payload.last), g.ready.eq(~have | ends)]
+        placed = Signal(width)               # prefix << (shift + 4): the bits above the digit
         with m.If(g.valid & g.ready):
-            m.d.sync += [have.eq(1), prefix.eq(g.payload.prefix), keep.eq(g.payload.keep)]
+            m.d.sync += [have.eq(1), keep.eq(g.payload.keep),
+                         placed.eq(g.payload.prefix << (self.shift + contract.DIGIT_BITS))]
         with m.Elif(ends):
             m.d.sync += have.eq(0)
 
-        # S1: each lane's digit as a one-hot, counted only when its upper digits match.
+        # S1: each lane's digit, counted only when its upper digits match. The
+        # pass's shift selects the digit (one of width / 4 nibbles, a multiplexer, no barrel
+        # shifter) and a mask of the bits above it, registered once per pass; the group's
+        # prefix is registered already shifted into place.
+        nibbles = width // contract.DIGIT_BITS
+        above_mask = Signal(width)
+        m.d.sync += above_mask.eq(Cat(*[(self.shift < contract.DIGIT_BITS * j).replicate(
+            contract.DIGIT_BITS) for j in range(nibbles)]))
         s1_valid, s1_last = Signal(), Signal()
         s1_keep = Signal(COUNTER_WIDTH)
-        s1_hot = [Signal(lanes, name=f"s1_hot{d}") for d in range(DIGITS)]
+        s1_counted = Signal(lanes)
+        s1_digit = Signal(data.ArrayLayout(contract.DIGIT_BITS, lanes))
         with m.If(advance):
             m.d.sync += [s1_valid.eq(accept), s1_last.eq(i.payload.last), s1_keep.eq(keep)]
             for k in range(lanes):
                 w = i.payload.data[k]
                 mag = Signal(width, name=f"mag{k}")
                 m.d.comb += mag.eq(Mux(w < 0, -w, w))
-                counted = i.payload.lane_valid[k] & \
-                    ((mag >> (self.shift + contract.DIGIT_BITS)) == prefix)
-                digit = Signal(contract.DIGIT_BITS, name=f"digit{k}")
-                m.d.comb += digit.eq(mag >> self.shift)
-                m.d.sync += [s1_hot[d][k].eq(counted & (digit == d)) for d in range(DIGITS)]
+                m.d.sync += [
+                    s1_counted[k].eq(i.payload.lane_valid[k] & (((mag ^ placed) & above_mask) == 0)),
+                    s1_digit[k].eq(Array(mag.word_select(j, contract.DIGIT_BITS)
+                                         for j in range(nibbles))[self.shift[2:]]),
+                ]
 
-        # S2: how many lanes of the beat hold each digit.
+        # S2: how many lanes of the beat hold each digit, as packed fields: a lane adds 1 to the
+        # field of its digit in one of two words (digits 0-7, 8-15), and the lanes' words are
+        # summed by one adder tree per word. A field holds up to `lanes`, so no carry crosses
+        # into the next field (SIMD within a register: two wide adder trees instead of sixteen
+        # popcounts).
+        field = lanes.bit_length()
+        per_word = DIGITS // 2
+        ones = Array(C(1 << (field * j), field * per_word) for j in range(per_word))
         s2_valid, s2_last = Signal(), Signal()
         s2_keep = Signal(COUNTER_WIDTH)
-        s2_count = [Signal(range(lanes + 1), name=f"s2_count{d}") for d in range(DIGITS)]
+        s2_words = [Signal(field * per_word, name=f"s2_word{h}") for h in range(2)]
         with m.If(advance):
             m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1_last), s2_keep.eq(s1_keep)]
-            m.d.sync += [c.eq(popcount(h)) for c, h in zip(s2_count, s1_hot)]
+            for h, word in enumerate(s2_words):
+                terms = [Mux(s1_counted[k] & (s1_digit[k][-1] == h), ones[s1_digit[k][:-1]], 0)
+                         for k in range(lanes)]
+                m.d.sync += word.eq(tree_sum(terms))
+        s2_count = [s2_words[d // per_word].word_select(d % per_word, field)
+                    for d in range(DIGITS)]
 
         # S3: the group's counts; on its last beat they move to `final` and restart at 0.
         acc = [Signal(COUNTER_WIDTH, name=f"acc{d}") for d in range(DIGITS)]

@@ -3,8 +3,8 @@
 :func:`calibrate` runs a model on calibration inputs and, for every prunable layer, streams that
 layer's input activations through the channel-norm unit of the chosen backend, one input
 feature per channel: the unit returns each feature's sum of squared codes, and the host only
-scales them back to real units (``sum x**2 = scale**2 * sum q**2`` for the batch's quantization
-scale) and adds batches up. The result, ``s_j = sqrt(sum over every token of x_j**2)``, is the
+scales them back to real units (``sum x**2 = scale**2 * sum q**2`` for the feature's quantization
+scale in the batch) and adds batches up. The result, ``s_j = sqrt(sum over every token of x_j**2)``, is the
 per-input-feature L2 norm that Wanda (Sun et al. 2023) multiplies ``|W_ij|`` by.
 
 What a layer's input features are:
@@ -20,6 +20,8 @@ What a layer's input features are:
 Memory stays bounded: statistics accumulate per batch; activations are never kept.
 """
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,8 +136,11 @@ def calibrate(model, inputs, *, backend="verilator", lanes=16, width=16, layers=
     """Run ``model`` on ``inputs`` and measure each prunable layer's input-feature L2 norms on
     the channel-norm unit of ``backend``; return a :class:`Calibration`.
 
-    Each batch of a layer's activations is quantized to ``width``-bit codes with one scale (16
-    bits by default: statistics want the dynamic range).
+    Each batch of a layer's activations is quantized to ``width``-bit codes, one scale per
+    input feature (16 bits by default: statistics want the dynamic range). The engine's passes
+    run in background threads beside the model (two per worker at most in flight); layers fed
+    the same input tensor (query, key and value projections) share one pass, whose cycles each
+    of them reports.
 
     The model is left exactly as it was (hooks removed, training mode restored). Bad input gets
     a clear error: an empty loader, activations with NaN/Inf (naming the layer), a layer the
@@ -155,13 +160,49 @@ def calibrate(model, inputs, *, backend="verilator", lanes=16, width=16, layers=
     for name, module, pname in targets:
         by_module.setdefault(module, []).append((name, pname))
 
+    # The engine's passes run in background threads while the model goes on (the ctypes calls
+    # release the GIL); at most two per worker are in flight, so memory stays bounded. Layers
+    # fed the very same input tensor (a transformer's query, key and value projections) share
+    # one pass over it.
+    workers = max(1, int(getattr(engine, "workers", 1)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hwprune-calibrate")
+    pending = deque()
+    last = {"input": None, "entry": None}
+
+    def add(name, entry):
+        part, cycles = entry["value"]
+        sums[name] = part if sums[name] is None else sums[name] + part
+        result.positions[name] = result.positions.get(name, 0) + entry["positions"]
+        result.cycles[name] = result.cycles.get(name, 0) + cycles
+
+    def collect(block=False):
+        while pending and (block or len(pending) > 2 * workers or pending[0]["future"].done()):
+            entry = pending.popleft()
+            entry["value"] = entry["future"].result()
+            for name in entry["names"]:
+                add(name, entry)
+
     def hook(module, args, output):
         for name, pname in by_module[module]:
+            if isinstance(module, nn.Linear) and args[0] is last["input"]:
+                entry = last["entry"]
+                if entry["value"] is None:
+                    entry["names"].append(name)
+                else:
+                    add(name, entry)
+                continue
             x = _features(module, pname, args, output).detach().to("cpu", torch.float32)
             if not torch.isfinite(x).all():
                 raise ValueError(f"layer {name!r} received NaN or Inf activations; "
                                  f"nothing was calibrated")
-            _accumulate(engine, name, x.numpy(), sums, result)
+            if x.shape[0] == 0:
+                continue
+            entry = {"future": pool.submit(_measure, engine, name, x.numpy().copy()),
+                     "names": [name], "positions": int(x.shape[0]), "value": None}
+            pending.append(entry)
+            last["input"], last["entry"] = (args[0] if isinstance(module, nn.Linear) else None,
+                                            entry)
+        collect()
 
     was_training = model.training
     handles = [m.register_forward_hook(hook) for m in by_module]
@@ -175,10 +216,14 @@ def calibrate(model, inputs, *, backend="verilator", lanes=16, width=16, layers=
             items = tqdm(items, desc=f"calibrate ({engine.name})", unit="batch")
         for _ in items:
             batches += 1
+            last["input"] = None
+        collect(block=True)
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
+        last["input"] = None
+        pool.shutdown(wait=True, cancel_futures=True)
     if batches == 0:
         raise ValueError("the calibration inputs hold no batch; nothing was calibrated")
     never = [name for name, s in sums.items() if s is None]
@@ -190,17 +235,16 @@ def calibrate(model, inputs, *, backend="verilator", lanes=16, width=16, layers=
     return result
 
 
-def _accumulate(engine, name, x, sums, result):
-    """One batch of one layer through the channel-norm unit: features as channels."""
-    if x.shape[0] == 0:
-        return
-    q = quantize(x.T, engine.width)          # one scale for the batch
+def _measure(engine, name, x):
+    """One batch of one layer's input features through the channel-norm unit (features as
+    channels, each quantized with its own scale: a transformer's outlier features would
+    otherwise leave the others a few bits). Returns the sums of squares in real units and the
+    unit's cycles."""
+    q = quantize(x.T, engine.width, "channel")
     job = channel_jobs(q.codes, engine.lanes)
     res, = engine.run("channel_norms", [job])
     if len(res.l2) != x.shape[1]:
         raise RuntimeError(f"channel-norm unit returned {len(res.l2)} features for {name!r}, "
                            f"expected {x.shape[1]}")
-    part = res.l2.astype(np.float64) * float(q.scale) ** 2
-    sums[name] = part if sums[name] is None else sums[name] + part
-    result.positions[name] = result.positions.get(name, 0) + int(x.shape[0])
-    result.cycles[name] = result.cycles.get(name, 0) + int(res.cycles)
+    return res.l2.astype(np.float64) * np.asarray(q.scale, dtype=np.float64).reshape(-1) ** 2, \
+        int(res.cycles)

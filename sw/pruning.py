@@ -102,7 +102,7 @@ _BLOCKS_FOR = {"unstructured": ("threshold_engine", "magnitude_histogram"),
 def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="verilator",
           lanes=16, width=8, granularity="tensor", write_back="mask", layers=None,
           example_inputs=None, ignored_layers=None, progress=False, cluster=None, address=None,
-          **backend_options):
+          criterion="magnitude", calibration=None, group=None, **backend_options):
     """Prune ``model``'s weights through the hardware engines.
 
     Parameters
@@ -157,6 +157,17 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     address : str, optional
         With ``cluster="ray"``: the cluster to join; ``None`` starts Ray embedded on this
         machine (loopback address, token authentication on).
+    criterion : {"magnitude", "activation"}
+        Rank weights by ``|w|``, or by Wanda's ``|W_ij| * s_j`` with ``s_j`` the calibrated L2
+        norm of input feature ``j``, computed by the engine's score unit in fixed point
+        (:mod:`hwprune.scores`).
+    calibration : Calibration or calibration inputs
+        For ``criterion="activation"``: what :func:`hwprune.calibrate` returned (reused as
+        is), or inputs to calibrate with now (a tensor, a list of tensors, a DataLoader or a
+        callable ``f(model)``), on this backend.
+    group : {"row", "layer", "global"}, optional
+        Where the kept count is exact: per output row (Wanda's comparison groups; the row-select
+        and row-mask units), per tensor, or over all tensors. Default: ``scope``.
 
     Returns
     -------
@@ -178,6 +189,29 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
         raise ValueError(f"write_back must be one of {WRITE_BACKS}, not {write_back!r}")
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, not {scope!r}")
+    from .scores import CRITERIA, GROUPS
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, not {criterion!r}")
+    if group is None:
+        group = scope
+    elif group not in GROUPS:
+        raise ValueError(f"group must be one of {GROUPS}, not {group!r}")
+    elif scope != "layer" and scope != group:
+        raise ValueError(f"scope={scope!r} and group={group!r} disagree; give one of them")
+    scope = "global" if group == "global" else "layer"
+    scored = criterion == "activation" or group == "row"
+    if criterion == "activation" and calibration is None:
+        raise ValueError("criterion='activation' needs calibration= (what hwprune.calibrate "
+                         "returns, or calibration inputs)")
+    if scored and shape.kind == "channel":
+        raise ValueError("pattern 'channel' ranks whole channels by their norms; criterion="
+                         "'activation' and group='row' apply to unstructured and N:M patterns")
+    if scored and shape.kind == "nm" and group != "layer":
+        raise ValueError(f"pattern {str(shape)!r} keeps N of every M weights; group= does not "
+                         f"apply to it")
+    if scored and cluster:
+        raise ValueError("cluster='ray' runs magnitude pruning per layer or globally; "
+                         "activation-aware and per-row pruning run on this machine")
     if scope == "global" and shape.kind == "unstructured" and granularity != "tensor":
         raise ValueError("scope='global' ranks all tensors on one common scale; "
                          "it needs granularity='tensor'")
@@ -187,6 +221,9 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     # The blocks this prune runs, each checked against its own parameter domain (the same check
     # the RTL, the golden model and every backend make).
     blocks = _BLOCKS_FOR[shape.kind]
+    if scored:
+        blocks = (("score_unit",) if criterion == "activation" else ()) + \
+            (("row_select", "row_mask") if group == "row" and shape.kind != "nm" else blocks)
     for name in blocks:
         describe(name).check(lanes=lanes, width=width)
     if shape.kind == "channel" and example_inputs is None:
@@ -214,7 +251,7 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     # Read and check every weight before anything is written. The tensor path (backend
     # "torch") reads each weight where it lies, in chunks, and keeps no copy of the model.
     tensor_path = getattr(engine, "tensor_path", False) and shape.kind != "channel" \
-        and not cluster
+        and not cluster and not scored
     weights = []
     for name, module, pname in targets:
         w = _readable_weight(name, _current_weight(module, pname))
@@ -233,13 +270,26 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
 
     engine.prepare(*blocks)  # builds (verilator, cocotb) fail here, before the model is touched
     report = PruneReport(backend=engine.name, lanes=lanes, width=width, amount=float(amount),
-                         write_back=write_back, pattern=str(shape), scope=scope)
+                         write_back=write_back, pattern=str(shape), scope=group)
+    if criterion == "activation":
+        from .calibration import Calibration, calibrate
+        from .scores import check_calibration
+        if not isinstance(calibration, Calibration):
+            calibration = calibrate(model, calibration, backend=engine,
+                                    layers=[name for name, _, _ in targets], progress=progress)
+        check_calibration(calibration, targets, weights)
 
     if shape.kind == "channel":
         return _prune_channels(model, targets, weights, engine, report, amount=amount,
                                example_inputs=example_inputs, ignored_layers=ignored_layers,
                                scope=scope)
-    if cluster:
+    if scored:
+        from .scores import plan_scored
+        planned = plan_scored(targets, weights, engine, amount=amount, criterion=criterion,
+                              calibration=calibration, group=group, shape=shape,
+                              granularity=granularity, progress=progress, report=report,
+                              plan=_Plan)
+    elif cluster:
         planned = _plan_on_cluster(targets, weights, engine, backend, backend_options, shape,
                                    scope, amount, granularity, report, address)
     elif tensor_path:

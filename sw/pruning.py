@@ -206,9 +206,9 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     if scored and shape.kind == "channel":
         raise ValueError("pattern 'channel' ranks whole channels by their norms; criterion="
                          "'activation' and group='row' apply to unstructured and N:M patterns")
-    if scored and shape.kind == "nm" and group != "layer":
-        raise ValueError(f"pattern {str(shape)!r} keeps N of every M weights; group= does not "
-                         f"apply to it")
+    if shape.kind == "nm" and group == "row":
+        raise ValueError(f"pattern {str(shape)!r} keeps N of every M weights; group='row' does "
+                         f"not apply to it")
     if scored and cluster:
         raise ValueError("cluster='ray' runs magnitude pruning per layer or globally; "
                          "activation-aware and per-row pruning run on this machine")

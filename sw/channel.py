@@ -1,7 +1,8 @@
 """Channel pruning: the engine measures channel importance, Torch-Pruning removes the channels.
 
 The channel-norm unit accumulates each output channel's L1 (``sum |w|``) and L2 (``sum w^2``) norm
-over the quantized weights; :class:`EngineImportance` hands those norms to Torch-Pruning, whose
+over the quantized weights (or, activation-aware, the L1 of the channel's Wanda scores
+``sum_j |W_ij| * s_j``, the score unit's output); :class:`EngineImportance` hands those norms to Torch-Pruning, whose
 dependency graph removes the least important channels physically (with every coupled input
 channel, bias and norm layer), so the model gets smaller and still runs.
 """
@@ -32,28 +33,56 @@ def channel_jobs(codes, lanes):
     return ChannelJob(data.reshape(-1, lanes), valid.reshape(-1, lanes), last.reshape(-1))
 
 
-def engine_channel_norms(engine, weights, width, *, p=1):
+def engine_channel_norms(engine, weights, width, *, p=1, column_norms=None):
     """Per-output-channel L``p`` norms of each weight, accumulated by ``engine``.
 
     ``weights`` maps a key to a float array; returns ``(norms, cycles)`` where ``norms`` maps the
     key to a float64 array of real-valued norms (codes x scale, so layers are comparable).
+
+    ``column_norms`` (key -> the calibrated L2 norm of each input feature, as
+    :func:`hwprune.calibrate` measures them) makes the importance activation-aware: the score
+    unit first turns every weight into its Wanda score ``|W_ij| * s_j``, and the channel-norm
+    unit sums a channel's scores (``p=1``: ``sum_j |W_ij| * s_j``, in real units).
     """
-    keys, jobs, scales = [], [], []
+    keys, jobs, scales, cycles = [], [], [], {}
     for key, w in weights.items():
         q = quantize(w, width)
         keys.append(key)
-        jobs.append(channel_jobs(q.codes, engine.lanes))
-        scales.append(float(q.scale))
+        job = channel_jobs(q.codes, engine.lanes)
+        scale = float(q.scale)
+        if column_norms is not None:
+            job, scale, cycles[key] = _scored(engine, job, q, column_norms[key], width)
+        jobs.append(job)
+        scales.append(scale)
     results = engine.run("channel_norms", jobs)
-    norms, cycles = {}, {}
+    norms = {}
     for key, job, res, scale in zip(keys, jobs, results, scales):
         channels = int(job.last.sum())
         if len(res.l1) != channels or res.beats != job.data.shape[0]:
             raise RuntimeError(f"channel-norm unit returned {len(res.l1)} channels in {res.beats} "
                                f"beats for {key!r}, expected {channels} in {job.data.shape[0]}")
         norms[key] = (res.l1 * scale if p == 1 else np.sqrt(res.l2) * scale).astype(np.float64)
-        cycles[key] = res.cycles
+        cycles[key] = cycles.get(key, 0) + res.cycles
     return norms, cycles
+
+
+def _scored(engine, job, q, norms, width):
+    """The channel job with every weight replaced by its score (the score unit's pass), the
+    real value of one score step, and the pass's cycles."""
+    from .contract.score_unit import ScoreJob, scale_codes
+    norms = np.asarray(norms, dtype=np.float64)
+    cols = q.codes.reshape(q.codes.shape[0], -1).shape[1]
+    if norms.shape != (cols,):
+        raise ValueError(f"the calibration has {norms.size} input features for a weight of "
+                         f"{cols} columns")
+    per_row = job.data.shape[0] // q.codes.shape[0]
+    spread = np.zeros((q.codes.shape[0], per_row * engine.lanes), dtype=np.int64)
+    spread[:, :cols] = scale_codes(norms, width)[None, :]
+    res, = engine.run("score_unit", [ScoreJob(job.data, spread.reshape(job.data.shape),
+                                              job.lane_valid, width)])
+    top = float(norms.max()) if norms.size else 0.0
+    step = float(q.scale) * top * 2 ** width / (2 ** width - 1)
+    return ChannelJob(res.data, job.lane_valid, job.last), step, res.cycles
 
 
 class EngineImportance(tp.importance.Importance):
@@ -76,7 +105,7 @@ class EngineImportance(tp.importance.Importance):
 
 
 def prune_channels(model, targets, weights, engine, *, amount, example_inputs, ignored_layers,
-                   global_scope, p=1):
+                   global_scope, p=1, calibration=None):
     """Remove ``amount`` of the output channels of the Conv/Linear ``targets`` (in place).
 
     Returns ``(per_layer, totals)``: per layer ``(name, shape_before, shape_after, cycles)``, and
@@ -88,8 +117,10 @@ def prune_channels(model, targets, weights, engine, *, amount, example_inputs, i
     if not convs:
         raise ValueError("pattern 'channel' found no Conv/Linear layer to prune outside "
                          "ignored_layers")
-    norms, cycles = engine_channel_norms(engine, {module: w for _, module, w in convs}, engine.width,
-                                         p=p)
+    column_norms = None if calibration is None else \
+        {module: calibration[f"{name}"] for name, module, _ in convs}
+    norms, cycles = engine_channel_norms(engine, {module: w for _, module, w in convs},
+                                         engine.width, p=p, column_norms=column_norms)
     macs_before, params_before = tp.utils.count_ops_and_params(model, example_inputs)
     shapes_before = {module: tuple(module.weight.shape) for _, module, _ in convs}
     pruner = tp.pruner.BasePruner(model, example_inputs, importance=EngineImportance(norms),

@@ -200,12 +200,15 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
         raise ValueError(f"scope={scope!r} and group={group!r} disagree; give one of them")
     scope = "global" if group == "global" else "layer"
     scored = criterion == "activation" or group == "row"
+    if criterion == "magnitude" and calibration is not None:
+        raise ValueError("calibration= is used by criterion='activation' only; the magnitude "
+                         "criterion would ignore it")
     if criterion == "activation" and calibration is None:
         raise ValueError("criterion='activation' needs calibration= (what hwprune.calibrate "
                          "returns, or calibration inputs)")
-    if scored and shape.kind == "channel":
-        raise ValueError("pattern 'channel' ranks whole channels by their norms; criterion="
-                         "'activation' and group='row' apply to unstructured and N:M patterns")
+    if group == "row" and shape.kind == "channel":
+        raise ValueError("pattern 'channel' ranks whole channels; group='row' applies to "
+                         "unstructured patterns")
     if shape.kind == "nm" and group == "row":
         raise ValueError(f"pattern {str(shape)!r} keeps N of every M weights; group='row' does "
                          f"not apply to it")
@@ -221,7 +224,9 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     # The blocks this prune runs, each checked against its own parameter domain (the same check
     # the RTL, the golden model and every backend make).
     blocks = _BLOCKS_FOR[shape.kind]
-    if scored:
+    if scored and shape.kind == "channel":
+        blocks = ("score_unit",) + blocks
+    elif scored:
         blocks = (("score_unit",) if criterion == "activation" else ()) + \
             (("row_select", "row_mask") if group == "row" and shape.kind != "nm" else blocks)
     for name in blocks:
@@ -282,7 +287,7 @@ def prune(model, amount=0.5, *, pattern="unstructured", scope="layer", backend="
     if shape.kind == "channel":
         return _prune_channels(model, targets, weights, engine, report, amount=amount,
                                example_inputs=example_inputs, ignored_layers=ignored_layers,
-                               scope=scope)
+                               scope=scope, calibration=calibration)
     if scored:
         from .scores import plan_scored
         planned = plan_scored(targets, weights, engine, amount=amount, criterion=criterion,
@@ -509,7 +514,7 @@ def _plan_nm(targets, weights, engine, shape, granularity, progress):
 
 
 def _prune_channels(model, targets, weights, engine, report, *, amount, example_inputs,
-                    ignored_layers, scope):
+                    ignored_layers, scope, calibration=None):
     from .channel import prune_channels
     convs = [m for _, m, p in targets if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
     if ignored_layers is None:
@@ -517,7 +522,8 @@ def _prune_channels(model, targets, weights, engine, report, *, amount, example_
     per_layer, totals = prune_channels(model, targets, weights, engine, amount=amount,
                                        example_inputs=example_inputs,
                                        ignored_layers=list(ignored_layers),
-                                       global_scope=(scope == "global"))
+                                       global_scope=(scope == "global"),
+                                       calibration=calibration)
     for name, before, after, cycles in per_layer:
         numel = int(np.prod(before))
         report.layers.append(LayerReport(

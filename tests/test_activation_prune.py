@@ -183,7 +183,8 @@ def test_magnitude_rows_keep_each_rows_largest():
     (dict(criterion="activation"), "needs calibration="),
     (dict(group="column"), "group must be one of"),
     (dict(scope="global", group="row"), "disagree"),
-    (dict(criterion="activation", calibration=[], pattern="channel"), "pattern 'channel'"),
+    (dict(group="row", pattern="channel"), "group='row' applies to unstructured"),
+    (dict(calibration=[torch.randn(2, 40)]), "used by criterion='activation' only"),
     (dict(criterion="activation", calibration=[], cluster="ray"), "run on this machine"),
     (dict(group="row", pattern="2:4"), "does not apply"),
 ])
@@ -235,3 +236,24 @@ def test_shared_inputs_are_measured_once_and_counted_for_each():
         assert cal.positions[name] == 10 and cal.cycles[name] == cal.cycles["q.weight"] > 0
     ref = torch.cat(xs).double().pow(2).sum(0).sqrt().numpy()
     np.testing.assert_allclose(cal["q.weight"], ref, rtol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["golden", "verilator"])
+def test_channel_importance_can_be_activation_aware(backend):
+    """pattern='channel' with criterion='activation': the engine scores every weight and sums
+    each output channel's scores; the channels removed are those of least sum_j |W_ij| s_j."""
+    model, xs = model_and_inputs()
+    reference = copy.deepcopy(model)
+    cal = hwprune.calibrate(model, xs, backend=backend, lanes=8, width=16)
+    report = hwprune.prune(model, 0.25, pattern="channel", criterion="activation",
+                           calibration=cal, example_inputs=xs[0], backend=backend, lanes=8,
+                           width=16)
+    norms = input_norms(reference, linears(reference), run_all(xs))
+    importance = (reference[0].weight.detach().double().abs() * norms["0"].double()).sum(1)
+    keep = torch.sort(torch.argsort(importance, descending=True)[:18]).values
+    assert model[0].weight.shape == (18, 40) and report["0.weight"].shape_after == (18, 40)
+    torch.testing.assert_close(model[0].weight.detach(), reference[0].weight.detach()[keep])
+    magnitude = copy.deepcopy(reference)
+    hwprune.prune(magnitude, 0.25, pattern="channel", example_inputs=xs[0], backend=backend,
+                  lanes=8, width=16)
+    assert not torch.equal(magnitude[0].weight, model[0].weight)   # the criterion mattered

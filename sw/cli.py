@@ -30,6 +30,11 @@ def _parser():
                    help="verilator, golden, torch, cocotb, uart-sim or serial")
     _add_engine_options(p)
     p.add_argument("--granularity", default="tensor", choices=["tensor", "channel"])
+    p.add_argument("--criterion", default="magnitude", choices=["magnitude", "activation"],
+                   help="rank |w|, or Wanda's |w| * ||x_j|| on calibration inputs (digits "
+                        "models: 256 digits training images; cnn: 64 seeded random images)")
+    p.add_argument("--group", choices=["row", "layer", "global"],
+                   help="where the kept count is exact (default: --scope)")
     p.add_argument("--write-back", default="mask", choices=["mask", "quantized", "inplace"])
     p.add_argument("--cluster", choices=["ray"], help="shards on a Ray cluster (hwprune[ray])")
     p.add_argument("--address", help="with --cluster ray: the cluster to join (default: start "
@@ -172,11 +177,17 @@ def _cmd_prune(args):
     if args.pattern == "channel":
         from hwprune.models import example_inputs
         example = example_inputs(args.model)
+    calibration = None
+    if args.criterion == "activation":
+        from hwprune.models import calibration_inputs
+        calibration = calibration_inputs(args.model, seed=args.seed)
     report = hwprune.prune(model, amount=args.amount, pattern=args.pattern, scope=args.scope,
                            backend=args.backend, lanes=args.lanes, width=args.width,
                            granularity=args.granularity, write_back=args.write_back,
                            example_inputs=example, progress=not args.no_progress,
-                           cluster=args.cluster, address=args.address)
+                           cluster=args.cluster, address=args.address,
+                           criterion=args.criterion, calibration=calibration,
+                           group=args.group)
     print(report.table())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

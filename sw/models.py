@@ -67,3 +67,16 @@ INPUT_SHAPES = {"cnn": (3, 32, 32), "mlp-digits": (64,), "cnn-digits": (1, 8, 8)
 def example_inputs(name="cnn", batch=1):
     """A random input batch of the right shape for a built-in model (for tracing)."""
     return torch.randn(batch, *INPUT_SHAPES[name])
+
+
+def calibration_inputs(name="cnn", seed=0, batch=64):
+    """Calibration batches for a built-in model: the digits models get the first 256 images of
+    their training split (four batches of 64), the reference CNN seeded random images."""
+    if name in ("mlp-digits", "cnn-digits"):
+        from .data import load_digits_splits
+        images = load_digits_splits(seed).train.tensors[0][:256]
+        if name == "mlp-digits":
+            images = images.reshape(images.shape[0], -1)
+        return list(images.split(batch))
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, *INPUT_SHAPES[name], generator=g)]

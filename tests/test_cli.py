@@ -29,6 +29,19 @@ def test_prune_default_model_prints_the_report(tmp_path):
         assert int(mask.sum()) == layer["kept"] == layer["numel"] - round(0.7 * layer["numel"])
 
 
+def test_prune_by_activation_per_row(tmp_path):
+    """--criterion activation calibrates the digits MLP on its training images through the
+    engine, then keeps exactly half of every row."""
+    proc = run_cli("prune", "--model", "mlp-digits", "--criterion", "activation", "--group",
+                   "row", "--width", "16", "--backend", "verilator", "--out",
+                   str(tmp_path / "model.pt"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    state = torch.load(tmp_path / "model.pt")
+    for name in ("classifier.1.weight", "classifier.3.weight", "classifier.5.weight"):
+        mask = state[name + "_mask"]
+        assert (mask.sum(1) == mask.shape[1] // 2).all(), name
+
+
 def test_bad_amount_is_a_clear_error():
     proc = run_cli("prune", "--backend", "golden", "--amount", "2", "--no-progress")
     assert proc.returncode == 2

@@ -54,6 +54,13 @@ EQUIVALENT = {
         "|w| as Mux(w <= 0, -w, w): for w == 0 both arms are 0",
     ("hw/sparse_mac.py", 136, "constant 2 -> 3"):
         "one more bit of headroom in the position counter's width: same values",
+    ("hw/score_unit.py", 56, "Lt -> LtE"):
+        "|w| as Mux(w <= 0, -w, w): for w == 0 both arms are 0",
+    ("hw/row_select.py", 133, "constant 1 -> 2"):
+        "one more bit of headroom in the suffix sums' width: same values",
+    ("hw/row_mask.py", 93, "Lt -> LtE"):
+        "the budget left after a beat, Mux(ties <= current, current - ties, 0): for ties == "
+        "current both arms are 0",
     ("hw/uart.py", 52, "init 1 -> 0"):
         "the receiver's line is driven by its FFSynchronizer (init=1): its own reset value "
         "is never used",

@@ -65,8 +65,8 @@ def digits_mlp(engine):
         runs = {"magnitude": {}, "magnitude_row": dict(group="row"),
                 "activation": dict(criterion="activation", calibration=cal, group="row")}
         for name, extra in runs.items():
-            if key == "24" and name == "magnitude_row":
-                extra = {}
+            if key == "24":          # N:M ranks within groups of 4: no row group
+                extra = {k: v for k, v in extra.items() if k != "group"}
             model = copy.deepcopy(dense)
             hwprune.prune(model, **kw, **extra, **common)
             out[name + key] = evaluate(model, splits.test)
@@ -152,8 +152,9 @@ def main():
           f"test accuracy {digits['dense']:.4f} dense), one-shot, no fine-tuning:")
     for key in ("70", "24"):
         label = "70 %" if key == "70" else "2:4"
-        print(f"  {label}: magnitude (layer) {digits['magnitude' + key]:.4f}, magnitude (row) "
-              f"{digits['magnitude_row' + key]:.4f}, activation (row) "
+        row = " (row)" if key == "70" else ""
+        print(f"  {label}: magnitude{' (layer)' if row else ''} {digits['magnitude' + key]:.4f}, "
+              f"magnitude{row} {digits['magnitude_row' + key]:.4f}, activation{row} "
               f"{digits['activation' + key]:.4f}")
     print(f"calibrate {calibrate_s:.2f} s + activation prune {prune_s:.2f} s vs torch "
           f"l1_unstructured {torch_l1_s:.2f} s: x{(calibrate_s + prune_s) / torch_l1_s:.2f} "

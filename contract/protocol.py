@@ -205,8 +205,9 @@ CLOCKS_PER_BIT = Param("clocks_per_bit", lo=4, hi=2**16 - 1, default=4,
                        doc="clock cycles per UART bit (4: the simulation's)")
 TIMEOUT = Param("timeout", lo=16, hi=2**24, default=2000,
                 doc="idle cycles that end a partly received frame (2000: 50 bytes at 4 clocks/bit)")
-FIFO_DEPTH = Param("fifo_depth", lo=4, hi=4096, power_of_two=True, default=64,
-                   doc="receive FIFO bytes")
+FIFO_DEPTH = Param("fifo_depth", lo=4, hi=4096, power_of_two=True, default=256,
+                   doc="receive FIFO bytes (256: a 4 KiB frame from a host clock 2 % fast "
+                       "leaves about 80 bytes waiting)")
 
 COMMAND_BRIDGE = Block(
     name="command_bridge",

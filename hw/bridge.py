@@ -334,7 +334,7 @@ class CommandBridge(wiring.Component):
     busy: Out(1)
     error: Out(1)
 
-    def __init__(self, *, lanes, width, timeout, fifo_depth=64):
+    def __init__(self, *, lanes, width, timeout, fifo_depth=256):
         protocol.COMMAND_BRIDGE.check(lanes=lanes, width=width, timeout=timeout,
                                       fifo_depth=fifo_depth)
         self._lanes, self._width = lanes, width
@@ -386,7 +386,7 @@ class UARTCore(wiring.Component):
     busy: Out(1)
     error: Out(1)
 
-    def __init__(self, *, lanes, width, clocks_per_bit, timeout, fifo_depth=64):
+    def __init__(self, *, lanes, width, clocks_per_bit, timeout, fifo_depth=256):
         protocol.UART_CORE.check(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
                                  timeout=timeout, fifo_depth=fifo_depth)
         self._params = dict(lanes=lanes, width=width, timeout=timeout, fifo_depth=fifo_depth)

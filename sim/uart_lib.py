@@ -53,6 +53,10 @@ class UartCoreLib(BlockLib):
         lib.us_recv.restype = ctypes.c_int64
         lib.us_drain.argtypes = [vp, ctypes.c_int64, ctypes.c_int64]
         lib.us_drain.restype = ctypes.c_int64
+        lib.us_set_skew.argtypes = [vp, ctypes.c_int32]
+        lib.us_set_faults.argtypes = [vp, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32]
+        lib.us_reset_device_after.argtypes = [vp, ctypes.c_uint64]
+        lib.us_faults.argtypes = [vp, np.ctypeslib.ndpointer(np.uint64, flags="C_CONTIGUOUS")]
         got = (lib.us_lanes(), lib.us_width(), lib.us_clocks_per_bit(), lib.us_timeout())
         if got != (self.lanes, self.width, self.clocks_per_bit, self.timeout):
             raise RuntimeError(f"stale library {self.path}: built for {got}")
@@ -64,6 +68,28 @@ class UartCoreLib(BlockLib):
     def set_gaps(self, probability, seed=1):
         """Idle gaps of random length after a byte, with this probability (host-side stalls)."""
         self._lib.us_set_gaps(self._handle, int(round(probability * 100)), int(seed))
+
+    def set_skew(self, fraction):
+        """The host's clock off by ``fraction`` (``0.02``: its bits 2 % longer than the
+        device's; ``-0.02``: 2 % shorter), on both of its lines."""
+        self._lib.us_set_skew(self._handle, int(round(fraction * 1e6)))
+
+    def set_faults(self, *, ber=0.0, drop=0.0, seed=7):
+        """Flip each bit on either line with probability ``ber`` and lose each byte with
+        probability ``drop`` (resolution: one in a million)."""
+        self._lib.us_set_faults(self._handle, int(round(ber * 1e6)), int(round(drop * 1e6)),
+                                int(seed))
+
+    def reset_device_after(self, cycles):
+        """Reset the device (its registers, not the host's line) ``cycles`` clocks from now."""
+        self._lib.us_reset_device_after(self._handle, int(cycles))
+
+    @property
+    def faults(self):
+        """Faults injected so far: ``{"flips", "drops", "resets"}``."""
+        out = np.zeros(3, dtype=np.uint64)
+        self._lib.us_faults(self._handle, out)
+        return {"flips": int(out[0]), "drops": int(out[1]), "resets": int(out[2])}
 
     @property
     def cycles(self):

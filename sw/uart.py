@@ -72,7 +72,7 @@ class IntegrityError(UartError):
 class SerialTransport:
     """A serial port (pyserial): a board's USB UART, or any pyserial URL (``loop://``...)."""
 
-    def __init__(self, port, *, baudrate=1_000_000, timeout=1.0, device_timeout=0.1):
+    def __init__(self, port, *, baudrate=3_000_000, timeout=1.0, device_timeout=0.1):
         import serial
         self.port = port
         self.timeout = timeout
@@ -207,18 +207,36 @@ class UartLink:
 
 
 class UartBackend(Backend):
-    """The engine behind the UART bridge, over a :class:`UartLink` (base of the UART backends)."""
+    """The engine behind the UART bridge, over a :class:`UartLink` (base of the UART backends).
 
-    def __init__(self, *, lanes, width, transport, retries=2, check_info=True):
+    A pass survives a faulty line. Its beats go in frames of at most ``max_payload`` bytes, in
+    *segments* of a few frames; a segment counts only once the device's STATUS (beats, kept
+    count, CRC-32 of the bytes it took in and sent out, all since the segment's TE_CONFIG)
+    equals the host's. Anything else (a damaged or lost byte, a device that reset, no answer)
+    rolls the pass back to the end of the last counted segment: the host reconfigures the engine
+    with the threshold and the tie budget left at that point (counted from the kept ties in the
+    answers it accepted) and sends from there, in frames half as large (they grow back after a
+    run of clean frames). So every beat counts exactly once and the result is bit-exact.
+    ``retries`` failures in a row with no segment counted give up with a clear error.
+    ``stats``: passes, segments, retries, bytes sent and received, host jobs.
+    """
+
+    #: frames per segment (a STATUS check ends each)
+    SEGMENT_FRAMES = 4
+    #: clean frames before a shrunk frame size doubles again
+    GROW_AFTER = 8
+
+    def __init__(self, *, lanes, width, transport, retries=8, check_info=True):
         super().__init__(lanes=lanes, width=width)
         self.link = UartLink(transport)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative integer, not {retries!r}")
         self.retries = retries
         self.nbytes = beat_bytes(lanes, width)
-        self.stats = {"passes": 0, "retries": 0, "bytes_sent": 0, "bytes_received": 0,
-                      "host_jobs": 0}
+        self.stats = {"passes": 0, "segments": 0, "retries": 0, "bytes_sent": 0,
+                      "bytes_received": 0, "host_jobs": 0}
         if check_info:
-            self.link.resync()
-            info = self.link.info()
+            info = self._retrying(self.link.info, "INFO")
             if (info["lanes"], info["width"]) != (lanes, width):
                 raise UartError(f"the device runs an engine of lanes={info['lanes']}, "
                                 f"width={info['width']}, not lanes={lanes}, width={width}")
@@ -228,6 +246,21 @@ class UartBackend(Backend):
         else:
             self.max_payload = MAX_PAYLOAD
             self.device_blocks = bitstream_blocks(0xFF)
+        self._max_chunk = max(1, self.max_payload // self.nbytes)
+        self._chunk, self._clean = self._max_chunk, 0
+
+    _RETRIED = (DeviceError, FrameError, PassError, IntegrityError, DeviceTimeout)
+
+    def _retrying(self, fn, what):
+        """``fn()`` with the link resynchronised and ``fn`` run again after a failure."""
+        for attempt in range(self.retries + 1):
+            try:
+                self.link.resync()
+                return fn()
+            except self._RETRIED:
+                if attempt == self.retries:
+                    raise
+                self.stats["retries"] += 1
 
     def run(self, block, jobs):
         """Run ``jobs`` on ``block``: on the device for the threshold engine; a block that the
@@ -241,51 +274,83 @@ class UartBackend(Backend):
         return [self._threshold_pass(job) for job in jobs]
 
     def _threshold_pass(self, job):
-        for attempt in range(self.retries + 1):
-            try:
-                return self._try_pass(job)
-            except (DeviceError, FrameError, PassError, IntegrityError):
-                if attempt == self.retries:
-                    raise
-                self.stats["retries"] += 1
-                self.link.resync()
-
-    def _try_pass(self, job):
         hi = 1 << (self.width - 1)
         tiles = np.asarray(job.data)
         if tiles.size and (tiles.min() < -hi or tiles.max() >= hi):
             raise ValueError(f"weights must fit {self.width} bits")
         if not 0 <= int(job.threshold) <= hi:
             raise ValueError(f"threshold must be from 0 to {hi}, not {job.threshold!r}")
-        packed = pack_beats(tiles.reshape(-1, self.lanes),
-                            np.asarray(job.lane_valid).reshape(-1, self.lanes), self.width)
+        tiles = tiles.reshape(-1, self.lanes)
+        valid = np.asarray(job.lane_valid, dtype=bool).reshape(-1, self.lanes)
+        packed = pack_beats(tiles, valid, self.width)
         beats = packed.shape[0]
-        self.link.configure(job.threshold, job.tie_budget)
-        # Frames as large as the device takes (INFO's max_payload).
-        chunk = max(1, self.max_payload // self.nbytes)
-        answers, in_crc, out_crc = [], 0, 0
-        for start in range(0, beats, chunk):
-            sent = packed[start:start + chunk].tobytes()
+        ties = valid & (np.abs(tiles.astype(np.int32)) == int(job.threshold))
+        data = np.zeros((beats, self.lanes), dtype=np.int16)
+        mask = np.zeros((beats, self.lanes), dtype=bool)
+        done, budget, cycles, failures = 0, int(job.tie_budget), 0, 0
+        first = True
+        while first or done < beats:
+            first = False
+            try:
+                done, budget, spent = self._segment(job.threshold, budget, packed, ties, data,
+                                                    mask, done)
+                cycles += spent
+                failures = 0
+            except self._RETRIED as exc:
+                failures += 1
+                self.stats["retries"] += 1
+                self._chunk, self._clean = max(1, self._chunk // 2), 0
+                if failures > self.retries:
+                    raise type(exc)(f"{exc} (gave up after {failures} failed attempts in a "
+                                    f"row with no progress, at beat {done} of {beats})") \
+                        from exc
+                self.link.resync()
+        self.stats["passes"] += 1
+        # The device's own count: engine clocks from each segment's first input beat to its last
+        # output beat, summed (the UART paces a board, so this exceeds the stall-free figure).
+        return MaskResult(data=data, mask=mask, beats=beats, kept=int(mask.sum()),
+                          ties_left=budget, cycles=cycles if beats else 0)
+
+    def _segment(self, threshold, budget, packed, ties, data, mask, start):
+        """Configure, send up to SEGMENT_FRAMES frames from beat ``start``, check STATUS.
+        Returns the beats done, the tie budget left and the device's cycles of the segment;
+        nothing is kept unless the whole segment checks out."""
+        self.link.configure(threshold, budget)
+        done, left, in_crc, out_crc, sent_bytes = start, budget, 0, 0, 0
+        parts = []
+        for _ in range(self.SEGMENT_FRAMES):
+            if done >= packed.shape[0]:
+                break
+            n = min(self._chunk, packed.shape[0] - done)
+            sent = packed[done:done + n].tobytes()
             raw, status = self.link.data(sent)
             if status:
                 flags = [f.name for f in Status if f & status]
                 raise PassError(f"TE_DATA answer reports {'|'.join(flags) or hex(status)}")
             in_crc, out_crc = zlib.crc32(sent, in_crc), zlib.crc32(raw, out_crc)
-            self.stats["bytes_sent"] += len(sent)
-            self.stats["bytes_received"] += len(raw)
-            answers.append(np.frombuffer(raw, dtype=np.uint8).reshape(-1, self.nbytes))
-        raw = np.concatenate(answers) if answers else np.zeros((0, self.nbytes), np.uint8)
-        data, mask = unpack_beats(raw, self.lanes, self.width)
+            sent_bytes += len(sent)
+            d, mk = unpack_beats(np.frombuffer(raw, dtype=np.uint8).reshape(-1, self.nbytes),
+                                 self.lanes, self.width)
+            used = int(np.count_nonzero(mk & ties[done:done + n]))
+            left -= min(used, left)
+            parts.append((done, d, mk))
+            done += n
+            self._clean += 1
+            if self._clean >= self.GROW_AFTER and self._chunk < self._max_chunk:
+                self._chunk, self._clean = min(self._max_chunk, 2 * self._chunk), 0
         st = self.link.status()
-        want = {"beats": beats, "kept": int(mask.sum()), "in_crc": in_crc, "out_crc": out_crc}
+        kept = sum(int(mk.sum()) for _, _, mk in parts)
+        want = {"beats": done - start, "kept": kept, "in_crc": in_crc, "out_crc": out_crc,
+                "ties_left": left}
         got = {k: st[k] for k in want}
         if got != want:
             raise IntegrityError(f"pass check failed: device {got}, host {want}")
-        self.stats["passes"] += 1
-        # The device's own count: engine clocks from its first input beat to its last output beat
-        # (the UART paces a board, so this exceeds the stall-free figure of the golden model).
-        return MaskResult(data=data, mask=mask, beats=beats, kept=st["kept"],
-                          ties_left=st["ties_left"], cycles=st["cycles"] if beats else 0)
+        for at, d, mk in parts:
+            data[at:at + len(d)], mask[at:at + len(mk)] = d, mk
+        self.stats["segments"] += 1
+        self.stats["bytes_sent"] += sent_bytes
+        self.stats["bytes_received"] += sent_bytes
+        return done, left, st["cycles"] if done > start else 0
 
 
 class SerialBackend(UartBackend):
@@ -293,7 +358,7 @@ class SerialBackend(UartBackend):
 
     name = "serial"
 
-    def __init__(self, *, lanes, width, port=None, baudrate=1_000_000, timeout=1.0,
+    def __init__(self, *, lanes, width, port=None, baudrate=3_000_000, timeout=1.0,
                  transport=None, **options):
         if transport is None:
             if port is None:

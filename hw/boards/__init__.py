@@ -35,7 +35,11 @@ from ...contract.threshold_engine import DOMAIN as _ENGINE_DOMAIN
 __all__ = ["BOARDS", "BoardTop", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
            "synth", "DEFAULT_BAUD"]
 
-DEFAULT_BAUD = 1_000_000
+#: 3 Mbit/s: both boards' USB-UART chips (FTDI FT2232H on the iCEBreaker, FT231X on the ULX3S)
+#: take it; the divisor is 12 clocks a bit at 36 MHz, 42 at 125 MHz (0.8 % fast).
+DEFAULT_BAUD = 3_000_000
+#: The largest divisor error a board top accepts (the host's own clock may be 2 % off too).
+MAX_BAUD_ERROR = 0.01
 #: Idle time after which the bridge ends a partly received frame.
 DEVICE_TIMEOUT_S = 0.05
 
@@ -53,10 +57,11 @@ def _ulx3s():
 #: board -> (platform factory, oscillator MHz, default core MHz, reset button resource, family)
 BOARDS = {
     # The engine alone reaches the UP5K target (48 MHz at 8 lanes, bench/synth.py); the UART
-    # bridge's frame decoder does not yet, so the board top runs at 36 MHz (36 clocks a bit).
+    # bridge's frame decoder does not yet, so the board top runs at 36 MHz (12 clocks a bit at
+    # 3 Mbit/s).
     "icebreaker": (_icebreaker, 12.0, 36.0, ("button", 0), "ice40"),
     # The engine alone reaches the ECP5 target (150 MHz at 16 lanes); the board top with the
-    # UART bridge runs at 125 MHz (125 clocks a bit at 1 Mbit/s).
+    # UART bridge runs at 125 MHz (42 clocks a bit at 3 Mbit/s).
     "ulx3s": (_ulx3s, 25.0, 125.0, ("button_fire", 0), "ecp5"),
 }
 
@@ -130,7 +135,14 @@ class BoardTop(wiring.Component):
         self.lanes, self.width, self.baud = lanes, width, baud
         pll = ice40_pll_params if family == "ice40" else ecp5_pll_params
         self.pll_params, self.freq = pll(f_osc, freq or f_default)
+        if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+            raise ValueError(f"baud must be a positive integer (bits per second), not {baud!r}")
         self.clocks_per_bit = round(self.freq * 1e6 / baud)
+        error = self.freq * 1e6 / (self.clocks_per_bit * baud) - 1 if self.clocks_per_bit else 1
+        if self.clocks_per_bit < 4 or abs(error) > MAX_BAUD_ERROR:
+            raise ValueError(f"{baud} bit/s cannot be made from a {self.freq:.3f} MHz clock: "
+                             f"{self.clocks_per_bit} clocks a bit is {100 * error:+.2f} % off "
+                             f"(at most {100 * MAX_BAUD_ERROR:.0f} %, and at least 4 clocks)")
         self.timeout = int(DEVICE_TIMEOUT_S * self.freq * 1e6)
         super().__init__({})
 

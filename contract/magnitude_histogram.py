@@ -116,4 +116,5 @@ BLOCK = Block(
               Port("counted", COUNTER_WIDTH)),
     finish=("select", "done"), busy="busy",
     bench="hwprune.sim.cocotb_tb.magnitude_histogram_tb",
+    bridge_bit=1,
 )

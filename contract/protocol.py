@@ -19,8 +19,8 @@ from .params import Domain, Param
 from .threshold_engine import LANES, WIDTH
 
 __all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "MAX_PAYLOAD", "Cmd", "ErrorCode",
-           "Status", "STATUS_FIELDS", "INFO_FIELDS", "CFG_LEN", "CrcDef", "CRC8_DEF",
-           "CRC16_DEF", "CRC32_DEF", "crc8", "crc16", "encode_frame", "split_frames",
+           "Status", "STATUS_FIELDS", "MH_STATUS_FIELDS", "MH_SELECT_FIELDS", "INFO_FIELDS", "CFG_LEN", "MH_CFG_LEN",
+           "CrcDef", "CRC8_DEF", "CRC16_DEF", "CRC32_DEF", "crc8", "crc16", "encode_frame", "split_frames",
            "beat_bytes", "wire_tile_layout", "wire_masked_layout", "pack_beats", "unpack_beats",
            "UART_CORE", "COMMAND_BRIDGE"]
 
@@ -37,6 +37,10 @@ class Cmd(enum.IntEnum):
     TE_CONFIG = 0x10
     TE_DATA = 0x11
     TE_STATUS = 0x12
+    MH_CONFIG = 0x40
+    MH_DATA = 0x41
+    MH_STATUS = 0x42
+    MH_SELECT = 0x43
     ERROR = 0xFF
     # Later blocks get their own ranges: 0x20-0x2F N:M selector, 0x30-0x3F sparse MAC.
 
@@ -63,6 +67,15 @@ class Status(enum.IntFlag):
 STATUS_FIELDS = (("beats", 4), ("kept", 4), ("ties_left", 4), ("in_crc", 4), ("out_crc", 4),
                  ("header_errors", 1), ("crc_errors", 1), ("framing_errors", 1),
                  ("timeouts", 1), ("overflows", 1), ("cycles", 4))
+#: MH_STATUS answer payload (the magnitude histogram): beats counted and the CRC-32 of their
+#: bytes since MH_CONFIG, and the error counters.
+MH_STATUS_FIELDS = (("beats", 4), ("in_crc", 4), ("header_errors", 1), ("crc_errors", 1),
+                    ("framing_errors", 1), ("timeouts", 1), ("overflows", 1))
+#: MH_SELECT answer payload: the select walk's results and the unit's clocks of the pass.
+MH_SELECT_FIELDS = (("beats", 4), ("in_crc", 4), ("found_bin", 2), ("above", 4), ("ties", 4),
+                    ("counted", 4), ("cycles", 4))
+#: MH_CONFIG payload: shift u8, match_en u8, match_value u8, keep u32.
+MH_CFG_LEN = 7
 #: INFO answer payload. ``blocks``: bitmap of the blocks behind the bridge (bit
 #: ``Block.bridge_bit``).
 INFO_FIELDS = (("version", 1), ("blocks", 1), ("lanes", 1), ("width", 1), ("max_payload", 2))

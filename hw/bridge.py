@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..contract import protocol
 from ..contract.protocol import INFO_FIELDS, MAX_PAYLOAD, PROTOCOL_VERSION, STATUS_FIELDS, Status
-from .adapters import ThresholdEngineAdapter
+from .adapters import MagnitudeHistogramAdapter, ThresholdEngineAdapter
 from .framing import (AnswerFrame, Cmd, ErrorCode, FrameEncoder, FrameParser, Header,
                       PayloadByte, ReceiveQueue, Trailer, offer)
 from .uart import RxByte, UARTRx, UARTTx
@@ -39,7 +39,7 @@ from .uart import RxByte, UARTRx, UARTTx
 __all__ = ["ADAPTERS", "Cmd", "ErrorCode", "Dispatcher", "CommandBridge", "UARTCore"]
 
 #: The block adapters a bridge holds, in INFO order.
-ADAPTERS = (ThresholdEngineAdapter,)
+ADAPTERS = (ThresholdEngineAdapter, MagnitudeHistogramAdapter)
 
 #: The error counters every TE_STATUS answer carries (saturating, since reset).
 ERROR_COUNTERS = ("header_errors", "crc_errors", "framing_errors", "timeouts", "overflows")
@@ -47,6 +47,18 @@ ERROR_COUNTERS = ("header_errors", "crc_errors", "framing_errors", "timeouts", "
 
 def _fields_len(fields):
     return sum(n for _, n in fields)
+
+
+def _reads(cmd, adapter):
+    """``cmd`` is one of the adapter's reading commands (STATUS, and FINISH if it has one)."""
+    codes = [adapter.STATUS] + ([adapter.FINISH] if adapter.FINISH is not None else [])
+    return Cat(*(cmd == c for c in codes)).any()
+
+
+def _bytes(value, n):
+    """``value`` as exactly ``n`` bytes (zero-extended or cut)."""
+    value = Value.cast(value)
+    return Cat(value, C(0, 8 * n))[:8 * n]
 
 
 class Dispatcher(wiring.Component):
@@ -108,7 +120,9 @@ class Dispatcher(wiring.Component):
         m.d.comb += self.error.eq(Cat(*errors.values()).any())
 
         # --- the answer's short payload (INFO, STATUS, CONFIG, ERROR), shifted out --------------
-        small_len = max(_fields_len(STATUS_FIELDS), _fields_len(INFO_FIELDS), 2)
+        small_len = max(*(_fields_len(a.status_fields) for a in adapters),
+                        *(_fields_len(a.finish_fields) for a in adapters),
+                        _fields_len(INFO_FIELDS), 2)
         small = Signal(8 * small_len)
         m.d.comb += [self.o_small.valid.eq(1), self.o_small.payload.eq(small[:8])]
         with m.If(self.o_small.ready):
@@ -174,7 +188,7 @@ class Dispatcher(wiring.Component):
                 with m.Elif(cmd == Cmd.INFO):
                     m.next = "SHORT"
                 for k, adapter in enumerate(adapters):
-                    with m.Elif(cmd == adapter.STATUS):
+                    with m.Elif(_reads(cmd, adapter)):
                         m.d.sync += active.eq(k)
                         m.next = "SHORT"
                     with m.Elif(cmd == adapter.CONFIG):
@@ -225,7 +239,11 @@ class Dispatcher(wiring.Component):
                     m.d.sync += refuse(ErrorCode.BAD_LENGTH)
                     m.next = "REFUSE"
                 with m.Else():
-                    m.d.sync += [answer.cmd.eq(cmd | 0x80), answer.length.eq(length + 1),
+                    # An echoing block answers its output beats and the status byte; the others
+                    # the status byte alone.
+                    echo = Array(C(int(a.echo), 1) for a in adapters)[active]
+                    m.d.sync += [answer.cmd.eq(cmd | 0x80),
+                                 answer.length.eq(Mux(echo, length + 1, 1)),
                                  answer.small.eq(0), status.eq(0)]
                     m.next = "DATA_START"
             with m.State("DATA_START"):
@@ -239,6 +257,9 @@ class Dispatcher(wiring.Component):
                 m.d.comb += [routing.eq(1), self.i_trailer.ready.eq(1)]
                 with m.If(self.i_trailer.valid):
                     t = self.i_trailer.payload
+                    for k, adapter in enumerate(adapters):
+                        m.d.comb += [adapter.frame_end.eq(active == k),
+                                     adapter.frame_ok.eq(t.crc_ok & ~t.timeout & ~t.ferr)]
                     m.d.sync += status.eq(Mux(t.timeout, Status.TIMEOUT, 0)
                                           | Mux(t.ferr, Status.FRAMING, 0)
                                           | Mux(t.crc_ok, 0, Status.BAD_CRC))
@@ -250,7 +271,10 @@ class Dispatcher(wiring.Component):
                         m.d.sync += bump("crc_errors")
                     m.next = "DATA_END"
             with m.State("DATA_END"):
-                offer(m, self.o_status, "IDLE")     # the status byte ends the answer
+                # The status byte ends the answer, once the block has taken in the frame (the
+                # histogram counts a frame from its buffer after the CRC checked out).
+                with m.If(Array(a.finished for a in adapters)[active]):
+                    offer(m, self.o_status, "IDLE")
             with m.State("CONFIG"):
                 m.d.comb += self.i_payload.ready.eq(1)
                 with m.If(self.i_payload.valid):
@@ -284,16 +308,34 @@ class Dispatcher(wiring.Component):
                         m.d.sync += [small.eq(Cat(*(info[n] for n, _ in INFO_FIELDS))),
                                      answer.length.eq(_fields_len(INFO_FIELDS))]
                     for k, adapter in enumerate(adapters):
-                        values = {**errors, **{n: getattr(adapter, n) for n, _ in STATUS_FIELDS
-                                               if n in adapter.signature.members}}
-                        with m.Elif(cmd == adapter.STATUS):
-                            m.d.sync += [small.eq(Cat(*(values[n] for n, _ in STATUS_FIELDS))),
-                                         answer.length.eq(_fields_len(STATUS_FIELDS))]
+                        with m.Elif(_reads(cmd, adapter)):
+                            # A finishing command (the histogram's select walk) strobes
+                            # `finish`; both answer once the adapter is finished.
+                            if adapter.FINISH is not None:
+                                m.d.comb += adapter.finish.eq(cmd == adapter.FINISH)
+                            m.next = "STATUS_WAIT"
                         with m.Elif(cmd == adapter.CONFIG):
                             m.d.comb += [adapter.config.eq(config[-8 * adapter.config_len:]),
                                          adapter.load.eq(1)]
                             m.d.sync += [small.eq(0), answer.length.eq(1)]
-                    m.next = "RESPOND"
+                    with m.If(cmd == Cmd.INFO):
+                        m.next = "RESPOND"
+                    for adapter in adapters:
+                        with m.Elif(cmd == adapter.CONFIG):
+                            m.next = "RESPOND"
+            with m.State("STATUS_WAIT"):
+                for k, adapter in enumerate(adapters):
+                    for code_k, fields in ((adapter.STATUS, adapter.status_fields),
+                                           (adapter.FINISH, adapter.finish_fields)):
+                        if code_k is None:
+                            continue
+                        values = {**errors, **{n: getattr(adapter, n) for n, _ in fields
+                                               if n in adapter.signature.members}}
+                        with m.If((active == k) & (cmd == code_k) & adapter.finished):
+                            m.d.sync += [small.eq(Cat(*(_bytes(values[n], w)
+                                                        for n, w in fields))),
+                                         answer.length.eq(_fields_len(fields))]
+                            m.next = "RESPOND"
             with m.State("ERROR"):
                 with m.If(idle):
                     m.d.sync += [answer.cmd.eq(Cmd.ERROR), answer.small.eq(1),

@@ -21,9 +21,10 @@ import numpy as np
 
 from .backend_api import Backend
 from .contract.blocks import BLOCKS
-from .contract.protocol import (DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD, STATUS_FIELDS, Cmd,
-                                ErrorCode, Status, beat_bytes, crc8, crc16, encode_frame, pack_beats,
-                                split_frames, unpack_beats)
+from .contract.magnitude_histogram import HistogramResult
+from .contract.protocol import (DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD, MH_SELECT_FIELDS,
+                                MH_STATUS_FIELDS, STATUS_FIELDS, Cmd, ErrorCode, Status, beat_bytes, crc8, crc16,
+                                encode_frame, pack_beats, split_frames, unpack_beats)
 from .contract.threshold_engine import MaskResult
 
 __all__ = ["crc8", "crc16", "encode_frame", "split_frames", "pack_beats", "unpack_beats",
@@ -202,6 +203,26 @@ class UartLink:
             raise FrameError(f"TE_DATA answer of {len(answer)} bytes for {len(payload)} sent")
         return answer[:-1], answer[-1]
 
+    def histogram_config(self, shift, match_en, match_value, keep):
+        answer = self.transact(Cmd.MH_CONFIG, bytes([int(shift), int(match_en),
+                                                     int(match_value)])
+                               + int(keep).to_bytes(4, "little"))
+        if answer != b"\0":
+            raise FrameError(f"unexpected MH_CONFIG answer {answer!r}")
+
+    def histogram_data(self, payload):
+        """Send one MH_DATA frame; return its status byte (the answer carries nothing else)."""
+        answer = self.transact(Cmd.MH_DATA, payload)
+        if len(answer) != 1:
+            raise FrameError(f"MH_DATA answer of {len(answer)} bytes, expected the status byte")
+        return answer[0]
+
+    def histogram_status(self):
+        return self._fields(MH_STATUS_FIELDS, self.transact(Cmd.MH_STATUS))
+
+    def histogram_select(self):
+        return self._fields(MH_SELECT_FIELDS, self.transact(Cmd.MH_SELECT))
+
     def resync(self):
         self.transport.resync()
 
@@ -268,10 +289,12 @@ class UartBackend(Backend):
         choose thresholds) runs in its golden model on the host, so the same ``prune`` call
         works on a board (counted in ``stats["host_jobs"]``)."""
         desc, _ = self.params(block)
-        if desc.name not in self.device_blocks:
+        on_device = {"threshold_engine": self._threshold_pass,
+                     "magnitude_histogram": self._histogram_pass}
+        if desc.name not in self.device_blocks or desc.name not in on_device:
             self.stats["host_jobs"] += len(jobs)
             return [desc.golden(job) for job in jobs]
-        return [self._threshold_pass(job) for job in jobs]
+        return [on_device[desc.name](job) for job in jobs]
 
     def _threshold_pass(self, job):
         hi = 1 << (self.width - 1)
@@ -301,9 +324,8 @@ class UartBackend(Backend):
                 self.stats["retries"] += 1
                 self._chunk, self._clean = max(1, self._chunk // 2), 0
                 if failures > self.retries:
-                    raise type(exc)(f"{exc} (gave up after {failures} failed attempts in a "
-                                    f"row with no progress, at beat {done} of {beats})") \
-                        from exc
+                    raise _gave_up(exc, f"gave up after {failures} failed attempts in a row "
+                                        f"with no progress, at beat {done} of {beats}")
                 self.link.resync()
         self.stats["passes"] += 1
         # The device's own count: engine clocks from each segment's first input beat to its last
@@ -351,6 +373,93 @@ class UartBackend(Backend):
         self.stats["bytes_sent"] += sent_bytes
         self.stats["bytes_received"] += sent_bytes
         return done, left, st["cycles"] if done > start else 0
+
+    def _histogram_pass(self, job):
+        """One histogram pass on the device: MH_CONFIG, the beats in frames, MH_SELECT. The
+        device counts a frame only once its CRC checked out, so a failed frame is sent again
+        on its own: after a failure the host asks MH_STATUS how many beats (and the CRC-32 of
+        which bytes) the device has counted, and goes on from there; a count it cannot explain
+        starts the pass again (MH_CONFIG empties the bins)."""
+        if int(job.width) != self.width:
+            raise ValueError(f"job is for width {job.width}, the unit has width {self.width}")
+        tiles = np.asarray(job.data).reshape(-1, self.lanes)
+        valid = np.asarray(job.lane_valid, dtype=bool).reshape(-1, self.lanes)
+        hi = 1 << (self.width - 1)
+        if tiles.size and (tiles.min() < -hi or tiles.max() >= hi):
+            raise ValueError(f"weights must fit {self.width} bits")
+        packed = pack_beats(tiles, valid, self.width)
+        mag = np.abs(tiles.astype(np.int32))
+        if not job.match_en:
+            counted = valid
+        elif self.width > 8:
+            counted = valid & ((mag >> 8) == int(job.match_value))
+        else:
+            counted = np.zeros_like(valid)
+        want_counted = int(np.count_nonzero(counted))
+        failures, configured, done, crcs, pending = 0, False, 0, [0], 0
+        while True:
+            try:
+                if not configured:
+                    self.link.histogram_config(job.shift, job.match_en, job.match_value,
+                                               job.keep)
+                    configured, done, crcs = True, 0, [0]
+                while done < packed.shape[0]:
+                    n = pending = min(self._chunk, packed.shape[0] - done)
+                    sent = packed[done:done + n].tobytes()
+                    status = self.link.histogram_data(sent)
+                    if status:
+                        flags = [f.name for f in Status if f & status]
+                        raise PassError(f"MH_DATA answer reports "
+                                        f"{'|'.join(flags) or hex(status)}")
+                    done += n
+                    crcs.append(zlib.crc32(sent, crcs[-1]))
+                    self.stats["bytes_sent"] += len(sent)
+                    failures = 0
+                    self._clean += 1
+                    if self._clean >= self.GROW_AFTER and self._chunk < self._max_chunk:
+                        self._chunk, self._clean = min(self._max_chunk, 2 * self._chunk), 0
+                st = self.link.histogram_select()
+                want = {"beats": packed.shape[0], "in_crc": crcs[-1], "counted": want_counted}
+                got = {k: st[k] for k in want}
+                if got != want:
+                    configured = False
+                    raise IntegrityError(f"histogram pass check failed: device {got}, host "
+                                         f"{want}")
+                break
+            except self._RETRIED as exc:
+                failures += 1
+                self.stats["retries"] += 1
+                self._chunk, self._clean = max(1, self._chunk // 2), 0
+                if failures > self.retries:
+                    raise _gave_up(exc, f"gave up after {failures} failed attempts in a row")
+                self.link.resync()
+                if configured:
+                    configured, done = self._histogram_resume(packed, crcs, done, pending)
+        self.stats["passes"] += 1
+        return HistogramResult(found_bin=st["found_bin"], above=st["above"], ties=st["ties"],
+                               counted=st["counted"], cycles=st["cycles"])
+
+    def _histogram_resume(self, packed, crcs, done, pending):
+        """After a failure: where the device's count stands. Returns (still configured, beats
+        counted): the frame in flight (``pending`` beats from ``done``) counted or not;
+        anything else means start the pass again."""
+        try:
+            st = self.link.histogram_status()
+        except self._RETRIED:
+            return False, 0
+        if (st["beats"], st["in_crc"]) == (done, crcs[-1]):
+            return True, done                 # the frame in flight did not count
+        after = zlib.crc32(packed[done:done + pending].tobytes(), crcs[-1])
+        if (st["beats"], st["in_crc"]) == (done + pending, after):
+            crcs.append(after)                # it did (its answer was lost)
+            return True, done + pending
+        return False, 0
+
+
+def _gave_up(exc, why):
+    """``exc`` with ``why`` added to its message (same type, so callers catch it as before)."""
+    exc.args = (f"{exc} ({why})",)
+    return exc
 
 
 class SerialBackend(UartBackend):

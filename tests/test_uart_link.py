@@ -90,3 +90,39 @@ def test_a_dead_line_times_out_with_a_clear_error_and_changes_nothing():
         hwprune.prune(model, 0.5, backend=backend, lanes=8, width=8)
     assert not hasattr(model, "weight_mask")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def small_model():
+    torch.manual_seed(6)
+    return torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Flatten(),
+                               torch.nn.Linear(4 * 6 * 6, 10))
+
+
+@pytest.mark.parametrize("scope,width", [("layer", 8), ("global", 8), ("layer", 16)])
+def test_prune_runs_every_pass_on_the_device(scope, width):
+    """With the histogram behind the bridge, an unstructured prune through uart-sim runs the
+    threshold search and the masking passes in the RTL: no job falls back to the host."""
+    import copy
+    model = small_model()
+    want = copy.deepcopy(model)
+    hwprune.prune(want, 0.7, scope=scope, backend="golden", lanes=8, width=width)
+    backend = UartSimBackend(lanes=8, width=width)
+    assert "magnitude_histogram" in backend.device_blocks
+    report = hwprune.prune(model, 0.7, scope=scope, backend=backend, lanes=8, width=width)
+    assert backend.stats["host_jobs"] == 0 and backend.stats["passes"] > 0
+    for a, b in ((model[0], want[0]), (model[2], want[2])):
+        assert torch.equal(a.weight_mask, b.weight_mask)
+    assert report.cycles > 0
+
+
+def test_histogram_passes_survive_line_faults(rng):
+    from hwprune.contract.magnitude_histogram import run, select_threshold_passes
+    backend = UartSimBackend(lanes=8, width=16, clocks_per_bit=8)
+    backend.lib.set_faults(ber=1e-4, drop=1e-4, seed=3)
+    tiles, valid = random_tiles(rng, 1500, 8, 16)
+    for keep in (7, 4000):
+        got = select_threshold_passes(lambda job: backend.run("magnitude_histogram", [job])[0],
+                                      tiles, valid, 16, keep)
+        want = select_threshold_passes(run, tiles, valid, 16, keep)
+        assert got[:2] == want[:2]
+    assert backend.stats["retries"] > 0 and backend.stats["host_jobs"] == 0

@@ -235,6 +235,12 @@ class MagnitudeHistogramAdapter(wiring.Component):
         m.d.comb += [self.found_bin.eq(unit.found_bin), self.above.eq(unit.above),
                      self.ties.eq(unit.ties), self.counted.eq(unit.counted)]
 
+        # The dispatcher's strobes, registered (timing: its state decoding does not reach into
+        # the unit's walk control).
+        load, finish, frame_end, frame_ok = Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [load.eq(self.load), finish.eq(self.finish), frame_end.eq(self.frame_end),
+                     frame_ok.eq(self.frame_ok)]
+
         # --- the frame buffer: a frame's bytes, replayed into the unit once the frame is good --
         m.submodules.frame = frame = Memory(shape=8, depth=MAX_PAYLOAD, init=[])
         wp = frame.write_port()
@@ -248,8 +254,8 @@ class MagnitudeHistogramAdapter(wiring.Component):
                      wp.addr.eq(written), wp.data.eq(i.payload), wp.en.eq(i.valid & i.ready)]
         with m.If(i.valid & i.ready):
             m.d.sync += written.eq(written + 1)
-        with m.If(self.frame_end):
-            with m.If(self.frame_ok):
+        with m.If(frame_end):
+            with m.If(frame_ok):
                 m.d.sync += [replaying.eq(written != 0), read.eq(0)]
             with m.Else():
                 m.d.sync += written.eq(0)          # a damaged or cut frame: nothing counts
@@ -279,20 +285,20 @@ class MagnitudeHistogramAdapter(wiring.Component):
                                hold_back=want_clear | (walking & clearing))
         took = Signal()
         m.d.comb += took.eq(unit.i_stream.valid & unit.i_stream.ready)
-        m.d.comb += self.in_crc.eq(processor(m, "in_crc", CRC32, start=self.load, valid=push,
+        m.d.comb += self.in_crc.eq(processor(m, "in_crc", CRC32, start=load, valid=push,
                                              data=replay.payload))
         start_clear, start_result = Signal(), Signal()
-        quiet = ~unit.busy & ~walking & ~unit.i_stream.valid & ~self.load & ~self.finish
+        quiet = ~unit.busy & ~walking & ~unit.i_stream.valid & ~load & ~finish
         m.d.comb += [start_clear.eq(quiet & want_clear),
                      start_result.eq(quiet & ~want_clear & want_result & ~replaying),
                      unit.select.eq(start_clear | start_result),
-                     self.finished.eq(~want_result & ~walking & ~replaying
-                                      & ~unit.i_stream.valid)]
+                     self.finished.eq(~want_result & ~walking & ~replaying & ~finish
+                                      & ~frame_end & ~unit.i_stream.valid)]
         with m.If(took):
             m.d.sync += counted_since.eq(1)
-        with m.If(self.load):
+        with m.If(load):
             m.d.sync += [want_clear.eq(counted_since), configured.eq(1)]
-        with m.Elif(self.finish):
+        with m.Elif(finish):
             m.d.sync += want_result.eq(want_result | counted_since | configured)
         with m.Elif(start_clear):
             m.d.sync += [want_clear.eq(0), counted_since.eq(0), walking.eq(1), clearing.eq(1)]
@@ -305,7 +311,7 @@ class MagnitudeHistogramAdapter(wiring.Component):
         beats = Signal(COUNTER_WIDTH)
         since_first = Signal(32)
         started = Signal()
-        with m.If(self.load):
+        with m.If(load):
             m.d.sync += [beats.eq(0), started.eq(0), since_first.eq(0), self.cycles.eq(0)]
         with m.Else():
             with m.If(took):

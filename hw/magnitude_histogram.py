@@ -133,15 +133,24 @@ class MagnitudeHistogram(BlockComponent):
                              wp.en.eq(upd_inc[i])]
             counts.append(rp.data)
 
-        # Adder tree over the lanes' counts of the bin being walked.
+        # Adder tree over the lanes' counts of the bin being walked, registered (timing: the
+        # block RAM's output, the tree and the decision below are three clocks' worth).
         bin_total = Signal(unsigned(COUNTER_WIDTH + 7))
-        m.d.comb += bin_total.eq(tree_sum(counts))
+        sum_valid = Signal()         # bin_total holds a walked bin's count this cycle
+        sum_bin = Signal(range(bins))
+        sum_final = Signal()
+        m.d.sync += [bin_total.eq(tree_sum(counts)), sum_valid.eq(rd_valid),
+                     sum_bin.eq(rd_bin), sum_final.eq(rd_final)]
 
+        # The decision keeps `need = keep - cum - 1` (signed): the bin holds the keep-th largest
+        # magnitude when `need - bin_total` goes negative, the sign bit of one subtraction (a
+        # carry chain) that is also the next `need`; `cum` adds up beside it.
         cum = Signal(unsigned(COUNTER_WIDTH + 7))
-        cum_next = Signal(unsigned(COUNTER_WIDTH + 7))
+        need = Signal(signed(COUNTER_WIDTH + 8))
+        step = Signal(signed(COUNTER_WIDTH + 8))
+        hit = Signal()
+        m.d.comb += [step.eq(need - bin_total), hit.eq(step < 0)]
         found = Signal()
-        m.d.comb += cum_next.eq(cum + bin_total)
-
         counted_total = Signal(unsigned(COUNTER_WIDTH))
         inc_sum = Signal(range(lanes + 1))
         m.d.comb += inc_sum.eq(sum(upd_inc[i] for i in range(lanes)))
@@ -160,19 +169,20 @@ class MagnitudeHistogram(BlockComponent):
                 m.d.sync += [walking.eq(0), walk_addr.eq(bins - 1)]
             with m.Else():
                 m.d.sync += walk_addr.eq(walk_addr - 1)
-        with m.Elif(self.select & ~rd_valid):
-            m.d.sync += [walking.eq(1), cum.eq(0), found.eq(0), self.done.eq(0),
-                         counted_total.eq(0), self.counted.eq(counted_total + inc_sum)]
+        with m.Elif(self.select & ~rd_valid & ~sum_valid):
+            m.d.sync += [walking.eq(1), cum.eq(0), need.eq(self.keep - 1), found.eq(0),
+                         self.done.eq(0), counted_total.eq(0),
+                         self.counted.eq(counted_total + inc_sum)]
 
-        with m.If(rd_valid):
-            m.d.sync += cum.eq(cum_next)
-            with m.If(~found & (cum_next >= self.keep)):
-                m.d.sync += [found.eq(1), self.found_bin.eq(rd_bin), self.above.eq(cum),
+        with m.If(sum_valid):
+            m.d.sync += [cum.eq(cum + bin_total), need.eq(step)]
+            with m.If(~found & hit):
+                m.d.sync += [found.eq(1), self.found_bin.eq(sum_bin), self.above.eq(cum),
                              self.ties.eq(self.keep - cum)]
-            with m.If(rd_final):
+            with m.If(sum_final):
                 m.d.sync += self.done.eq(1)
-                with m.If(~found & ~(cum_next >= self.keep)):
+                with m.If(~found & ~hit):
                     # k exceeds everything counted: keep everything (threshold 0, all ties).
-                    m.d.sync += [self.found_bin.eq(0), self.above.eq(cum_next - bin_total),
-                                 self.ties.eq(self.keep - (cum_next - bin_total))]
+                    m.d.sync += [self.found_bin.eq(0), self.above.eq(cum),
+                                 self.ties.eq(self.keep - cum)]
         return m

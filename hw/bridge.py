@@ -49,12 +49,6 @@ def _fields_len(fields):
     return sum(n for _, n in fields)
 
 
-def _reads(cmd, adapter):
-    """``cmd`` is one of the adapter's reading commands (STATUS, and FINISH if it has one)."""
-    codes = [adapter.STATUS] + ([adapter.FINISH] if adapter.FINISH is not None else [])
-    return Cat(*(cmd == c for c in codes)).any()
-
-
 def _bytes(value, n):
     """``value`` as exactly ``n`` bytes (zero-extended or cut)."""
     value = Value.cast(value)
@@ -166,12 +160,23 @@ class Dispatcher(wiring.Component):
             # Answer ERROR once the parser has dropped the frame's payload and CRC.
             return [code.eq(error), code_cmd.eq(cmd)]
 
+        # The command decoded once, into flags, when its header arrives (timing: the later states
+        # test one flip-flop, not an 8-bit compare per adapter and kind).
+        is_info = Signal()
+        kinds = ("STATUS", "FINISH", "CONFIG", "DATA")
+        is_ = {(k, kind): Signal(name=f"is_{kind.lower()}{k}")
+               for k in range(len(adapters)) for kind in kinds}
+
         with m.FSM(name="dispatch") as fsm:
             with m.State("IDLE"):
                 with m.If(self.i_header.valid):
                     h = self.i_header.payload
                     m.d.sync += [cmd.eq(h.cmd), length.eq(h.length), code.eq(h.error),
-                                 code_cmd.eq(h.cmd)]
+                                 code_cmd.eq(h.cmd), is_info.eq(h.cmd == Cmd.INFO)]
+                    for k, adapter in enumerate(adapters):
+                        for kind in kinds:
+                            code_k = getattr(adapter, kind)
+                            m.d.sync += is_[k, kind].eq(0 if code_k is None else h.cmd == code_k)
                     m.next = "DECIDE"
             with m.State("DECIDE"):
                 # The header waits on i_header until the decision takes it (with ``accept``).
@@ -185,13 +190,13 @@ class Dispatcher(wiring.Component):
                         with m.If(code == error):
                             m.d.sync += bump(counter)
                     m.next = "ERROR"
-                with m.Elif(cmd == Cmd.INFO):
+                with m.Elif(is_info):
                     m.next = "SHORT"
                 for k, adapter in enumerate(adapters):
-                    with m.Elif(_reads(cmd, adapter)):
+                    with m.Elif(is_[k, "STATUS"] | is_[k, "FINISH"]):
                         m.d.sync += active.eq(k)
                         m.next = "SHORT"
-                    with m.Elif(cmd == adapter.CONFIG):
+                    with m.Elif(is_[k, "CONFIG"]):
                         m.d.sync += active.eq(k)
                         with m.If(length == adapter.config_len):
                             m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(1)]
@@ -199,7 +204,7 @@ class Dispatcher(wiring.Component):
                         with m.Else():
                             m.d.sync += refuse(ErrorCode.BAD_LENGTH)
                             m.next = "REFUSE"
-                    with m.Elif(cmd == adapter.DATA):
+                    with m.Elif(is_[k, "DATA"]):
                         m.d.sync += [active.eq(k), left.eq(length)]
                         with m.If((length == 0) | (length > MAX_PAYLOAD)):
                             m.d.sync += refuse(ErrorCode.BAD_LENGTH)
@@ -304,34 +309,34 @@ class Dispatcher(wiring.Component):
                 # Answers are loaded only while the encoder is idle: it shifts `small` out.
                 with m.If(idle):
                     m.d.sync += [answer.cmd.eq(cmd | 0x80), answer.small.eq(1)]
-                    with m.If(cmd == Cmd.INFO):
+                    with m.If(is_info):
                         m.d.sync += [small.eq(Cat(*(info[n] for n, _ in INFO_FIELDS))),
                                      answer.length.eq(_fields_len(INFO_FIELDS))]
                     for k, adapter in enumerate(adapters):
-                        with m.Elif(_reads(cmd, adapter)):
+                        with m.Elif(is_[k, "STATUS"] | is_[k, "FINISH"]):
                             # A finishing command (the histogram's select walk) strobes
                             # `finish`; both answer once the adapter is finished.
                             if adapter.FINISH is not None:
-                                m.d.comb += adapter.finish.eq(cmd == adapter.FINISH)
+                                m.d.comb += adapter.finish.eq(is_[k, "FINISH"])
                             m.next = "STATUS_WAIT"
-                        with m.Elif(cmd == adapter.CONFIG):
+                        with m.Elif(is_[k, "CONFIG"]):
                             m.d.comb += [adapter.config.eq(config[-8 * adapter.config_len:]),
                                          adapter.load.eq(1)]
                             m.d.sync += [small.eq(0), answer.length.eq(1)]
-                    with m.If(cmd == Cmd.INFO):
+                    with m.If(is_info):
                         m.next = "RESPOND"
-                    for adapter in adapters:
-                        with m.Elif(cmd == adapter.CONFIG):
+                    for k in range(len(adapters)):
+                        with m.Elif(is_[k, "CONFIG"]):
                             m.next = "RESPOND"
             with m.State("STATUS_WAIT"):
                 for k, adapter in enumerate(adapters):
-                    for code_k, fields in ((adapter.STATUS, adapter.status_fields),
-                                           (adapter.FINISH, adapter.finish_fields)):
-                        if code_k is None:
+                    for kind, fields in (("STATUS", adapter.status_fields),
+                                         ("FINISH", adapter.finish_fields)):
+                        if getattr(adapter, kind) is None:
                             continue
                         values = {**errors, **{n: getattr(adapter, n) for n, _ in fields
                                                if n in adapter.signature.members}}
-                        with m.If((active == k) & (cmd == code_k) & adapter.finished):
+                        with m.If(is_[k, kind] & adapter.finished):
                             m.d.sync += [small.eq(Cat(*(_bytes(values[n], w)
                                                         for n, w in fields))),
                                          answer.length.eq(_fields_len(fields))]

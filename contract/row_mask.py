@@ -71,13 +71,19 @@ def row_mask(data, lane_valid, last, threshold, tie_budget):
     return gt | (eq & (rank <= budget)).reshape(mag.shape)
 
 
-def run(job):
-    """Run one :class:`RowMaskJob` through the model."""
+def check_job(job):
+    """The job's shapes (one threshold and budget per group); returns the group count."""
     groups = check_groups(job)
     for name in ("threshold", "tie_budget"):
         if np.shape(getattr(job, name)) != (groups,):
             raise ValueError(f"{name} needs one value per group ({groups}), not "
                              f"{np.shape(getattr(job, name))}")
+    return groups
+
+
+def run(job):
+    """Run one :class:`RowMaskJob` through the model."""
+    check_job(job)
     beats = np.asarray(job.data).shape[0]
     if not beats:
         return RowMaskResult(mask=np.zeros(np.shape(job.data), dtype=bool), beats=0, kept=0,

@@ -117,15 +117,21 @@ def check_shift(job, width):
                          f"width {width}, not {job.shift!r}")
 
 
+def check_job(job, width):
+    """The job's shapes and shift (one prefix and keep per group); returns the group count."""
+    groups = check_groups(job)
+    check_shift(job, width)
+    if np.shape(job.prefix) != (groups,) or np.shape(job.keep) != (groups,):
+        raise ValueError(f"prefix and keep need one value per group ({groups}), not "
+                         f"{np.shape(job.prefix)} and {np.shape(job.keep)}")
+    return groups
+
+
 def run(job):
     """Run one :class:`RowSelectJob` through the model."""
-    groups = check_groups(job)
-    check_shift(job, int(job.width))
+    groups = check_job(job, int(job.width))
     prefix = np.asarray(job.prefix, dtype=np.int64)
     keep = np.asarray(job.keep, dtype=np.int64)
-    if prefix.shape != (groups,) or keep.shape != (groups,):
-        raise ValueError(f"prefix and keep need one value per group ({groups}), not "
-                         f"{prefix.shape} and {keep.shape}")
     beats = np.asarray(job.data).shape[0]
     mag = magnitude(job.data).astype(np.int64)
     g = np.broadcast_to(group_index(job.last)[:, None], mag.shape)
@@ -157,8 +163,7 @@ def select_row_thresholds(run_pass, data, lane_valid, last, width, keep):
 def encode(job, **params):
     if int(job.width) != params["width"]:
         raise ValueError(f"job is for width {job.width}, the unit has width {params['width']}")
-    groups = check_groups(job)
-    check_shift(job, params["width"])
+    groups = check_job(job, params["width"])
     beats = np.asarray(job.data).shape[0]
     return PassSpec(inputs={"i_stream": ({"data": job.data, "lane_valid": job.lane_valid,
                                           "last": np.asarray(job.last, dtype=bool)}, beats, 1),

@@ -18,6 +18,7 @@ from .arith import popcount
 from ..contract import row_mask as contract
 from ..contract.block import COUNTER_WIDTH
 from .component import BlockComponent
+from .row_select import group_targets
 
 __all__ = ["RowMask"]
 
@@ -45,21 +46,11 @@ class RowMask(BlockComponent):
         m = Module()
         lanes, width = self.lanes, self.width
         i, g, o = self.i_stream, self.g_stream, self.o_stream
-        advance = Signal()
-        m.d.comb += advance.eq(~o.valid | o.ready)
-
-        have = Signal()
+        advance, accept, _, take = group_targets(m, i, g, o)
         threshold = Signal(width)
         budget = Signal(COUNTER_WIDTH)
-        accept = Signal()
-        ends = Signal()
-        m.d.comb += [i.ready.eq(advance & have), accept.eq(i.valid & i.ready),
-                     ends.eq(accept & i.payload.last), g.ready.eq(~have | ends)]
-        with m.If(g.valid & g.ready):
-            m.d.sync += [have.eq(1), threshold.eq(g.payload.threshold),
-                         budget.eq(g.payload.tie_budget)]
-        with m.Elif(ends):
-            m.d.sync += have.eq(0)
+        with m.If(take):
+            m.d.sync += [threshold.eq(g.payload.threshold), budget.eq(g.payload.tie_budget)]
 
         fresh = Signal(init=1)               # the next beat starts a group
         with m.If(accept):

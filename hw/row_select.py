@@ -23,7 +23,29 @@ from ..contract import row_select as contract
 from ..contract.block import COUNTER_WIDTH
 from .component import BlockComponent
 
-__all__ = ["RowSelect"]
+__all__ = ["RowSelect", "group_targets"]
+
+
+def group_targets(m, i_stream, g_stream, o_stream):
+    """The per-group handshake of the row blocks: a group's ``g_stream`` beat is taken before
+    its first ``i_stream`` beat, and the next one on the clock of its last beat (no bubble);
+    the pipeline advances when ``o_stream``'s register is empty or being read.
+
+    Returns ``(advance, accept, ends, take)``: the pipeline moves, an ``i_stream`` beat taken,
+    a group's last beat taken, a ``g_stream`` beat taken (load the group's registers then).
+    """
+    advance = Signal()
+    m.d.comb += advance.eq(~o_stream.valid | o_stream.ready)
+    have = Signal()                      # the current group's target is loaded
+    accept, ends, take = Signal(), Signal(), Signal()
+    m.d.comb += [i_stream.ready.eq(advance & have), accept.eq(i_stream.valid & i_stream.ready),
+                 ends.eq(accept & i_stream.payload.last), g_stream.ready.eq(~have | ends),
+                 take.eq(g_stream.valid & g_stream.ready)]
+    with m.If(take):
+        m.d.sync += have.eq(1)
+    with m.Elif(ends):
+        m.d.sync += have.eq(0)
+    return advance, accept, ends, take
 
 DIGITS = contract.DIGITS
 
@@ -54,21 +76,12 @@ class RowSelect(BlockComponent):
         m = Module()
         lanes, width = self.lanes, self.width
         i, g, o = self.i_stream, self.g_stream, self.o_stream
-        advance = Signal()
-        m.d.comb += advance.eq(~o.valid | o.ready)
-
-        have = Signal()                      # the current group's target is loaded
+        advance, accept, ends, take = group_targets(m, i, g, o)
         keep = Signal(COUNTER_WIDTH)
-        accept = Signal()
-        ends = Signal()
-        m.d.comb += [i.ready.eq(advance & have), accept.eq(i.valid & i.ready),
-                     ends.eq(accept & i.payload.last), g.ready.eq(~have | ends)]
         placed = Signal(width)               # prefix << (shift + 4): the bits above the digit
-        with m.If(g.valid & g.ready):
-            m.d.sync += [have.eq(1), keep.eq(g.payload.keep),
+        with m.If(take):
+            m.d.sync += [keep.eq(g.payload.keep),
                          placed.eq(g.payload.prefix << (self.shift + contract.DIGIT_BITS))]
-        with m.Elif(ends):
-            m.d.sync += have.eq(0)
 
         # S1: each lane's digit, counted only when its upper digits match. The
         # pass's shift selects the digit (one of width / 4 nibbles, a multiplexer, no barrel

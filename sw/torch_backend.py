@@ -322,13 +322,9 @@ class TorchBackend(Backend):
     def _row_select(self, job, params):
         if int(job.width) != params["width"]:
             raise ValueError(f"job is for width {job.width}, the unit has width {params['width']}")
-        groups = _rs.check_groups(job)
-        _rs.check_shift(job, params["width"])
+        groups = _rs.check_job(job, params["width"])
         keep = self._t(job.keep, torch.int64)
         prefix = self._t(job.prefix, torch.int64)
-        if prefix.shape != (groups,) or keep.shape != (groups,):
-            raise ValueError(f"prefix and keep need one value per group ({groups}), not "
-                             f"{tuple(prefix.shape)} and {tuple(keep.shape)}")
         counts = row_counts(self._t(job.data, torch.int16), self._t(job.lane_valid, torch.bool),
                             self._t(job.last, torch.bool), int(job.shift), prefix, groups)
         found, above, ties = select_rows(counts, keep)
@@ -339,11 +335,7 @@ class TorchBackend(Backend):
             cycles=beats + _rs.PIPELINE_LATENCY if beats else 0)
 
     def _row_mask(self, job, params):
-        groups = _rs.check_groups(job)
-        for name in ("threshold", "tie_budget"):
-            if np.shape(getattr(job, name)) != (groups,):
-                raise ValueError(f"{name} needs one value per group ({groups}), not "
-                                 f"{np.shape(getattr(job, name))}")
+        _rm.check_job(job)
         beats = np.asarray(job.data).shape[0]
         if not beats:
             return _rm.run(job)

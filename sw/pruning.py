@@ -599,7 +599,7 @@ def _global_on_cluster(run, weights, width, lanes, amount, report):
     (additive) and walked here once; then every tensor's share of the tie budget is known before
     the masking passes run on every shard."""
     from .contract import HistogramResult
-    from .contract.magnitude_histogram import SELECT_LATENCY, histogram_bins
+    from .contract.magnitude_histogram import stall_free_cycles
     from .torch_backend import select_walk
     scale = _common_scale(weights, width)
     total = sum(w.size for w in weights)
@@ -614,7 +614,7 @@ def _global_on_cluster(run, weights, width, lanes, amount, report):
         found, above, ties = select_walk(counts, job.keep)
         return HistogramResult(found_bin=found, above=above, ties=ties,
                                counted=int(counts.sum()),
-                               cycles=beats + histogram_bins(width) + SELECT_LATENCY)
+                               cycles=stall_free_cycles(beats, width))
     threshold, ties, passes = select_threshold_passes(run_pass, None, None, width, keep)
     if passes[0].counted != total:
         raise RuntimeError(f"shards counted {passes[0].counted} weights, expected {total}; "

@@ -129,7 +129,7 @@ def _find_threshold(chunks_of, width, keep, numel, beats):
         found, above, ties = select_walk(counts, job.keep)
         return HistogramResult(found_bin=found, above=above, ties=ties,
                                counted=int(counts.sum()),
-                               cycles=beats + _hist.histogram_bins(width) + _hist.SELECT_LATENCY)
+                               cycles=_hist.stall_free_cycles(beats, width))
     threshold, ties, passes = select_threshold_passes(run_pass, None, None, width, keep)
     if passes[0].counted != numel:
         raise RuntimeError(f"histogram counted {passes[0].counted} weights, expected {numel}; "

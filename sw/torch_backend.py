@@ -260,7 +260,7 @@ class TorchBackend(Backend):
         found, above, ties = select_walk(counts, int(job.keep))
         return contract.HistogramResult(
             found_bin=found, above=above, ties=ties, counted=int(counts.sum()),
-            cycles=data.shape[0] + _hist.histogram_bins(int(job.width)) + _hist.SELECT_LATENCY)
+            cycles=_hist.stall_free_cycles(data.shape[0], int(job.width)))
 
     def _nm_selector(self, job, params):
         _nm.check_job(job)

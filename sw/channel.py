@@ -75,10 +75,9 @@ def _scored(engine, job, q, norms, width):
     if norms.shape != (cols,):
         raise ValueError(f"the calibration has {norms.size} input features for a weight of "
                          f"{cols} columns")
-    per_row = job.data.shape[0] // q.codes.shape[0]
-    spread = np.zeros((q.codes.shape[0], per_row * engine.lanes), dtype=np.int64)
-    spread[:, :cols] = scale_codes(norms, width)[None, :]
-    res, = engine.run("score_unit", [ScoreJob(job.data, spread.reshape(job.data.shape),
+    from .scores import RowTiles
+    tiles = RowTiles(q.codes.reshape(q.codes.shape[0], -1), engine.lanes)
+    res, = engine.run("score_unit", [ScoreJob(job.data, tiles.spread(scale_codes(norms, width)),
                                               job.lane_valid, width)])
     top = float(norms.max()) if norms.size else 0.0
     step = float(q.scale) * top * 2 ** width / (2 ** width - 1)

@@ -47,20 +47,13 @@ class RowTiles:
     """A matrix cut into beats row by row: each row whole beats, ``last`` on its final one."""
 
     def __init__(self, matrix, lanes):
+        from .channel import channel_jobs
         matrix = np.asarray(matrix)
         self.rows, self.cols = matrix.shape
         self.per_row = max(1, -(-self.cols // lanes))
-        padded = self.per_row * lanes
         self.lanes = lanes
-        data = np.zeros((self.rows, padded), dtype=np.int16)
-        data[:, :self.cols] = matrix
-        self.data = data.reshape(-1, lanes)
-        valid = np.zeros((self.rows, padded), dtype=bool)
-        valid[:, :self.cols] = True
-        self.lane_valid = valid.reshape(-1, lanes)
-        last = np.zeros((self.rows, self.per_row), dtype=bool)
-        last[:, -1] = True
-        self.last = last.reshape(-1)
+        job = channel_jobs(matrix, lanes)     # each row whole beats, `last` on its final one
+        self.data, self.lane_valid, self.last = job.data, job.lane_valid, job.last
 
     @property
     def beats(self):

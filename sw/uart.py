@@ -270,6 +270,16 @@ class UartBackend(Backend):
         self._max_chunk = max(1, self.max_payload // self.nbytes)
         self._chunk, self._clean = self._max_chunk, 0
 
+    def _frame_ok(self):
+        """A clean frame: after GROW_AFTER of them a shrunk frame size doubles again."""
+        self._clean += 1
+        if self._clean >= self.GROW_AFTER and self._chunk < self._max_chunk:
+            self._chunk, self._clean = min(self._max_chunk, 2 * self._chunk), 0
+
+    def _frame_failed(self):
+        """A failure: frames half as large from now on."""
+        self._chunk, self._clean = max(1, self._chunk // 2), 0
+
     _RETRIED = (DeviceError, FrameError, PassError, IntegrityError, DeviceTimeout)
 
     def _retrying(self, fn, what):
@@ -322,7 +332,7 @@ class UartBackend(Backend):
             except self._RETRIED as exc:
                 failures += 1
                 self.stats["retries"] += 1
-                self._chunk, self._clean = max(1, self._chunk // 2), 0
+                self._frame_failed()
                 if failures > self.retries:
                     raise _gave_up(exc, f"gave up after {failures} failed attempts in a row "
                                         f"with no progress, at beat {done} of {beats}")
@@ -357,9 +367,7 @@ class UartBackend(Backend):
             left -= min(used, left)
             parts.append((done, d, mk))
             done += n
-            self._clean += 1
-            if self._clean >= self.GROW_AFTER and self._chunk < self._max_chunk:
-                self._chunk, self._clean = min(self._max_chunk, 2 * self._chunk), 0
+            self._frame_ok()
         st = self.link.status()
         kept = sum(int(mk.sum()) for _, _, mk in parts)
         want = {"beats": done - start, "kept": kept, "in_crc": in_crc, "out_crc": out_crc,
@@ -415,9 +423,7 @@ class UartBackend(Backend):
                     crcs.append(zlib.crc32(sent, crcs[-1]))
                     self.stats["bytes_sent"] += len(sent)
                     failures = 0
-                    self._clean += 1
-                    if self._clean >= self.GROW_AFTER and self._chunk < self._max_chunk:
-                        self._chunk, self._clean = min(self._max_chunk, 2 * self._chunk), 0
+                    self._frame_ok()
                 st = self.link.histogram_select()
                 want = {"beats": packed.shape[0], "in_crc": crcs[-1], "counted": want_counted}
                 got = {k: st[k] for k in want}
@@ -429,7 +435,7 @@ class UartBackend(Backend):
             except self._RETRIED as exc:
                 failures += 1
                 self.stats["retries"] += 1
-                self._chunk, self._clean = max(1, self._chunk // 2), 0
+                self._frame_failed()
                 if failures > self.retries:
                     raise _gave_up(exc, f"gave up after {failures} failed attempts in a row")
                 self.link.resync()

@@ -24,15 +24,20 @@ from hwprune.backends import VerilatorBackend
 
 
 class DiesOnce(VerilatorBackend):
-    """Kills its worker process at its first pass while ``marker`` exists (removing it first)."""
+    """Kills its worker process at its first pass while ``marker`` exists (removing it first).
+
+    Two workers may see the marker at once: only the one whose unlink succeeds dies."""
 
     def __init__(self, marker, **kw):
         super().__init__(**kw)
         self.marker = marker
 
     def run(self, block, jobs):
-        if os.path.exists(self.marker):
+        try:
             os.unlink(self.marker)
+        except FileNotFoundError:
+            pass
+        else:
             os._exit(17)                       # the worker dies mid-shard
         return super().run(block, jobs)
 

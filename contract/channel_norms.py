@@ -21,7 +21,7 @@ __all__ = ["MAX_CHANNEL_WEIGHTS", "PIPELINE_LATENCY", "DOMAIN", "l1_width", "l2_
 #: Weights per channel that the sums hold without overflow.
 MAX_CHANNEL_WEIGHTS = 2**24
 #: Register stages between a channel's last input beat and its output beat.
-PIPELINE_LATENCY = 4
+PIPELINE_LATENCY = 5
 _WEIGHT_BITS = (MAX_CHANNEL_WEIGHTS - 1).bit_length()  # 24
 
 DOMAIN = Domain("channel_norms", (LANES, WIDTH))
@@ -145,4 +145,5 @@ BLOCK = Block(
     counters=(Port("beats", COUNTER_WIDTH), Port("channels", COUNTER_WIDTH)),
     clear="clear",
     bench="hwprune.sim.cocotb_tb.channel_norms_tb",
+    bridge_bit=3,
 )

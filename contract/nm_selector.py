@@ -14,7 +14,7 @@ from .params import Domain, Param
 from .threshold_engine import WIDTH, magnitude, tile_inputs, tile_layout
 
 __all__ = ["GROUP_SIZES", "INDEX_BITS", "PIPELINE_LATENCY", "DOMAIN", "nm_tile_layout", "NMJob",
-           "NMResult", "check_job", "nm_mask", "nm_select", "run", "BLOCK"]
+           "NMResult", "check_job", "nm_mask", "nm_compact", "nm_select", "run", "BLOCK"]
 
 #: Group sizes M the selector supports (runtime choice).
 GROUP_SIZES = (4, 8)
@@ -109,10 +109,12 @@ def nm_mask(tiles, lane_valid, m, n):
     return (rank < n).reshape(beats, lanes) & valid
 
 
-def nm_select(tiles, lane_valid, m, n, *, latency=PIPELINE_LATENCY):
-    """Model one pass of :class:`hwprune.hw.NMSelector`; return an :class:`NMResult`."""
+def nm_compact(tiles, keep, m):
+    """The selector's compacted form of kept lanes: group ``g``'s kept values in ascending lane
+    order at slots ``g*m ..`` and their in-group lane indices (``values``, ``index``, both
+    (beats, lanes), unused slots 0)."""
     tiles = np.asarray(tiles)
-    keep = nm_mask(tiles, lane_valid, m, n)
+    keep = np.asarray(keep, dtype=bool)
     beats, lanes = tiles.shape
     groups = keep.reshape(beats, lanes // m, m)
     # Slot of each kept lane: kept lanes before it in its group.
@@ -122,11 +124,20 @@ def nm_select(tiles, lane_valid, m, n, *, latency=PIPELINE_LATENCY):
     index = np.zeros((beats, lanes // m, m), dtype=np.uint8)
     values[b, g, slot[b, g, i]] = tiles.reshape(beats, lanes // m, m)[b, g, i]
     index[b, g, slot[b, g, i]] = i
+    return values.reshape(beats, lanes), index.reshape(beats, lanes)
+
+
+def nm_select(tiles, lane_valid, m, n, *, latency=PIPELINE_LATENCY):
+    """Model one pass of :class:`hwprune.hw.NMSelector`; return an :class:`NMResult`."""
+    tiles = np.asarray(tiles)
+    keep = nm_mask(tiles, lane_valid, m, n)
+    beats = tiles.shape[0]
+    values, index = nm_compact(tiles, keep, m)
     return NMResult(
         data=np.where(keep, tiles, 0).astype(np.int16),
         mask=keep,
-        values=values.reshape(beats, lanes),
-        index=index.reshape(beats, lanes),
+        values=values,
+        index=index,
         beats=beats,
         kept=int(keep.sum()),
         cycles=beats + latency if beats else 0,
@@ -157,4 +168,5 @@ BLOCK = Block(
     counters=(Port("beats", COUNTER_WIDTH), Port("kept", COUNTER_WIDTH)),
     clear="clear",
     bench="hwprune.sim.cocotb_tb.nm_selector_tb",
+    bridge_bit=2,
 )

@@ -14,15 +14,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from .block import Block
+from .channel_norms import l1_width, l2_width
 from .layout import Field, Layout
 from .params import Domain, Param
 from .threshold_engine import LANES, WIDTH
 
 __all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "MAX_PAYLOAD", "Cmd", "ErrorCode",
            "Status", "STATUS_FIELDS", "MH_STATUS_FIELDS", "MH_SELECT_FIELDS", "INFO_FIELDS", "CFG_LEN", "MH_CFG_LEN",
+           "ERROR_FIELDS", "NM_STATUS_FIELDS", "NM_CFG_LEN", "CN_STATUS_FIELDS", "CN_CFG_LEN",
+           "norm_bytes", "unpack_norms",
            "CrcDef", "CRC8_DEF", "CRC16_DEF", "CRC32_DEF", "crc8", "crc16", "encode_frame", "split_frames",
            "beat_bytes", "wire_tile_layout", "wire_masked_layout", "pack_beats", "unpack_beats",
-           "UART_CORE", "COMMAND_BRIDGE"]
+           "UART_CORE", "COMMAND_BRIDGE", "BLOCKS_PARAM"]
 
 PROTOCOL_VERSION = 1
 HOST_SYNC = 0xA5
@@ -37,12 +40,18 @@ class Cmd(enum.IntEnum):
     TE_CONFIG = 0x10
     TE_DATA = 0x11
     TE_STATUS = 0x12
+    NM_CONFIG = 0x20
+    NM_DATA = 0x21
+    NM_STATUS = 0x22
     MH_CONFIG = 0x40
     MH_DATA = 0x41
     MH_STATUS = 0x42
     MH_SELECT = 0x43
+    CN_CONFIG = 0x50
+    CN_DATA = 0x51
+    CN_STATUS = 0x52
     ERROR = 0xFF
-    # Later blocks get their own ranges: 0x20-0x2F N:M selector, 0x30-0x3F sparse MAC.
+    # 0x30-0x3F: reserved for the sparse MAC.
 
 
 class ErrorCode(enum.IntEnum):
@@ -76,6 +85,19 @@ MH_SELECT_FIELDS = (("beats", 4), ("in_crc", 4), ("found_bin", 2), ("above", 4),
                     ("counted", 4), ("cycles", 4))
 #: MH_CONFIG payload: shift u8, match_en u8, match_value u8, keep u32.
 MH_CFG_LEN = 7
+#: The error counters, in the order every STATUS answer carries them (saturating, since reset).
+ERROR_FIELDS = (("header_errors", 1), ("crc_errors", 1), ("framing_errors", 1),
+                ("timeouts", 1), ("overflows", 1))
+#: NM_STATUS answer payload (the N:M selector): as TE_STATUS without the tie budget.
+NM_STATUS_FIELDS = (("beats", 4), ("kept", 4), ("in_crc", 4), ("out_crc", 4), *ERROR_FIELDS,
+                    ("cycles", 4))
+#: NM_CONFIG payload: m u8 (4 or 8), n u8.
+NM_CFG_LEN = 2
+#: CN_STATUS answer payload (the channel norms): input beats, channels finished.
+CN_STATUS_FIELDS = (("beats", 4), ("channels", 4), ("in_crc", 4), ("out_crc", 4),
+                    *ERROR_FIELDS, ("cycles", 4))
+#: CN_CONFIG payload: beats_per_channel u32 (every channel of the pass has this many beats).
+CN_CFG_LEN = 4
 #: INFO answer payload. ``blocks``: bitmap of the blocks behind the bridge (bit
 #: ``Block.bridge_bit``).
 INFO_FIELDS = (("version", 1), ("blocks", 1), ("lanes", 1), ("width", 1), ("max_payload", 2))
@@ -213,7 +235,27 @@ def unpack_beats(raw, lanes, width):
     return data, fields["mask"].astype(bool)
 
 
+# --- the channel norms on the wire ----------------------------------------------------------
+def norm_bytes(width):
+    """Bytes of a channel's L1 and of its L2 sum in a CN_DATA answer slot (little-endian)."""
+    return (l1_width(width) + 7) // 8, (l2_width(width) + 7) // 8
+
+
+def unpack_norms(raw, width):
+    """(beats, beat_bytes) uint8 CN_DATA answer slots -> (l1, l2) int64 per slot: the channel
+    norms in the slot of each channel's last beat (the other slots are zero)."""
+    raw = np.asarray(raw, dtype=np.uint8)
+    n1, n2 = norm_bytes(width)
+    weights = 256 ** np.arange(max(n1, n2), dtype=np.uint64)
+    l1 = (raw[:, :n1].astype(np.uint64) * weights[:n1]).sum(axis=1)
+    l2 = (raw[:, n1:n1 + n2].astype(np.uint64) * weights[:n2]).sum(axis=1)
+    return l1.astype(np.int64), l2.astype(np.int64)
+
+
 # --- the UART blocks ------------------------------------------------------------------------
+BLOCKS_PARAM = Param("blocks", lo=0, hi=255, default=0,
+                     doc="bitmap of the blocks behind the bridge (bit Block.bridge_bit); 0: "
+                         "every block whose adapter fits lanes and width")
 CLOCKS_PER_BIT = Param("clocks_per_bit", lo=4, hi=2**16 - 1, default=4,
                        doc="clock cycles per UART bit (4: the simulation's)")
 TIMEOUT = Param("timeout", lo=16, hi=2**24, default=2000,
@@ -225,7 +267,7 @@ FIFO_DEPTH = Param("fifo_depth", lo=4, hi=4096, power_of_two=True, default=256,
 COMMAND_BRIDGE = Block(
     name="command_bridge",
     doc="frame decoder, threshold engine and frame encoder on byte streams",
-    domain=Domain("command_bridge", (LANES, WIDTH, TIMEOUT, FIFO_DEPTH)),
+    domain=Domain("command_bridge", (LANES, WIDTH, TIMEOUT, FIFO_DEPTH, BLOCKS_PARAM)),
     streams=(),
     component="hwprune.hw.bridge:CommandBridge",
     shim=None, library=None,
@@ -236,7 +278,8 @@ COMMAND_BRIDGE = Block(
 UART_CORE = Block(
     name="uart_core",
     doc="UART receiver + command bridge + UART transmitter (the board top without pins)",
-    domain=Domain("uart_core", (LANES, WIDTH, CLOCKS_PER_BIT, TIMEOUT, FIFO_DEPTH)),
+    domain=Domain("uart_core", (LANES, WIDTH, CLOCKS_PER_BIT, TIMEOUT, FIFO_DEPTH,
+                                BLOCKS_PARAM)),
     streams=(),
     component="hwprune.hw.bridge:UARTCore",
     shim="uart_core.cpp", library="hwprune.sim.uart_lib:UartCoreLib",

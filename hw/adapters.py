@@ -16,20 +16,27 @@ the ``beat_bytes`` of a DATA payload, and the ports ``config`` + ``load``, ``i_b
 
 from amaranth import *
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..contract.block import COUNTER_WIDTH
 from ..contract.magnitude_histogram import BLOCK as MAGNITUDE_HISTOGRAM
 from ..contract.magnitude_histogram import histogram_bins
-from ..contract.protocol import (CFG_LEN, MAX_PAYLOAD, MH_CFG_LEN, MH_SELECT_FIELDS,
-                                 MH_STATUS_FIELDS, STATUS_FIELDS, Cmd, beat_bytes)
+from ..contract.channel_norms import BLOCK as CHANNEL_NORMS
+from ..contract.nm_selector import BLOCK as NM_SELECTOR
+from ..contract.protocol import (CFG_LEN, CN_CFG_LEN, CN_STATUS_FIELDS, MAX_PAYLOAD, MH_CFG_LEN,
+                                 MH_SELECT_FIELDS, MH_STATUS_FIELDS, NM_CFG_LEN,
+                                 NM_STATUS_FIELDS, STATUS_FIELDS, Cmd, beat_bytes, norm_bytes)
 from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
+from .channel_norms import ChannelNorms, ChannelTileLayout
 from .crc import CRC32, processor
 from .magnitude_histogram import MagnitudeHistogram
+from .nm_selector import NMSelector
 from .threshold_engine import ThresholdEngine
 
-__all__ = ["ThresholdEngineAdapter", "MagnitudeHistogramAdapter"]
+__all__ = ["ThresholdEngineAdapter", "MagnitudeHistogramAdapter", "NMSelectorAdapter",
+           "ChannelNormsAdapter"]
 
 
 def _assemble_beats(m, i_bytes, sink, lanes, width, nbytes, hold_back=C(0)):
@@ -65,46 +72,86 @@ def _assemble_beats(m, i_bytes, sink, lanes, width, nbytes, hold_back=C(0)):
     return push
 
 
-class ThresholdEngineAdapter(wiring.Component):
-    """The threshold engine behind the bridge.
+def _serialiser(m, o, nbytes, load, value):
+    """Bytes out of a beat: ``value`` (``8 * nbytes`` bits) loaded on ``load`` while the shift
+    register is empty, shifted out on ``o`` (``valid`` from a register). Returns (room, pop):
+    the register is empty, a byte was taken."""
+    ser = Signal(8 * nbytes)
+    ser_left = Signal(range(nbytes + 1))
+    ser_full = Signal()  # ser_left != 0, as a register (timing)
+    m.d.comb += [o.valid.eq(ser_full), o.payload.eq(ser[:8])]
+    pop = Signal()
+    m.d.comb += pop.eq(o.valid & o.ready)
+    with m.If(load & ~ser_full):
+        m.d.sync += [ser.eq(value), ser_left.eq(nbytes), ser_full.eq(1)]
+    with m.Elif(pop):
+        m.d.sync += [ser.eq(ser[8:]), ser_left.eq(ser_left - 1), ser_full.eq(ser_left != 1)]
+    return ~ser_full, pop
+
+
+def _masked_bytes(m, out, lanes, width):
+    """A pruned tile (``data`` and ``mask`` of a block's output beat) in the wire layout."""
+    bpw = 2 if width == 16 else 1
+    lanes_out = []
+    for k in range(lanes):
+        wide = Signal(signed(8 * bpw), name=f"out_lane{k}")
+        m.d.comb += wide.eq(out.data[k])  # sign-extends 4-bit weights to a byte
+        lanes_out.append(wide)
+    return Cat(*lanes_out, out.mask)
+
+
+class _EchoAdapter(wiring.Component):
+    """A block whose DATA answer carries one output beat per input beat (``echo``), behind the
+    bridge: bytes -> beat assembler -> block -> serialiser -> bytes, the pass checksums and the
+    pass's clock count. The block restarts on ``load`` (a CONFIG): it is held in reset for that
+    clock, so a pass cut by a line fault leaves nothing behind in it. A subclass names the
+    block's component (``_unit``), loads its configuration (``_configure``), sets what enters
+    and leaves it (``_enter``, ``_leave``) and names its counters (``counters``).
 
     Attributes
     ----------
     i_bytes : In(stream.Signature(8))
-        TE_DATA payload bytes; ``ready`` never waits on the engine (a completed beat waits in a
-        hold register), so the parser's timing does not depend on the engine's.
+        DATA payload bytes; ``ready`` never waits on the block (a completed beat waits in a
+        hold register), so the parser's timing does not depend on the block's.
     o_bytes : Out(stream.Signature(8))
-        The pruned tiles' bytes (wire layout), ``valid`` from a register.
-    config : In(8 * CFG_LEN)
-        A TE_CONFIG payload: threshold u16, tie_budget u32 (little-endian).
+        The answer's bytes, one beat's worth per input beat, ``valid`` from a register.
+    config : In(8 * config_len)
+        The CONFIG payload.
     load : In(1)
-        Strobe: take ``config``; one cycle later the pass starts (the engine's ``clear``: its
-        counters zeroed, the checksums restarted).
-    beats, kept, ties_left, in_crc, out_crc, cycles : Out(32)
-        The engine's counters, the CRC-32 of the bytes taken in and sent out, and the engine
-        clocks of the pass from its first input beat to its last output beat (inclusive).
+        Strobe: take ``config``; one cycle later the pass starts (the block's counters zeroed,
+        the checksums restarted).
+    in_crc, out_crc, cycles : Out(32)
+        The CRC-32 of the bytes taken in and sent out, and the block's clocks of the pass from
+        its first input beat to its last output beat (inclusive).
     """
 
-    block = THRESHOLD_ENGINE
-    CONFIG, DATA, STATUS = Cmd.TE_CONFIG, Cmd.TE_DATA, Cmd.TE_STATUS
-    config_len = CFG_LEN
-    status_fields = STATUS_FIELDS
-    #: no finishing command: STATUS reads the counters as they are
-    FINISH, finish_fields = None, ()
     #: a DATA answer carries the output beats (as many bytes as the request) and the status byte
     echo = True
+    #: no finishing command: STATUS reads the counters as they are
+    FINISH, finish_fields = None, ()
+    #: the block's counters the STATUS answer reports (besides the checksums and cycles)
+    counters = ()
+
+    @classmethod
+    def fits(cls, lanes, width):
+        """Whether this adapter can hold its block at these parameters."""
+        try:
+            cls.block.check(lanes=lanes, width=width)
+        except ValueError:
+            return False
+        return True
 
     def __init__(self, *, lanes, width):
         self.lanes, self.width = lanes, width
         self.beat_bytes = beat_bytes(lanes, width)
-        self.engine = ThresholdEngine(lanes=lanes, width=width)
+        self.unit = self._unit(lanes, width)
         super().__init__({
             "i_bytes": In(stream.Signature(8)),
             "o_bytes": Out(stream.Signature(8)),
-            "config": In(8 * CFG_LEN),
+            "config": In(8 * self.config_len),
             "load": In(1),
-            "beats": Out(COUNTER_WIDTH), "kept": Out(COUNTER_WIDTH),
-            "ties_left": Out(COUNTER_WIDTH), "in_crc": Out(32), "out_crc": Out(32),
+            **{name: Out(COUNTER_WIDTH) for name in self.counters},
+            "in_crc": Out(32), "out_crc": Out(32),
             "cycles": Out(32), "finish": In(1), "finished": Out(1),
             "frame_end": In(1), "frame_ok": In(1),
         })
@@ -113,61 +160,179 @@ class ThresholdEngineAdapter(wiring.Component):
         m = Module()
         m.d.comb += self.finished.eq(1)      # STATUS reads the counters as they are
         lanes, width = self.lanes, self.width
-        bpw = 2 if width == 16 else 1
         nbytes = self.beat_bytes
-        m.submodules.engine = engine = self.engine
-        # The configuration registers load on ``load``; the engine samples them on ``clear``,
-        # one cycle later.
-        threshold = Signal(width)
-        tie_budget = Signal(32)
+        # The block restarts on `load` (its pipeline emptied); the configuration registers load
+        # on `load`, and the block samples them and its `clear` one cycle later.
+        m.submodules.unit = unit = ResetInserter(self.load)(self.unit)
         clear = Signal()
         m.d.sync += clear.eq(self.load)
-        with m.If(self.load):
-            m.d.sync += [threshold.eq(self.config[:width]), tie_budget.eq(self.config[16:48])]
-        m.d.comb += [engine.threshold.eq(threshold), engine.tie_budget.eq(tie_budget),
-                     engine.clear.eq(clear), self.beats.eq(engine.beats),
-                     self.kept.eq(engine.kept), self.ties_left.eq(engine.ties_left)]
+        self._configure(m, self.unit, self.config, self.load, clear)
+        for name in self.counters:
+            m.d.comb += getattr(self, name).eq(getattr(self.unit, name))
 
-        # --- bytes -> beat assembler -> engine ------------------------------------------------
-        push = _assemble_beats(m, self.i_bytes, engine.i_stream, lanes, width, nbytes)
+        # --- bytes -> beat assembler -> block ---------------------------------------------
+        sink, hold_back = self._enter(m, self.unit, clear)
+        push = _assemble_beats(m, self.i_bytes, sink, lanes, width, nbytes, hold_back=hold_back)
 
-        # --- engine -> serialiser -> bytes ----------------------------------------------------
-        ser = Signal(8 * nbytes)
-        ser_left = Signal(range(nbytes + 1))
-        ser_full = Signal()  # ser_left != 0, as a register (timing)
-        o = self.o_bytes
-        m.d.comb += [engine.o_stream.ready.eq(~ser_full), o.valid.eq(ser_full),
-                     o.payload.eq(ser[:8])]
-        pop = Signal()
-        m.d.comb += pop.eq(o.valid & o.ready)
-        with m.If(engine.o_stream.valid & ~ser_full):
-            out = engine.o_stream.payload
-            lanes_out = []
-            for k in range(lanes):
-                wide = Signal(signed(8 * bpw), name=f"out_lane{k}")
-                m.d.comb += wide.eq(out.data[k])  # sign-extends 4-bit weights to a byte
-                lanes_out.append(wide)
-            m.d.sync += [ser.eq(Cat(*lanes_out, out.mask)), ser_left.eq(nbytes), ser_full.eq(1)]
-        with m.Elif(pop):
-            m.d.sync += [ser.eq(ser[8:]), ser_left.eq(ser_left - 1), ser_full.eq(ser_left != 1)]
+        # --- block -> serialiser -> bytes -------------------------------------------------
+        took_out = Signal()
+        pop = self._leave(m, self.unit, self.o_bytes, nbytes, took_out)
 
         # --- pass checksums and cycle count -------------------------------------------------
         m.d.comb += [
             self.in_crc.eq(processor(m, "in_crc", CRC32, start=clear, valid=push,
                                      data=self.i_bytes.payload)),
             self.out_crc.eq(processor(m, "out_crc", CRC32, start=clear, valid=pop,
-                                      data=o.payload)),
+                                      data=self.o_bytes.payload)),
         ]
         since_first = Signal(32)
         started = Signal()
         with m.If(clear):
             m.d.sync += [started.eq(0), since_first.eq(0), self.cycles.eq(0)]
         with m.Else():
-            with m.If(started | (engine.i_stream.valid & engine.i_stream.ready)):
+            with m.If(started | (sink.valid & sink.ready)):
                 m.d.sync += [started.eq(1), since_first.eq(since_first + 1)]
-            with m.If(engine.o_stream.valid & engine.o_stream.ready):
+            with m.If(took_out):
                 m.d.sync += self.cycles.eq(since_first + 1)
         return m
+
+    def _enter(self, m, unit, clear):
+        """The block's input stream, and a signal that holds a completed beat back."""
+        return unit.i_stream, C(0)
+
+    def _leave(self, m, unit, o, nbytes, took_out):
+        """Output beats as masked tiles; drive ``took_out`` when the block hands one over."""
+        out = unit.o_stream
+        room, pop = _serialiser(m, o, nbytes, out.valid,
+                                _masked_bytes(m, out.payload, self.lanes, self.width))
+        m.d.comb += [out.ready.eq(room), took_out.eq(out.valid & out.ready)]
+        return pop
+
+
+class ThresholdEngineAdapter(_EchoAdapter):
+    """The threshold engine behind the bridge: TE_CONFIG (threshold u16, tie_budget u32,
+    little-endian), TE_DATA (tiles in, pruned tiles out), TE_STATUS (``beats``, ``kept``,
+    ``ties_left``, the checksums and the cycles)."""
+
+    block = THRESHOLD_ENGINE
+    CONFIG, DATA, STATUS = Cmd.TE_CONFIG, Cmd.TE_DATA, Cmd.TE_STATUS
+    config_len = CFG_LEN
+    status_fields = STATUS_FIELDS
+    counters = ("beats", "kept", "ties_left")
+
+    @staticmethod
+    def _unit(lanes, width):
+        return ThresholdEngine(lanes=lanes, width=width)
+
+    def _configure(self, m, unit, config, load, clear):
+        threshold = Signal(self.width)
+        tie_budget = Signal(32)
+        with m.If(load):
+            m.d.sync += [threshold.eq(config[:self.width]), tie_budget.eq(config[16:48])]
+        m.d.comb += [unit.threshold.eq(threshold), unit.tie_budget.eq(tie_budget),
+                     unit.clear.eq(clear)]
+
+
+class NMSelectorAdapter(_EchoAdapter):
+    """The N:M selector behind the bridge: NM_CONFIG (m u8, 4 or 8; n u8), NM_DATA (tiles in,
+    pruned tiles out: the kept weights and the keep mask, as TE_DATA), NM_STATUS (``beats``,
+    ``kept``, the checksums and the cycles). The compacted values and their in-group indices
+    the selector also computes stay on the chip: the host derives them from the mask
+    (:func:`hwprune.contract.nm_selector.nm_compact`)."""
+
+    block = NM_SELECTOR
+    CONFIG, DATA, STATUS = Cmd.NM_CONFIG, Cmd.NM_DATA, Cmd.NM_STATUS
+    config_len = NM_CFG_LEN
+    status_fields = NM_STATUS_FIELDS
+    counters = ("beats", "kept")
+
+    @staticmethod
+    def _unit(lanes, width):
+        return NMSelector(lanes=lanes, width=width)
+
+    def _configure(self, m, unit, config, load, clear):
+        m8 = Signal()
+        n = Signal(4)
+        with m.If(load):
+            m.d.sync += [m8.eq(config[:8] == 8), n.eq(config[8:12])]
+        m.d.comb += [unit.m8.eq(m8), unit.n.eq(n), unit.clear.eq(clear)]
+
+
+class ChannelNormsAdapter(_EchoAdapter):
+    """The channel norms behind the bridge: CN_CONFIG (beats_per_channel u32: every channel of
+    the pass has this many beats; the adapter marks each channel's last beat), CN_DATA (tiles
+    in; one answer slot of ``beat_bytes`` per input beat: in the slot of a channel's last beat
+    its L1 then its L2 sum, little-endian, :func:`hwprune.contract.protocol.norm_bytes`, the
+    other slots zero), CN_STATUS (``beats``, ``channels``, the checksums and the cycles).
+
+    The block needs an answer slot wide enough for a channel's two sums (lanes >= 8 at
+    width 8, see :meth:`fits`)."""
+
+    block = CHANNEL_NORMS
+    CONFIG, DATA, STATUS = Cmd.CN_CONFIG, Cmd.CN_DATA, Cmd.CN_STATUS
+    config_len = CN_CFG_LEN
+    status_fields = CN_STATUS_FIELDS
+    counters = ("beats", "channels")
+    #: slots in flight: beats inside the block (its pipeline) and one waiting
+    SLOTS = 8
+
+    @classmethod
+    def fits(cls, lanes, width):
+        return super().fits(lanes, width) and sum(norm_bytes(width)) <= beat_bytes(lanes, width)
+
+    @staticmethod
+    def _unit(lanes, width):
+        return ChannelNorms(lanes=lanes, width=width)
+
+    def _configure(self, m, unit, config, load, clear):
+        self._per_channel = per_channel = Signal(32)
+        with m.If(load):
+            m.d.sync += per_channel.eq(config[:32])
+        m.d.comb += unit.clear.eq(clear)
+
+    def _enter(self, m, unit, clear):
+        # The beats of a channel counted to mark its last; the same flag, in a FIFO, tells the
+        # serialiser which answer slots wait for a norm.
+        m.submodules.slots = slots = ResetInserter(self.load)(
+            SyncFIFOBuffered(width=1, depth=self.SLOTS))
+        self._slots = slots
+        sink = stream.Signature(ChannelTileLayout(self.lanes, self.width)).flip().create()
+        pos = Signal(32)
+        last = Signal()
+        m.d.comb += [last.eq(pos + 1 >= self._per_channel),
+                     unit.i_stream.valid.eq(sink.valid & slots.w_rdy),
+                     sink.ready.eq(unit.i_stream.ready & slots.w_rdy),
+                     unit.i_stream.payload.data.eq(sink.payload.data),
+                     unit.i_stream.payload.lane_valid.eq(sink.payload.lane_valid),
+                     unit.i_stream.payload.last.eq(last),
+                     slots.w_data.eq(last), slots.w_en.eq(sink.valid & sink.ready)]
+        with m.If(clear):
+            m.d.sync += pos.eq(0)
+        with m.Elif(sink.valid & sink.ready):
+            m.d.sync += pos.eq(Mux(last, 0, pos + 1))
+        return sink, C(0)
+
+    def _leave(self, m, unit, o, nbytes, took_out):
+        slots, out = self._slots, unit.o_stream
+        n1, _ = norm_bytes(self.width)
+        # The norms wait in a two-entry FIFO: the unit's `ready` (which stalls its whole
+        # pipeline) comes from the FIFO's level register, not from the serialiser's decision.
+        norm_bits = 8 * n1 + len(out.payload.l2)
+        m.submodules.norms = norms = ResetInserter(self.load)(
+            SyncFIFOBuffered(width=norm_bits, depth=2))
+        m.d.comb += [norms.w_data.eq(Cat(out.payload.l1, C(0, 8 * n1 - len(out.payload.l1)),
+                                         out.payload.l2)),
+                     norms.w_en.eq(out.valid), out.ready.eq(norms.w_rdy),
+                     took_out.eq(out.valid & out.ready)]
+        # The head slot: a zero slot leaves at once, a channel's slot with its norm.
+        ready_slot = slots.r_rdy & (~slots.r_data | norms.r_rdy)
+        room, pop = _serialiser(m, o, nbytes, ready_slot,
+                                Mux(slots.r_data, Cat(norms.r_data, C(0, 8 * nbytes))[:8 * nbytes],
+                                    0))
+        take = Signal()
+        m.d.comb += [take.eq(ready_slot & room), slots.r_en.eq(take),
+                     norms.r_en.eq(take & slots.r_data)]
+        return pop
 
 
 class MagnitudeHistogramAdapter(wiring.Component):
@@ -207,6 +372,7 @@ class MagnitudeHistogramAdapter(wiring.Component):
     status_fields = MH_STATUS_FIELDS
     finish_fields = MH_SELECT_FIELDS
     echo = False
+    fits = classmethod(_EchoAdapter.fits.__func__)
 
     def __init__(self, *, lanes, width):
         self.lanes, self.width = lanes, width

@@ -31,18 +31,48 @@ from amaranth.lib.wiring import In, Out
 
 from ..contract import protocol
 from ..contract.protocol import INFO_FIELDS, MAX_PAYLOAD, PROTOCOL_VERSION, STATUS_FIELDS, Status
-from .adapters import MagnitudeHistogramAdapter, ThresholdEngineAdapter
+from .adapters import (ChannelNormsAdapter, MagnitudeHistogramAdapter, NMSelectorAdapter,
+                       ThresholdEngineAdapter)
 from .framing import (AnswerFrame, Cmd, ErrorCode, FrameEncoder, FrameParser, Header,
                       PayloadByte, ReceiveQueue, Trailer, offer)
 from .uart import RxByte, UARTRx, UARTTx
 
-__all__ = ["ADAPTERS", "Cmd", "ErrorCode", "Dispatcher", "CommandBridge", "UARTCore"]
+__all__ = ["ADAPTERS", "Cmd", "ErrorCode", "Dispatcher", "CommandBridge", "UARTCore",
+           "bridge_adapters", "blocks_bitmap"]
 
-#: The block adapters a bridge holds, in INFO order.
-ADAPTERS = (ThresholdEngineAdapter, MagnitudeHistogramAdapter)
+#: The block adapters a bridge can hold, in INFO order.
+ADAPTERS = (ThresholdEngineAdapter, MagnitudeHistogramAdapter, NMSelectorAdapter,
+            ChannelNormsAdapter)
 
-#: The error counters every TE_STATUS answer carries (saturating, since reset).
-ERROR_COUNTERS = ("header_errors", "crc_errors", "framing_errors", "timeouts", "overflows")
+#: The error counters every STATUS answer carries (saturating, since reset).
+ERROR_COUNTERS = tuple(name for name, _ in protocol.ERROR_FIELDS)
+
+
+def blocks_bitmap(names):
+    """The INFO ``blocks`` bitmap of block names (``Block.bridge_bit``); ValueError for a name
+    no adapter holds."""
+    known = {a.block.name: a.block.bridge_bit for a in ADAPTERS}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise ValueError(f"no bridge adapter for {bad}; the bridge can hold {sorted(known)}")
+    return sum(1 << known[n] for n in set(names))
+
+
+def bridge_adapters(lanes, width, blocks=0):
+    """The adapters of a bridge: those in the ``blocks`` bitmap (0: every one that fits
+    ``lanes`` and ``width``). ValueError naming a chosen block that does not fit."""
+    if not blocks:
+        return [a for a in ADAPTERS if a.fits(lanes, width)]
+    chosen = [a for a in ADAPTERS if blocks >> a.block.bridge_bit & 1]
+    unknown = blocks & ~sum(1 << a.block.bridge_bit for a in ADAPTERS)
+    if unknown:
+        raise ValueError(f"blocks bitmap {blocks:#x} names bits {unknown:#x} that no adapter "
+                         f"holds")
+    bad = [a.block.name for a in chosen if not a.fits(lanes, width)]
+    if bad:
+        raise ValueError(f"{', '.join(bad)} cannot sit behind the bridge at lanes={lanes}, "
+                         f"width={width} (hwprune info shows each block's domain)")
+    return chosen
 
 
 def _fields_len(fields):
@@ -91,8 +121,11 @@ class Dispatcher(wiring.Component):
     busy: Out(1)
     error: Out(1)
 
-    def __init__(self, adapters):
+    def __init__(self, adapters, *, lanes, width):
         self.adapters = list(adapters)
+        if not self.adapters:
+            raise ValueError("a bridge needs at least one block")
+        self.lanes, self.width = lanes, width
         super().__init__()
 
     def elaborate(self, platform):
@@ -142,7 +175,7 @@ class Dispatcher(wiring.Component):
 
         info = {"version": C(PROTOCOL_VERSION, 8),
                 "blocks": C(sum(1 << a.block.bridge_bit for a in adapters), 8),
-                "lanes": C(adapters[0].lanes, 8), "width": C(adapters[0].width, 8),
+                "lanes": C(self.lanes, 8), "width": C(self.width, 8),
                 "max_payload": C(MAX_PAYLOAD, 16)}
 
         cmd = Signal(8)
@@ -381,11 +414,13 @@ class CommandBridge(wiring.Component):
     busy: Out(1)
     error: Out(1)
 
-    def __init__(self, *, lanes, width, timeout, fifo_depth=256):
+    def __init__(self, *, lanes, width, timeout, fifo_depth=256, blocks=0):
         protocol.COMMAND_BRIDGE.check(lanes=lanes, width=width, timeout=timeout,
-                                      fifo_depth=fifo_depth)
+                                      fifo_depth=fifo_depth, blocks=blocks)
         self._lanes, self._width = lanes, width
         self._timeout, self._fifo_depth = timeout, fifo_depth
+        #: the adapters of the blocks this bridge holds
+        self.adapters = bridge_adapters(lanes, width, blocks)
         super().__init__()
 
     def elaborate(self, platform):
@@ -393,7 +428,8 @@ class CommandBridge(wiring.Component):
         m.submodules.rx_queue = rxq = ReceiveQueue(depth=self._fifo_depth)
         m.submodules.parser = parser = FrameParser(timeout=self._timeout)
         m.submodules.dispatcher = dispatch = Dispatcher(
-            [adapter(lanes=self._lanes, width=self._width) for adapter in ADAPTERS])
+            [adapter(lanes=self._lanes, width=self._width) for adapter in self.adapters],
+            lanes=self._lanes, width=self._width)
         m.submodules.encoder = encoder = FrameEncoder()
 
         wiring.connect(m, wiring.flipped(self.i_rx), rxq.i_rx)
@@ -433,10 +469,11 @@ class UARTCore(wiring.Component):
     busy: Out(1)
     error: Out(1)
 
-    def __init__(self, *, lanes, width, clocks_per_bit, timeout, fifo_depth=256):
+    def __init__(self, *, lanes, width, clocks_per_bit, timeout, fifo_depth=256, blocks=0):
         protocol.UART_CORE.check(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
-                                 timeout=timeout, fifo_depth=fifo_depth)
-        self._params = dict(lanes=lanes, width=width, timeout=timeout, fifo_depth=fifo_depth)
+                                 timeout=timeout, fifo_depth=fifo_depth, blocks=blocks)
+        self._params = dict(lanes=lanes, width=width, timeout=timeout, fifo_depth=fifo_depth,
+                            blocks=blocks)
         self._cpb = clocks_per_bit
         self.bridge = CommandBridge(**self._params)
         super().__init__()

@@ -94,19 +94,28 @@ class ChannelNorms(BlockComponent):
         with m.If(advance):
             m.d.sync += [s1_valid.eq(self.i_stream.valid), s1.eq(self.i_stream.payload)]
 
-        # S2: per-lane magnitude and square; padding lanes contribute 0. |-2**(w-1)| fits in
-        # `width` unsigned bits, its square in 2*width-1 bits.
+        # S2: per-lane magnitude; padding lanes contribute 0. |-2**(w-1)| fits in `width`
+        # unsigned bits.
         s2_valid = Signal()
         s2_last = Signal()
         s2_mag = Signal(data.ArrayLayout(unsigned(width), lanes))
-        s2_sq = Signal(data.ArrayLayout(unsigned(2 * width - 1), lanes))
         with m.If(advance):
             m.d.sync += [s2_valid.eq(s1_valid), s2_last.eq(s1.last)]
             for i in range(lanes):
                 w = s1.data[i]
-                mag = Signal(unsigned(width), name=f"mag{i}")
-                m.d.comb += mag.eq(Mux(s1.lane_valid[i], Mux(w < 0, -w, w), 0))
-                m.d.sync += [s2_mag[i].eq(mag), s2_sq[i].eq(mag * mag)]
+                m.d.sync += s2_mag[i].eq(Mux(s1.lane_valid[i], Mux(w < 0, -w, w), 0))
+
+        # S2b: the squares (2*width-1 bits), from registered magnitudes (timing: a multiplier
+        # fed straight from the magnitude logic misses the ECP5 board clock).
+        s2b_valid = Signal()
+        s2b_last = Signal()
+        s2b_mag = Signal(data.ArrayLayout(unsigned(width), lanes))
+        s2_sq = Signal(data.ArrayLayout(unsigned(2 * width - 1), lanes))
+        with m.If(advance):
+            m.d.sync += [s2b_valid.eq(s2_valid), s2b_last.eq(s2_last), s2b_mag.eq(s2_mag)]
+            for i in range(lanes):
+                m.d.sync += s2_sq[i].eq(s2_mag[i] * s2_mag[i])
+        s2_valid, s2_last, s2_mag = s2b_valid, s2b_last, s2b_mag
 
         # S3: the beat's sums.
         s3_valid = Signal()

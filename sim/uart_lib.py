@@ -33,10 +33,11 @@ class UartCoreLib(BlockLib):
 
     prefix = "us"
 
-    def __init__(self, *, lanes, width, clocks_per_bit=SIM_CLOCKS_PER_BIT, timeout=None):
+    def __init__(self, *, lanes, width, clocks_per_bit=SIM_CLOCKS_PER_BIT, timeout=None,
+                 blocks=0):
         timeout = timeout or sim_timeout(clocks_per_bit)
         self.params = UART_CORE.check(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
-                                      timeout=timeout)
+                                      timeout=timeout, blocks=blocks)
         self.lanes, self.width, self.clocks_per_bit = lanes, width, clocks_per_bit
         self.timeout = timeout
         self._load(lambda: shared_library(UART_CORE.name, UART_CORE.shim, **self.params))

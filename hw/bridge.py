@@ -35,6 +35,7 @@ from .adapters import (ChannelNormsAdapter, MagnitudeHistogramAdapter, NMSelecto
                        ThresholdEngineAdapter)
 from .framing import (AnswerFrame, Cmd, ErrorCode, FrameEncoder, FrameParser, Header,
                       PayloadByte, ReceiveQueue, Trailer, offer)
+from .store import WeightStore
 from .uart import RxByte, UARTRx, UARTTx
 
 __all__ = ["ADAPTERS", "Cmd", "ErrorCode", "Dispatcher", "CommandBridge", "UARTCore",
@@ -42,7 +43,7 @@ __all__ = ["ADAPTERS", "Cmd", "ErrorCode", "Dispatcher", "CommandBridge", "UARTC
 
 #: The block adapters a bridge can hold, in INFO order.
 ADAPTERS = (ThresholdEngineAdapter, MagnitudeHistogramAdapter, NMSelectorAdapter,
-            ChannelNormsAdapter)
+            ChannelNormsAdapter, WeightStore)
 
 #: The error counters every STATUS answer carries (saturating, since reset).
 ERROR_COUNTERS = tuple(name for name, _ in protocol.ERROR_FIELDS)
@@ -184,7 +185,7 @@ class Dispatcher(wiring.Component):
         code_cmd = Signal(8)         # and the command byte it names
         left = Signal(signed(18))
         diff = Signal(signed(18))
-        config = Signal(8 * max(a.config_len for a in adapters))
+        config = Signal(8 * max(protocol.RUN_LEN, *(a.config_len for a in adapters)))
         status = Signal(8)           # the DATA answer's status byte
         trailer = Signal(Trailer)
         m.d.comb += self.o_status.payload.eq(status)
@@ -196,7 +197,19 @@ class Dispatcher(wiring.Component):
         # The command decoded once, into flags, when its header arrives (timing: the later states
         # test one flip-flop, not an 8-bit compare per adapter and kind).
         is_info = Signal()
-        kinds = ("STATUS", "FINISH", "CONFIG", "DATA")
+        kinds = ("STATUS", "FINISH", "CONFIG", "DATA", "RUN")
+        # The weight store, if the bridge holds one: RUN commands replay its beats into a block.
+        store = next((a for a in adapters if isinstance(a, WeightStore)), None)
+        in_run = Signal()        # the active adapter takes the store's bytes and answers RUN
+        run_first, run_count = config[-64:-32], config[-32:]
+        for k, adapter in enumerate(adapters):
+            if getattr(adapter, "RUN", None) is not None:
+                m.d.comb += adapter.run.eq(in_run & (active == k))
+                if store is not None:
+                    with m.If(active == k):
+                        m.d.comb += [adapter.r_bytes.valid.eq(store.r_bytes.valid & in_run),
+                                     adapter.r_bytes.payload.eq(store.r_bytes.payload),
+                                     store.r_bytes.ready.eq(adapter.r_bytes.ready & in_run)]
         is_ = {(k, kind): Signal(name=f"is_{kind.lower()}{k}")
                for k in range(len(adapters)) for kind in kinds}
 
@@ -208,7 +221,7 @@ class Dispatcher(wiring.Component):
                                  code_cmd.eq(h.cmd), is_info.eq(h.cmd == Cmd.INFO)]
                     for k, adapter in enumerate(adapters):
                         for kind in kinds:
-                            code_k = getattr(adapter, kind)
+                            code_k = getattr(adapter, kind, None)
                             m.d.sync += is_[k, kind].eq(0 if code_k is None else h.cmd == code_k)
                     m.next = "DECIDE"
             with m.State("DECIDE"):
@@ -232,6 +245,14 @@ class Dispatcher(wiring.Component):
                     with m.Elif(is_[k, "CONFIG"]):
                         m.d.sync += active.eq(k)
                         with m.If(length == adapter.config_len):
+                            m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(1)]
+                            m.next = "CONFIG"
+                        with m.Else():
+                            m.d.sync += refuse(ErrorCode.BAD_LENGTH)
+                            m.next = "REFUSE"
+                    with m.Elif(is_[k, "RUN"]):
+                        m.d.sync += active.eq(k)
+                        with m.If(length == protocol.RUN_LEN):
                             m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(1)]
                             m.next = "CONFIG"
                         with m.Else():
@@ -284,9 +305,24 @@ class Dispatcher(wiring.Component):
                                  answer.length.eq(Mux(echo, length + 1, 1)),
                                  answer.small.eq(0), status.eq(0)]
                     m.next = "DATA_START"
+            with m.State("RUN_START"):
+                # The answer starts, then the store replays the beats into the block.
+                m.d.comb += self.o_frame.valid.eq(1)
+                with m.If(self.o_frame.ready):
+                    if store is not None:
+                        m.d.comb += [store.replay_start.eq(1),
+                                     store.replay_first.eq(run_first),
+                                     store.replay_count.eq(run_count)]
+                    m.d.sync += in_run.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                if store is not None:
+                    with m.If(store.replay_done & Array(a.finished for a in adapters)[active]):
+                        m.next = "DATA_END"
             with m.State("DATA_START"):
                 # The answer starts before the payload flows: the block's output streams out
                 # while its input streams in.
+                m.d.sync += in_run.eq(0)
                 m.d.comb += self.o_frame.valid.eq(1)
                 with m.If(self.o_frame.ready):
                     m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(1)]
@@ -353,14 +389,36 @@ class Dispatcher(wiring.Component):
                                 m.d.comb += adapter.finish.eq(is_[k, "FINISH"])
                             m.next = "STATUS_WAIT"
                         with m.Elif(is_[k, "CONFIG"]):
-                            m.d.comb += [adapter.config.eq(config[-8 * adapter.config_len:]),
-                                         adapter.load.eq(1)]
-                            m.d.sync += [small.eq(0), answer.length.eq(1)]
+                            if adapter.config_len:
+                                m.d.comb += adapter.config.eq(config[-8 * adapter.config_len:])
+                            m.d.comb += adapter.load.eq(1)
+                            m.d.sync += [small.eq(0), answer.length.eq(1), in_run.eq(0)]
+                        if getattr(adapter, "RUN", None) is not None:
+                            with m.Elif(is_[k, "RUN"]):
+                                # Beats the store does not hold are refused.
+                                held = store.beats if store is not None else C(0)
+                                with m.If((run_first + run_count > held)
+                                          | (run_count * adapter.run_bytes + 1
+                                             > MAX_PAYLOAD + 1)):
+                                    m.d.sync += refuse(ErrorCode.BAD_LENGTH)
+                                with m.Else():
+                                    m.d.sync += [answer.small.eq(0), status.eq(0),
+                                                 answer.length.eq(
+                                                     run_count * adapter.run_bytes + 1)]
                     with m.If(is_info):
                         m.next = "RESPOND"
-                    for k in range(len(adapters)):
+                    for k, adapter in enumerate(adapters):
                         with m.Elif(is_[k, "CONFIG"]):
                             m.next = "RESPOND"
+                        if getattr(adapter, "RUN", None) is not None:
+                            with m.Elif(is_[k, "RUN"]):
+                                held = store.beats if store is not None else C(0)
+                                with m.If((run_first + run_count > held)
+                                          | (run_count * adapter.run_bytes + 1
+                                             > MAX_PAYLOAD + 1)):
+                                    m.next = "ERROR"
+                                with m.Else():
+                                    m.next = "RUN_START"
             with m.State("STATUS_WAIT"):
                 for k, adapter in enumerate(adapters):
                     for kind, fields in (("STATUS", adapter.status_fields),

@@ -363,11 +363,13 @@ class FrameEncoder(wiring.Component):
                 with m.If(f_zero):
                     m.next = "CRC_LO"
                 with m.Else():
+                    # Each source's ready depends on the state alone, not on any valid
+                    # (timing: a block's output handshake does not wait on the status byte's).
                     m.d.comb += [byte.eq(Array(s.payload for s in inputs)[source]),
                                  have.eq(Array(s.valid for s in inputs)[source]),
                                  take.eq(can_load & have)]
                     for k, s in enumerate(inputs):
-                        m.d.comb += s.ready.eq(take & (source == k))
+                        m.d.comb += s.ready.eq(can_load & (source == k))
                 with m.If(take):
                     m.d.sync += emit(byte)
                     m.d.comb += [f_pay.eq(1), f_byte.eq(byte)]

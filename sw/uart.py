@@ -14,6 +14,7 @@ protocol code. Every pass is checked end to end: the device's beat and kept coun
 of the bytes it took in and sent out must equal the host's, or the pass is retried.
 """
 
+import hashlib
 import time
 import zlib
 
@@ -26,7 +27,7 @@ from .contract.channel_norms import ChannelResult
 from .contract.nm_selector import NMResult, check_job as check_nm_job, nm_compact
 from .contract.protocol import (CN_STATUS_FIELDS, DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD,
                                 MH_SELECT_FIELDS, MH_STATUS_FIELDS, NM_STATUS_FIELDS,
-                                STATUS_FIELDS, Cmd, ErrorCode, Status, beat_bytes, crc8, crc16,
+                                STATUS_FIELDS, STORE_BIT, STORE_BYTES, WS_STATUS_FIELDS, Cmd, mask_bytes, ErrorCode, Status, beat_bytes, crc8, crc16,
                                 encode_frame, pack_beats, split_frames, unpack_beats,
                                 unpack_norms)
 from .contract.threshold_engine import MaskResult
@@ -110,12 +111,15 @@ class SimTransport:
     """The verilated UART core (:class:`hwprune.sim.uart_lib.UartCoreLib`) as a serial line.
 
     Time is simulated: a read gives up after ``idle_cycles`` clock cycles in which no byte moved
-    on either line.
+    on either line (by default four device timeouts, plus the clocks the device takes to
+    replay its whole weight store into a block, the longest a command may keep the line
+    quiet).
     """
 
     def __init__(self, lib, *, idle_cycles=None):
         self.lib = lib
-        self.idle_cycles = idle_cycles or 4 * lib.timeout + 40 * lib.clocks_per_bit
+        self.idle_cycles = (idle_cycles or 4 * lib.timeout + 40 * lib.clocks_per_bit
+                            + 2 * STORE_BYTES)
 
     def write(self, data):
         self.lib.send(data)
@@ -140,6 +144,8 @@ class UartLink:
     def __init__(self, transport):
         self.transport = transport
         self.discarded = 0  # bytes skipped while hunting for an answer's SYNC
+        #: bytes on the line (frames whole: SYNC, header, payload, CRC), host to device and back
+        self.line_sent = self.line_received = 0
 
     def _read_exact(self, n, what):
         data = self.transport.read(n)
@@ -172,8 +178,11 @@ class UartLink:
 
     def transact(self, cmd, payload=b""):
         """Send a command; return the payload of its answer (raise on an ERROR frame)."""
-        self.transport.write(encode_frame(cmd, payload))
+        frame = encode_frame(cmd, payload)
+        self.transport.write(frame)
+        self.line_sent += len(frame)
         got, answer = self.read_frame(f"the answer to {_CMD_NAMES.get(cmd, hex(cmd))}")
+        self.line_received += 7 + len(answer)
         if got == Cmd.ERROR:
             raise DeviceError(answer[0] if answer else 0, answer[1] if len(answer) > 1 else 0)
         if got != cmd | 0x80:
@@ -263,7 +272,7 @@ class UartBackend(Backend):
     GROW_AFTER = 8
 
     def __init__(self, *, lanes, width, transport, retries=8, check_info=True,
-                 host_fallback=False):
+                 host_fallback=False, use_store=True):
         super().__init__(lanes=lanes, width=width)
         #: run a block the bitstream does not hold in its golden model on the host (counted in
         #: ``stats["host_jobs"]``) instead of raising BlockNotOnDevice
@@ -274,7 +283,8 @@ class UartBackend(Backend):
         self.retries = retries
         self.nbytes = beat_bytes(lanes, width)
         self.stats = {"passes": 0, "segments": 0, "retries": 0, "bytes_sent": 0,
-                      "bytes_received": 0, "host_jobs": 0}
+                      "bytes_received": 0, "host_jobs": 0, "store_uploads": 0,
+                      "store_hits": 0}
         if check_info:
             info = self._retrying(self.link.info, "INFO")
             if (info["lanes"], info["width"]) != (lanes, width):
@@ -283,9 +293,16 @@ class UartBackend(Backend):
             self.max_payload = info["max_payload"]
             #: the blocks the bitstream holds, as its INFO answer reports them
             self.device_blocks = bitstream_blocks(info["blocks"])
+            has_store = bool(info["blocks"] >> STORE_BIT & 1)
         else:
             self.max_payload = MAX_PAYLOAD
             self.device_blocks = bitstream_blocks(0xFF)
+            has_store = False
+        #: beats the device's weight store holds (0: none, or not used)
+        self.store_capacity = 0
+        if has_store and use_store:
+            self.store_capacity = self._retrying(self._store_status, "WS_STATUS")["capacity"]
+        self._stored, self._store_end = {}, 0
         self._max_chunk = max(1, self.max_payload // self.nbytes)
         self._chunk, self._clean = self._max_chunk, 0
 
@@ -307,9 +324,10 @@ class UartBackend(Backend):
             try:
                 self.link.resync()
                 return fn()
-            except self._RETRIED:
+            except self._RETRIED as exc:
                 if attempt == self.retries:
-                    raise
+                    raise _gave_up(exc, f"gave up after {attempt + 1} failed attempts in a "
+                                        f"row ({what})")
                 self.stats["retries"] += 1
 
     def run(self, block, jobs):
@@ -332,6 +350,172 @@ class UartBackend(Backend):
             self.stats["host_jobs"] += len(jobs)
             return [desc.golden(job) for job in jobs]
         return [on_device[desc.name](job) for job in jobs]
+
+    # --- the weight store: a tensor sent once, its passes replayed on the chip ----------------
+    def _store_status(self):
+        return self.link.status(Cmd.WS_STATUS, WS_STATUS_FIELDS)
+
+    def _place(self, packed):
+        """The first beat of ``packed`` in the device's weight store, sent there if it is not
+        already; None when the device has no store (or ``use_store=False``) or the tensor does
+        not fit it (its passes then send their beats in DATA frames)."""
+        beats = packed.shape[0]
+        if not self.store_capacity or not 0 < beats <= self.store_capacity:
+            return None
+        key = (hashlib.blake2b(packed.tobytes(), digest_size=16).digest(), beats)
+        if key in self._stored:
+            self.stats["store_hits"] += 1
+            return self._stored[key]
+        if self._store_end + beats > self.store_capacity:
+            self._store_reset()
+        failures = 0
+        while True:
+            try:
+                first = self._store_end
+                self._store_upload(packed)
+                break
+            except self._RETRIED as exc:
+                failures += 1
+                self.stats["retries"] += 1
+                self._frame_failed()
+                if failures > self.retries:
+                    raise _gave_up(exc, f"gave up storing a tensor after {failures} failed "
+                                        f"attempts in a row")
+                self.link.resync()
+                self._store_check()
+        self._stored[key] = first
+        self.stats["store_uploads"] += 1
+        return first
+
+    def _store_reset(self):
+        """Empty the store (WS_CONFIG) and forget what it held."""
+        self._retrying(lambda: self.link.configure_block(Cmd.WS_CONFIG, b""), "WS_CONFIG")
+        self._stored, self._store_end = {}, 0
+
+    def _store_check(self):
+        """After a failure: does the store still hold what the host put there? (A device that
+        reset has emptied it.) If not, empty it and forget."""
+        held = self._retrying(self._store_status, "WS_STATUS")["beats"]
+        if held != self._store_end:
+            self._store_reset()
+            return False
+        return True
+
+    def _store_upload(self, packed):
+        """Append ``packed`` to the store in WS_DATA frames. A frame counts on the device only
+        once its CRC checked out; after a failed or unanswered frame WS_STATUS says whether it
+        did."""
+        done, beats = 0, packed.shape[0]
+        while done < beats:
+            n = min(self._chunk, beats - done)
+            sent = packed[done:done + n].tobytes()
+            try:
+                answer = self.link.transact(Cmd.WS_DATA, sent)
+                if answer != b"\0":
+                    raise PassError(f"WS_DATA answer {answer!r}")
+            except self._RETRIED:
+                self.stats["retries"] += 1
+                self._frame_failed()
+                self.link.resync()
+                held = self._retrying(self._store_status, "WS_STATUS")["beats"]
+                if held == self._store_end + n:          # it counted; its answer was lost
+                    pass
+                elif held == self._store_end:            # it did not: send it again
+                    continue
+                else:
+                    raise IntegrityError(f"the weight store holds {held} beats, the host "
+                                         f"expected {self._store_end} or "
+                                         f"{self._store_end + n}")
+            self._store_end += n
+            self.stats["bytes_sent"] += len(sent)
+            done += n
+            self._frame_ok()
+
+    def _with_store(self, packed, attempt, what):
+        """``attempt(first)`` with the tensor in the store, retried after a failure (the
+        store checked and the tensor placed again if the device lost it)."""
+        failures = 0
+        while True:
+            first = self._place(packed)
+            try:
+                return attempt(first)
+            except self._RETRIED as exc:
+                failures += 1
+                self.stats["retries"] += 1
+                self._frame_failed()
+                if failures > self.retries:
+                    raise _gave_up(exc, f"gave up after {failures} failed attempts in a row "
+                                        f"({what} from the weight store)")
+                self.link.resync()
+                self._store_check()
+
+    def _histogram_run(self, job, packed, want_counted):
+        """A histogram pass from the store: MH_CONFIG, MH_RUN, MH_SELECT (its beats, the CRC-32
+        of the bytes it counted and the counted weights checked)."""
+        beats = packed.shape[0]
+
+        def attempt(first):
+            self.link.histogram_config(job.shift, job.match_en, job.match_value, job.keep)
+            answer = self.link.transact(Cmd.MH_RUN, first.to_bytes(4, "little")
+                                        + beats.to_bytes(4, "little"))
+            if answer != b"\0":
+                raise PassError(f"MH_RUN answer {answer!r}")
+            st = self.link.histogram_select()
+            want = {"beats": beats, "in_crc": zlib.crc32(packed.tobytes()),
+                    "counted": want_counted}
+            got = {k: st[k] for k in want}
+            if got != want:
+                raise IntegrityError(f"histogram pass check failed: device {got}, host {want}")
+            return st
+
+        st = self._with_store(packed, attempt, "histogram")
+        self.stats["passes"] += 1
+        return HistogramResult(found_bin=st["found_bin"], above=st["above"], ties=st["ties"],
+                               counted=st["counted"], cycles=st["cycles"])
+
+    def _threshold_run(self, job, tiles, packed, ties):
+        """A masking pass from the store: per segment TE_CONFIG (threshold, tie budget left),
+        TE_RUN (the keep mask back as bits), TE_STATUS checked; the kept weights are the
+        host's own tiles under the device's mask."""
+        beats = packed.shape[0]
+        mb = mask_bytes(self.lanes)
+        mask = np.zeros((beats, self.lanes), dtype=bool)
+        done, budget, cycles = 0, int(job.tie_budget), 0
+        while done < beats:
+            n = min(beats - done, max(1, self.max_payload // mb),
+                    max(1, self._chunk * self.nbytes // mb))
+
+            def attempt(first, done=done, n=n, budget=budget):
+                self.link.configure(job.threshold, budget)
+                answer = self.link.transact(Cmd.TE_RUN, (first + done).to_bytes(4, "little")
+                                            + n.to_bytes(4, "little"))
+                if len(answer) != n * mb + 1:
+                    raise FrameError(f"TE_RUN answer of {len(answer)} bytes for {n} beats")
+                if answer[-1]:
+                    raise PassError(f"TE_RUN answer reports status {answer[-1]:#x}")
+                raw = np.frombuffer(answer[:-1], dtype=np.uint8).reshape(n, mb)
+                mk = np.unpackbits(raw, axis=1, bitorder="little")[:, :self.lanes].astype(bool)
+                used = int(np.count_nonzero(mk & ties[done:done + n]))
+                st = self.link.status()
+                want = {"beats": n, "kept": int(mk.sum()), "ties_left": budget - min(used, budget),
+                        "in_crc": zlib.crc32(packed[done:done + n].tobytes()),
+                        "out_crc": zlib.crc32(answer[:-1])}
+                got = {k: st[k] for k in want}
+                if got != want:
+                    raise IntegrityError(f"pass check failed: device {got}, host {want}")
+                return mk, want["ties_left"], st["cycles"]
+
+            mk, budget, spent = self._with_store(packed, attempt, "masking")
+            mask[done:done + n] = mk
+            cycles += spent
+            done += n
+            self.stats["segments"] += 1
+            self.stats["bytes_received"] += n * mb
+            self._frame_ok()
+        self.stats["passes"] += 1
+        data = np.where(mask, tiles, 0).astype(np.int16)
+        return MaskResult(data=data, mask=mask, beats=beats, kept=int(mask.sum()),
+                          ties_left=budget, cycles=cycles)
 
     def _check_tiles(self, data, lane_valid):
         hi = 1 << (self.width - 1)
@@ -462,6 +646,8 @@ class UartBackend(Backend):
         packed = pack_beats(tiles, valid, self.width)
         beats = packed.shape[0]
         ties = valid & (np.abs(tiles.astype(np.int32)) == int(job.threshold))
+        if self._place(packed) is not None:
+            return self._threshold_run(job, tiles, packed, ties)
         data = np.zeros((beats, self.lanes), dtype=np.int16)
         mask = np.zeros((beats, self.lanes), dtype=bool)
         done, budget, cycles, failures = 0, int(job.tie_budget), 0, 0
@@ -548,6 +734,8 @@ class UartBackend(Backend):
         else:
             counted = np.zeros_like(valid)
         want_counted = int(np.count_nonzero(counted))
+        if self._place(packed) is not None:
+            return self._histogram_run(job, packed, want_counted)
         failures, configured, done, crcs, pending = 0, False, 0, [0], 0
         while True:
             try:

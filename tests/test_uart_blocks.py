@@ -13,7 +13,7 @@ import torch
 import hwprune
 from hwprune.contract.channel_norms import ChannelJob, channel_norms
 from hwprune.contract.nm_selector import NMJob, nm_select
-from hwprune.contract.protocol import MAX_PAYLOAD, beat_bytes
+from hwprune.contract.protocol import MAX_PAYLOAD, beat_bytes, mask_bytes
 from hwprune.hw.bridge import blocks_bitmap, bridge_adapters
 from hwprune.sim.stimulus import random_tiles
 from hwprune.uart import BlockNotOnDevice, UartSimBackend
@@ -124,7 +124,7 @@ def test_a_block_missing_from_the_bitstream_is_named_before_anything_is_sent(rng
 def test_the_bridge_refuses_a_block_that_does_not_fit():
     # The N:M selector needs lanes in multiples of 8; a channel's norms need an answer slot
     # as wide as its two sums (9 bytes at width 8, a 4-lane slot has 5).
-    assert [a.block.name for a in bridge_adapters(4, 8)] == list(ALL[:2])
+    assert [a.block.name for a in bridge_adapters(4, 8)] == [*ALL[:2], "weight_store"]
     with pytest.raises(ValueError, match="nm_selector cannot sit behind the bridge at lanes=4"):
         bridge_adapters(4, 8, blocks_bitmap(["nm_selector"]))
     with pytest.raises(ValueError, match="no bridge adapter for \\['sparse_mac'\\]"):
@@ -148,3 +148,44 @@ def test_nm_and_channel_prunes_run_every_pass_on_the_device():
         for (name, want), (_, got) in zip(ref.state_dict().items(), board.state_dict().items()):
             assert torch.equal(got, want), (kw["pattern"], name)
     assert backend.stats["host_jobs"] == 0 and backend.stats["passes"] > 0
+
+
+def digits_mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.ReLU(),
+                               torch.nn.Linear(300, 100), torch.nn.ReLU(),
+                               torch.nn.Linear(100, 10))
+
+
+def test_weights_cross_the_line_once_and_masks_come_back_as_bits():
+    """A layer-scope 90 % prune of the digits MLP (64-300-100-10) through uart-sim: each tensor
+    goes into the weight store once, the histogram passes and the masking pass read it there,
+    and the masks come back one bit per weight; the masks equal golden's."""
+    board, ref = digits_mlp(), digits_mlp()
+    hwprune.prune(ref, 0.9, backend="golden", lanes=16, width=8)
+    backend = UartSimBackend(lanes=16, width=8)
+    assert backend.store_capacity * beat_bytes(16, 8) <= 65536
+    hwprune.prune(board, 0.9, backend=backend, lanes=16, width=8)
+    for a, b in zip(board.modules(), ref.modules()):
+        if hasattr(b, "weight_mask"):
+            assert torch.equal(a.weight_mask, b.weight_mask)
+    weights = sum(m.weight.numel() for m in ref.modules() if hasattr(m, "weight_mask"))
+    beats = sum(-(-m.weight.numel() // 16) for m in ref.modules() if hasattr(m, "weight_mask"))
+    assert backend.stats["host_jobs"] == 0 and backend.stats["retries"] == 0
+    assert backend.stats["store_uploads"] == 3 and backend.stats["store_hits"] > 0
+    # Payload bytes: every beat sent once (18 bytes a beat) and 2 mask bytes a beat back.
+    assert backend.stats["bytes_sent"] == beats * beat_bytes(16, 8)
+    assert backend.stats["bytes_received"] == beats * mask_bytes(16)
+    # On the line, frames whole (headers, CRCs, configuration, status): a few % more.
+    line = (backend.link.line_sent + backend.link.line_received) / weights
+    assert (beats * (beat_bytes(16, 8) + mask_bytes(16))) / weights <= line < 1.3
+
+
+def test_a_run_beyond_the_stored_beats_is_refused():
+    from hwprune.contract.protocol import Cmd, ErrorCode
+    from hwprune.uart import DeviceError
+    backend = UartSimBackend(lanes=16, width=8)
+    backend._store_reset()
+    with pytest.raises(DeviceError) as exc:
+        backend.link.transact(Cmd.TE_RUN, (0).to_bytes(4, "little") + (1).to_bytes(4, "little"))
+    assert (exc.value.code, exc.value.cmd) == (ErrorCode.BAD_LENGTH, Cmd.TE_RUN)

@@ -61,8 +61,10 @@ def test_the_ulx3s_divisor_at_3_mbit(rng):
 @pytest.mark.parametrize("faults", [dict(ber=1e-4), dict(drop=2e-4),
                                     dict(ber=1e-4, drop=1e-4)],
                          ids=["ber1e-4", "drops", "both"])
-def test_line_faults_are_survived_bit_exact(rng, faults):
-    backend = UartSimBackend(lanes=8, width=8, clocks_per_bit=8)
+@pytest.mark.parametrize("store", [True, False], ids=["store", "frames"])
+def test_line_faults_are_survived_bit_exact(rng, faults, store):
+    """Through the weight store (WS_DATA frames, TE_RUN answers) and through TE_DATA frames."""
+    backend = UartSimBackend(lanes=8, width=8, clocks_per_bit=8, use_store=store)
     backend.lib.set_faults(**faults, seed=int(rng.integers(1, 2**31)))
     for _ in range(3):
         check(backend, full_frames_job(rng, 8, 8, frames=2, budget=int(rng.integers(0, 40))))
@@ -71,13 +73,19 @@ def test_line_faults_are_survived_bit_exact(rng, faults):
     assert backend.stats["retries"] > 0
 
 
-def test_a_device_reset_in_mid_pass_is_survived(rng):
-    backend = UartSimBackend(lanes=8, width=8, clocks_per_bit=8)
+@pytest.mark.parametrize("store", [True, False], ids=["store", "frames"])
+def test_a_device_reset_in_mid_pass_is_survived(rng, store):
+    backend = UartSimBackend(lanes=8, width=8, clocks_per_bit=8, use_store=store)
     job = full_frames_job(rng, 8, 8, frames=3, budget=11)
     line = beat_bytes(8, 8) * 10 * 8
     backend.lib.reset_device_after(line * 500)       # inside the second frame
     check(backend, job)
     assert backend.lib.faults["resets"] == 1 and backend.stats["retries"] >= 1
+    if store:
+        # The reset emptied the store in mid-upload: the host noticed and sent it again.
+        assert backend.stats["store_uploads"] == 1 and backend.store_capacity > 0
+        check(backend, job)                           # now from the store, not sent again
+        assert backend.stats["store_uploads"] == 1 and backend.stats["store_hits"] >= 1
 
 
 def test_a_dead_line_times_out_with_a_clear_error_and_changes_nothing():

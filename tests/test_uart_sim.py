@@ -6,7 +6,7 @@ import pytest
 
 from hwprune.backends import BACKENDS, VerilatorBackend, get_backend
 from hwprune.contract import ALL_TIES, MODELS, ThresholdJob, threshold_mask
-from hwprune.contract.protocol import Cmd, ErrorCode, Status, beat_bytes
+from hwprune.contract.protocol import Cmd, ErrorCode, Status, beat_bytes, mask_bytes
 from hwprune.sim.stimulus import corner_values, random_tiles
 from hwprune.sim.uart_lib import UartCoreLib
 from hwprune.uart import (DeviceError, DeviceTimeout, IntegrityError, SerialBackend,
@@ -34,10 +34,12 @@ def jobs_for(lanes, width, seed):
     return jobs
 
 
-def assert_same(got, want, *, line=None):
+def assert_same(got, want, *, line=None, store=False):
     """Bit-identical results; cycles equal, or for a pass through the UART bridge (``line`` =
     (lanes, width, clocks_per_bit)) the device's own count, which the line paces: at least the
-    stall-free figure plus the line time of every beat after the first."""
+    stall-free figure plus the line time of every beat after the first (from the weight store,
+    ``store``: of every beat's mask bytes, less the two bytes the encoder and the transmitter
+    hold)."""
     np.testing.assert_array_equal(got.data, want.data)
     np.testing.assert_array_equal(got.mask, want.mask)
     assert (got.beats, got.kept, got.ties_left) == (want.beats, want.kept, want.ties_left)
@@ -47,7 +49,11 @@ def assert_same(got, want, *, line=None):
         assert got.cycles == 0
     else:
         lanes, width, cpb = line
-        floor = (got.beats - 1) * beat_bytes(lanes, width) * 10 * cpb + want.cycles - got.beats
+        if store:
+            floor = max(0, (got.beats - 1) * mask_bytes(lanes) - 2) * 10 * cpb
+        else:
+            floor = ((got.beats - 1) * beat_bytes(lanes, width) * 10 * cpb + want.cycles
+                     - got.beats)
         assert got.cycles >= floor, (got.cycles, floor)
 
 
@@ -60,18 +66,23 @@ def test_registered():
     assert BACKENDS["serial"] is SerialBackend and BACKENDS["uart-sim"] is UartSimBackend
 
 
+@pytest.mark.parametrize("store", [True, False], ids=["store", "frames"])
 @pytest.mark.parametrize("lanes,width", [(16, 8), (7, 4)])
-def test_uart_sim_is_bit_identical(lanes, width):
+def test_uart_sim_is_bit_identical(lanes, width, store):
+    """Through the weight store (the tiles sent once, masks back as bits) and through TE_DATA
+    frames (tiles both ways)."""
     jobs = jobs_for(lanes, width, seed=lanes)
-    backend = get_backend("uart-sim", lanes=lanes, width=width, gap=0.3)
+    backend = get_backend("uart-sim", lanes=lanes, width=width, gap=0.3, use_store=store)
+    assert bool(backend.store_capacity) == store
     got = backend.run("threshold_engine", jobs)
     for g, job in zip(got, jobs):
-        assert_same(g, MODELS["threshold_engine"](job), line=(lanes, width, 4))
+        assert_same(g, MODELS["threshold_engine"](job), line=(lanes, width, 4), store=store)
     assert backend.stats["retries"] == 0 and backend.stats["passes"] == len(jobs)
+    assert (backend.stats["store_uploads"] > 0) == store
     if (lanes, width) == (16, 8):
         for g, v in zip(got, VerilatorBackend(lanes=lanes, width=width).run(
                 "threshold_engine", jobs)):
-            assert_same(g, v, line=(lanes, width, 4))
+            assert_same(g, v, line=(lanes, width, 4), store=store)
 
 
 def test_errors_are_reported_and_counted(lib16):
@@ -125,14 +136,14 @@ def test_errors_are_reported_and_counted(lib16):
 
 
 class CorruptOnce:
-    """A transport that flips one payload bit of the first TE_DATA frame it sends."""
+    """A transport that flips one payload bit of the first ``cmd`` frame it sends."""
 
-    def __init__(self, inner):
-        self.inner, self.done = inner, False
+    def __init__(self, inner, cmd=Cmd.TE_DATA):
+        self.inner, self.done, self.cmd = inner, False, cmd
 
     def write(self, data):
         data = bytearray(data)
-        if not self.done and data[1] == Cmd.TE_DATA:
+        if not self.done and data[1] == self.cmd:
             data[9] ^= 0x04
             self.done = True
         self.inner.write(data)
@@ -141,18 +152,24 @@ class CorruptOnce:
         return getattr(self.inner, name)
 
 
-def test_damaged_pass_is_retried(lib16):
+@pytest.mark.parametrize("cmd", [Cmd.TE_DATA, Cmd.WS_DATA])
+def test_damaged_pass_is_retried(lib16, cmd):
+    # A damaged TE_DATA frame (tiles both ways), or a damaged WS_DATA frame (the weight store
+    # keeps nothing of it, and the host sends it again).
     job = jobs_for(16, 8, seed=3)[1]
-    backend = UartBackend(lanes=16, width=8, transport=CorruptOnce(SimTransport(lib16)))
+    store = cmd == Cmd.WS_DATA
+    backend = UartBackend(lanes=16, width=8, transport=CorruptOnce(SimTransport(lib16), cmd),
+                          use_store=store)
     got, = backend.run("threshold_engine", [job])
     assert backend.link.transport.done
     assert backend.stats["retries"] == 1
-    assert_same(got, MODELS["threshold_engine"](job), line=(16, 8, 4))
+    assert_same(got, MODELS["threshold_engine"](job), line=(16, 8, 4), store=store)
 
 
 def test_integrity_check_catches_a_duplicated_beat(lib16):
     job = jobs_for(16, 8, seed=4)[1]
-    backend = UartBackend(lanes=16, width=8, transport=SimTransport(lib16), retries=0)
+    backend = UartBackend(lanes=16, width=8, transport=SimTransport(lib16), retries=0,
+                          use_store=False)
     real = backend.link.data
     nbytes = beat_bytes(16, 8)
 

@@ -200,16 +200,26 @@ class Dispatcher(wiring.Component):
         kinds = ("STATUS", "FINISH", "CONFIG", "DATA", "RUN")
         # The weight store, if the bridge holds one: RUN commands replay its beats into a block.
         store = next((a for a in adapters if isinstance(a, WeightStore)), None)
-        in_run = Signal()        # the active adapter takes the store's bytes and answers RUN
-        run_first, run_count = config[-64:-32], config[-32:]
-        for k, adapter in enumerate(adapters):
-            if getattr(adapter, "RUN", None) is not None:
-                m.d.comb += adapter.run.eq(in_run & (active == k))
-                if store is not None:
-                    with m.If(active == k):
-                        m.d.comb += [adapter.r_bytes.valid.eq(store.r_bytes.valid & in_run),
-                                     adapter.r_bytes.payload.eq(store.r_bytes.payload),
-                                     store.r_bytes.ready.eq(adapter.r_bytes.ready & in_run)]
+        # Per adapter, a register: it takes the store's bytes and answers a RUN (timing: its
+        # payload handshake decodes no state).
+        run_flags = {k: Signal(name=f"running{k}") for k, a in enumerate(adapters)
+                     if getattr(a, "RUN", None) is not None}
+        # A RUN's first beat and beat count (u32 each on the wire; a store holds fewer than
+        # 2**16 beats, so anything above is refused), decided once in CHECK into `run_bad`.
+        run_first, run_count = config[-64:-48], config[-32:-16]
+        run_high = Signal()
+        m.d.comb += run_high.eq(config[-48:-32].any() | config[-16:].any())
+        run_bad = Signal()
+        run_answer = Signal(17)     # the RUN answer's length: its beats' bytes and the status
+        held = store.beats[:16] if store is not None else C(0, 16)
+        for k, flag in run_flags.items():
+            adapter = adapters[k]
+            m.d.comb += adapter.run.eq(flag)
+            if store is not None:
+                m.d.comb += [adapter.r_bytes.valid.eq(store.r_bytes.valid & flag),
+                             adapter.r_bytes.payload.eq(store.r_bytes.payload)]
+                with m.If(flag):
+                    m.d.comb += store.r_bytes.ready.eq(adapter.r_bytes.ready)
         is_ = {(k, kind): Signal(name=f"is_{kind.lower()}{k}")
                for k in range(len(adapters)) for kind in kinds}
 
@@ -313,7 +323,7 @@ class Dispatcher(wiring.Component):
                         m.d.comb += [store.replay_start.eq(1),
                                      store.replay_first.eq(run_first),
                                      store.replay_count.eq(run_count)]
-                    m.d.sync += in_run.eq(1)
+                    m.d.sync += [flag.eq(active == k) for k, flag in run_flags.items()]
                     m.next = "RUN"
             with m.State("RUN"):
                 if store is not None:
@@ -322,7 +332,7 @@ class Dispatcher(wiring.Component):
             with m.State("DATA_START"):
                 # The answer starts before the payload flows: the block's output streams out
                 # while its input streams in.
-                m.d.sync += in_run.eq(0)
+                m.d.sync += [flag.eq(0) for flag in run_flags.values()]
                 m.d.comb += self.o_frame.valid.eq(1)
                 with m.If(self.o_frame.ready):
                     m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(1)]
@@ -363,6 +373,17 @@ class Dispatcher(wiring.Component):
                     m.d.sync += trailer.eq(self.i_trailer.payload)
                     m.next = "CHECK"
             with m.State("CHECK"):
+                # The RUN answers that carry bytes (the masking pass's) all have the same bytes
+                # a beat: a multiplication by a constant.
+                per_beat = {getattr(a, "run_bytes", 0) for a in adapters} - {0}
+                assert len(per_beat) <= 1, per_beat
+                carries = Array(C(getattr(a, "run_bytes", 0) != 0, 1) for a in adapters)[active]
+                length_k = Signal(17)
+                m.d.comb += length_k.eq(Mux(carries, run_count * max(per_beat, default=0), 0)
+                                        + 1)
+                m.d.sync += [run_answer.eq(length_k),
+                             run_bad.eq(run_high | (run_first + run_count > held)
+                                        | (length_k > MAX_PAYLOAD + 1))]
                 with m.If(trailer.timeout):
                     m.d.sync += [bump("timeouts"), refuse(ErrorCode.TIMEOUT)]
                     m.next = "ERROR"
@@ -392,19 +413,16 @@ class Dispatcher(wiring.Component):
                             if adapter.config_len:
                                 m.d.comb += adapter.config.eq(config[-8 * adapter.config_len:])
                             m.d.comb += adapter.load.eq(1)
-                            m.d.sync += [small.eq(0), answer.length.eq(1), in_run.eq(0)]
+                            m.d.sync += [small.eq(0), answer.length.eq(1),
+                                         *(flag.eq(0) for flag in run_flags.values())]
                         if getattr(adapter, "RUN", None) is not None:
                             with m.Elif(is_[k, "RUN"]):
                                 # Beats the store does not hold are refused.
-                                held = store.beats if store is not None else C(0)
-                                with m.If((run_first + run_count > held)
-                                          | (run_count * adapter.run_bytes + 1
-                                             > MAX_PAYLOAD + 1)):
+                                with m.If(run_bad):
                                     m.d.sync += refuse(ErrorCode.BAD_LENGTH)
                                 with m.Else():
                                     m.d.sync += [answer.small.eq(0), status.eq(0),
-                                                 answer.length.eq(
-                                                     run_count * adapter.run_bytes + 1)]
+                                                 answer.length.eq(run_answer)]
                     with m.If(is_info):
                         m.next = "RESPOND"
                     for k, adapter in enumerate(adapters):
@@ -412,10 +430,7 @@ class Dispatcher(wiring.Component):
                             m.next = "RESPOND"
                         if getattr(adapter, "RUN", None) is not None:
                             with m.Elif(is_[k, "RUN"]):
-                                held = store.beats if store is not None else C(0)
-                                with m.If((run_first + run_count > held)
-                                          | (run_count * adapter.run_bytes + 1
-                                             > MAX_PAYLOAD + 1)):
+                                with m.If(run_bad):
                                     m.next = "ERROR"
                                 with m.Else():
                                     m.next = "RUN_START"

@@ -45,7 +45,7 @@ class _ByteMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if getattr(platform, "family", None) == "ice40" and self.depth == 65536:
+        if str(getattr(platform, "family", "")).lower() == "ice40" and self.depth == 65536:
             return self._spram(m)
         m.submodules.mem = mem = Memory(shape=8, depth=self.depth, init=[])
         wp = mem.write_port()
@@ -120,7 +120,7 @@ class WeightStore(wiring.Component):
             "frame_end": In(1), "frame_ok": In(1),
             "config": In(8), "load": In(1), "finish": In(1), "finished": Out(1),
             "beats": Out(COUNTER_WIDTH), "capacity": Out(COUNTER_WIDTH),
-            "replay_start": In(1), "replay_first": In(32), "replay_count": In(32),
+            "replay_start": In(1), "replay_first": In(16), "replay_count": In(16),
             "r_bytes": Out(stream.Signature(8)), "replay_done": Out(1),
         })
 
@@ -164,18 +164,25 @@ class WeightStore(wiring.Component):
         stop = Signal(range(size + 1))
         running = Signal()
         out = self.r_bytes
-        m.d.comb += self.replay_done.eq(~running & ~out.valid)
         with m.If(self.replay_start):
             first = self.replay_first * nbytes
             m.d.sync += [addr.eq(first), stop.eq(first + self.replay_count * nbytes),
                          running.eq(self.replay_count != 0)]
-        # The read port's data is the byte of the last enabled read: fetch when the output
-        # register is empty or being taken (and no write holds the port, on the SPRAM).
+        # Two stages (timing: the read data, muxed over the memory's blocks, goes into a
+        # register before anything uses it): a read issued (its byte on the read port the next
+        # clock, held there while no new read is enabled), then the output register.
+        issued = Signal()
+        advance = Signal()
         fetch = Signal()
-        m.d.comb += [fetch.eq(running & (~out.valid | out.ready) & ~mem.w_en),
-                     mem.r_addr.eq(addr), mem.r_en.eq(fetch), out.payload.eq(mem.r_data)]
+        out_data = Signal(8)
+        m.d.comb += [advance.eq(~out.valid | out.ready),
+                     fetch.eq(running & (advance | ~issued) & ~mem.w_en),
+                     mem.r_addr.eq(addr), mem.r_en.eq(fetch), out.payload.eq(out_data)]
+        m.d.comb += self.replay_done.eq(~running & ~issued & ~out.valid)
+        with m.If(advance):
+            m.d.sync += [out.valid.eq(issued), out_data.eq(mem.r_data)]
         with m.If(fetch):
-            m.d.sync += [addr.eq(addr + 1), out.valid.eq(1), running.eq(addr + 1 != stop)]
-        with m.Elif(out.ready):
-            m.d.sync += out.valid.eq(0)
+            m.d.sync += [addr.eq(addr + 1), issued.eq(1), running.eq(addr + 1 != stop)]
+        with m.Elif(advance):
+            m.d.sync += issued.eq(0)
         return m

@@ -818,14 +818,24 @@ class UartSimBackend(UartBackend):
     """The board's UART core verilated; bytes go through a simulated serial line.
 
     ``blocks``: the names of the blocks behind the simulated bridge (default: every block whose
-    adapter fits ``lanes`` and ``width``, as a board's default bitstream)."""
+    adapter fits ``lanes`` and ``width``); ``board``: that board's default bitstream (its
+    blocks, and its clocks per bit unless ``clocks_per_bit`` says)."""
 
     name = "uart-sim"
 
-    def __init__(self, *, lanes, width, clocks_per_bit=4, gap=0.0, seed=1, idle_cycles=None,
-                 blocks=None, **options):
+    def __init__(self, *, lanes, width, clocks_per_bit=None, gap=0.0, seed=1, idle_cycles=None,
+                 blocks=None, board=None, **options):
         from .hw.bridge import blocks_bitmap
         from .sim.uart_lib import UartCoreLib
+        if board is not None:
+            # A board's default bitstream: its blocks and its UART divisor at 3 Mbit/s.
+            from .hw.boards import BOARDS, DEFAULT_BLOCKS, BoardTop
+            if board not in BOARDS:
+                raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
+            blocks = DEFAULT_BLOCKS[board] if blocks is None else blocks
+            if clocks_per_bit is None:
+                clocks_per_bit = BoardTop(board, lanes=lanes, width=width).clocks_per_bit
+        clocks_per_bit = 4 if clocks_per_bit is None else clocks_per_bit
         if isinstance(blocks, str):
             blocks = blocks.split(",")
         bitmap = 0 if blocks is None else blocks_bitmap(list(blocks))

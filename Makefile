@@ -53,7 +53,7 @@ formal: $(STAMP)
 mutate: $(STAMP)
 	$(PY) tools/mutate.py --json results/mutation.json
 
-BENCHES := throughput global_prune sparse_mac synth accuracy verification scale calibrated
+BENCHES := throughput global_prune sparse_mac synth accuracy verification scale calibrated board
 
 bench: $(addprefix bench-,$(BENCHES))
 

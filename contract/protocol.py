@@ -22,7 +22,7 @@ from .threshold_engine import LANES, WIDTH
 __all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "MAX_PAYLOAD", "Cmd", "ErrorCode",
            "Status", "STATUS_FIELDS", "MH_STATUS_FIELDS", "MH_SELECT_FIELDS", "INFO_FIELDS", "CFG_LEN", "MH_CFG_LEN",
            "ERROR_FIELDS", "NM_STATUS_FIELDS", "NM_CFG_LEN", "CN_STATUS_FIELDS", "CN_CFG_LEN",
-           "norm_bytes", "unpack_norms", "WS_STATUS_FIELDS", "STORE_BIT", "STORE_BYTES", "RUN_LEN", "mask_bytes",
+           "norm_bytes", "unpack_norms", "WS_STATUS_FIELDS", "STORE_BIT", "STORE_BYTES", "RUN_LEN", "mask_bytes", "data_bytes",
            "CrcDef", "CRC8_DEF", "CRC16_DEF", "CRC32_DEF", "crc8", "crc16", "encode_frame", "split_frames",
            "beat_bytes", "wire_tile_layout", "wire_masked_layout", "pack_beats", "unpack_beats",
            "UART_CORE", "COMMAND_BRIDGE", "BLOCKS_PARAM"]
@@ -55,6 +55,7 @@ class Cmd(enum.IntEnum):
     WS_CONFIG = 0x60
     WS_DATA = 0x61
     WS_STATUS = 0x62
+    WS_DENSE = 0x63
     ERROR = 0xFF
     # 0x30-0x3F: reserved for the sparse MAC.
 
@@ -218,6 +219,11 @@ def wire_tile_layout(*, lanes, width):
 def wire_masked_layout(*, lanes, width):
     """A pruned tile on the wire: weights as in :func:`wire_tile_layout`, then the keep mask."""
     return _wire_layout("wire_masked_tile", "mask", lanes, width)
+
+
+def data_bytes(lanes, width):
+    """Bytes of one beat's weights on the wire (a WS_DENSE beat: no lane bitmap)."""
+    return lanes * (2 if width == 16 else 1)
 
 
 def mask_bytes(lanes):

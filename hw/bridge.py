@@ -197,7 +197,10 @@ class Dispatcher(wiring.Component):
         # The command decoded once, into flags, when its header arrives (timing: the later states
         # test one flip-flop, not an 8-bit compare per adapter and kind).
         is_info = Signal()
-        kinds = ("STATUS", "FINISH", "CONFIG", "DATA", "RUN")
+        kinds = ("STATUS", "FINISH", "CONFIG", "DATA", "RUN", "DENSE")
+        # A DENSE frame (the weight store's) is a DATA frame of beats without their lane
+        # bitmap (every lane valid): its unit is the beat's weight bytes.
+        dense = Signal()
         # The weight store, if the bridge holds one: RUN commands replay its beats into a block.
         store = next((a for a in adapters if isinstance(a, WeightStore)), None)
         # Per adapter, a register: it takes the store's bytes and answers a RUN (timing: its
@@ -212,6 +215,9 @@ class Dispatcher(wiring.Component):
         run_bad = Signal()
         run_answer = Signal(17)     # the RUN answer's length: its beats' bytes and the status
         held = store.beats[:16] if store is not None else C(0, 16)
+        for adapter in adapters:
+            if getattr(adapter, "DENSE", None) is not None:
+                m.d.comb += adapter.dense.eq(dense)
         for k, flag in run_flags.items():
             adapter = adapters[k]
             m.d.comb += adapter.run.eq(flag)
@@ -268,8 +274,8 @@ class Dispatcher(wiring.Component):
                         with m.Else():
                             m.d.sync += refuse(ErrorCode.BAD_LENGTH)
                             m.next = "REFUSE"
-                    with m.Elif(is_[k, "DATA"]):
-                        m.d.sync += [active.eq(k), left.eq(length)]
+                    with m.Elif(is_[k, "DATA"] | is_[k, "DENSE"]):
+                        m.d.sync += [active.eq(k), left.eq(length), dense.eq(is_[k, "DENSE"])]
                         with m.If((length == 0) | (length > MAX_PAYLOAD)):
                             m.d.sync += refuse(ErrorCode.BAD_LENGTH)
                             m.next = "REFUSE"
@@ -298,7 +304,10 @@ class Dispatcher(wiring.Component):
             with m.State("DIVIDE"):
                 # LEN must be whole beats: subtract the beat size until it goes negative, two
                 # clocks a step (timing: the subtraction, then the decision on its sign).
-                m.d.sync += diff.eq(left - Array(C(a.beat_bytes, 16) for a in adapters)[active])
+                unit = Array(C(a.beat_bytes, 16) for a in adapters)[active]
+                data_unit = Array(C(getattr(a, "data_bytes", a.beat_bytes), 16)
+                                  for a in adapters)[active]
+                m.d.sync += diff.eq(left - Mux(dense, data_unit, unit))
                 m.next = "DIVIDE_CHECK"
             with m.State("DIVIDE_CHECK"):
                 with m.If(diff >= 0):

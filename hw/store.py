@@ -21,7 +21,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..contract.block import COUNTER_WIDTH
-from ..contract.protocol import STORE_BIT, STORE_BYTES, WS_STATUS_FIELDS, Cmd, beat_bytes
+from ..contract.protocol import (STORE_BIT, STORE_BYTES, WS_STATUS_FIELDS, Cmd, beat_bytes,
+                                 data_bytes, pack_beats)
 
 __all__ = ["StoreBlock", "WeightStore", "STORE_BYTES"]
 
@@ -99,7 +100,7 @@ class WeightStore(wiring.Component):
     """
 
     block = StoreBlock
-    CONFIG, DATA, STATUS = Cmd.WS_CONFIG, Cmd.WS_DATA, Cmd.WS_STATUS
+    CONFIG, DATA, STATUS, DENSE = Cmd.WS_CONFIG, Cmd.WS_DATA, Cmd.WS_STATUS, Cmd.WS_DENSE
     FINISH, finish_fields, RUN = None, (), None
     config_len = 0
     status_fields = WS_STATUS_FIELDS
@@ -112,12 +113,14 @@ class WeightStore(wiring.Component):
     def __init__(self, *, lanes, width, store_bytes=STORE_BYTES):
         self.lanes, self.width = lanes, width
         self.beat_bytes = beat_bytes(lanes, width)
+        #: a WS_DENSE beat: its weight bytes (the store writes the all-valid lane bitmap)
+        self.data_bytes = data_bytes(lanes, width)
         self.store_bytes = store_bytes
         self.capacity_beats = store_bytes // self.beat_bytes
         super().__init__({
             "i_bytes": In(stream.Signature(8)),
             "o_bytes": Out(stream.Signature(8)),
-            "frame_end": In(1), "frame_ok": In(1),
+            "frame_end": In(1), "frame_ok": In(1), "dense": In(1),
             "config": In(8), "load": In(1), "finish": In(1), "finished": Out(1),
             "beats": Out(COUNTER_WIDTH), "capacity": Out(COUNTER_WIDTH),
             "replay_start": In(1), "replay_first": In(16), "replay_count": In(16),
@@ -137,27 +140,49 @@ class WeightStore(wiring.Component):
         in_beat = Signal(range(nbytes))       # the frame's bytes modulo a beat
         frame_beats = Signal(COUNTER_WIDTH)   # whole beats the frame brought
         overflow = Signal()                   # the frame did not fit
+        # A WS_DENSE beat brings its weight bytes only: the store writes the lane bitmap of a
+        # beat whose every lane is valid after them, one byte a clock (`fill` bytes left).
+        ndata = self.data_bytes
+        bitmap = list(pack_beats([[0] * self.lanes], [[True] * self.lanes], self.width)[0,
+                                                                                     ndata:])
+        fill = Signal(range(len(bitmap) + 1))
         i = self.i_bytes
-        m.d.comb += [i.ready.eq(1), mem.w_addr.eq(at), mem.w_data.eq(i.payload),
-                     mem.w_en.eq(i.valid & (at != size))]
-        with m.If(i.valid):
-            m.d.sync += in_beat.eq(Mux(in_beat == nbytes - 1, 0, in_beat + 1))
+        byte = Signal(8)
+        write = Signal()
+        m.d.comb += [i.ready.eq(fill == 0),
+                     byte.eq(Mux(fill != 0,
+                                 Array(C(b, 8) for b in bitmap)[len(bitmap) - fill],
+                                 i.payload)),
+                     write.eq((i.valid & i.ready) | (fill != 0)),
+                     mem.w_addr.eq(at), mem.w_data.eq(byte), mem.w_en.eq(write & (at != size))]
+        beat_end = Signal()        # the byte written ends a beat
+        m.d.comb += beat_end.eq(Mux(self.dense, fill == 1, in_beat == nbytes - 1))
+        with m.If(write):
             with m.If(at == size):
                 m.d.sync += overflow.eq(1)
             with m.Else():
                 m.d.sync += at.eq(at + 1)
-            with m.If(in_beat == nbytes - 1):
+            with m.If(beat_end):
                 m.d.sync += frame_beats.eq(frame_beats + 1)
+        with m.If(i.valid & i.ready):
+            with m.If(self.dense):
+                m.d.sync += in_beat.eq(Mux(in_beat == ndata - 1, 0, in_beat + 1))
+                with m.If(in_beat == ndata - 1):
+                    m.d.sync += fill.eq(len(bitmap))
+            with m.Else():
+                m.d.sync += in_beat.eq(Mux(in_beat == nbytes - 1, 0, in_beat + 1))
+        with m.Elif(fill != 0):
+            m.d.sync += fill.eq(fill - 1)
         with m.If(self.load):
             m.d.sync += [end.eq(0), at.eq(0), in_beat.eq(0), frame_beats.eq(0),
-                         overflow.eq(0), self.beats.eq(0)]
+                         overflow.eq(0), self.beats.eq(0), fill.eq(0)]
         with m.Elif(self.frame_end):
             # A frame counts if its CRC checked out, it held whole beats, and they all fit.
-            with m.If(self.frame_ok & (in_beat == 0) & ~overflow):
+            with m.If(self.frame_ok & (in_beat == 0) & (fill == 0) & ~overflow):
                 m.d.sync += [end.eq(at), self.beats.eq(self.beats + frame_beats)]
             with m.Else():
                 m.d.sync += at.eq(end)
-            m.d.sync += [in_beat.eq(0), frame_beats.eq(0), overflow.eq(0)]
+            m.d.sync += [in_beat.eq(0), frame_beats.eq(0), overflow.eq(0), fill.eq(0)]
 
         # --- replay: beats first .. first+count out as bytes --------------------------------
         addr = Signal(range(size + 1))

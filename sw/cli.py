@@ -36,6 +36,12 @@ def _parser():
     p.add_argument("--group", choices=["row", "layer", "global"],
                    help="where the kept count is exact (default: --scope)")
     p.add_argument("--write-back", default="mask", choices=["mask", "quantized", "inplace"])
+    p.add_argument("--port", help="serial backend: the board's port (e.g. /dev/ttyUSB1)")
+    p.add_argument("--board", choices=["icebreaker", "ulx3s"],
+                   help="uart-sim backend: simulate this board's default bitstream")
+    p.add_argument("--host-fallback", action="store_true",
+                   help="uart-sim / serial: run a block the bitstream lacks in its golden "
+                        "model on the host (default: a clear error)")
     p.add_argument("--cluster", choices=["ray"], help="shards on a Ray cluster (hwprune[ray])")
     p.add_argument("--address", help="with --cluster ray: the cluster to join (default: start "
                                      "one embedded on this machine)")
@@ -181,13 +187,20 @@ def _cmd_prune(args):
     if args.criterion == "activation":
         from hwprune.models import calibration_inputs
         calibration = calibration_inputs(args.model, seed=args.seed)
+    options = {}
+    if args.port:
+        options["port"] = args.port
+    if args.board:
+        options["board"] = args.board
+    if args.host_fallback:
+        options["host_fallback"] = True
     report = hwprune.prune(model, amount=args.amount, pattern=args.pattern, scope=args.scope,
                            backend=args.backend, lanes=args.lanes, width=args.width,
                            granularity=args.granularity, write_back=args.write_back,
                            example_inputs=example, progress=not args.no_progress,
                            cluster=args.cluster, address=args.address,
                            criterion=args.criterion, calibration=calibration,
-                           group=args.group)
+                           group=args.group, **options)
     print(report.table())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,8 @@ from .contract.channel_norms import ChannelResult
 from .contract.nm_selector import NMResult, check_job as check_nm_job, nm_compact
 from .contract.protocol import (CN_STATUS_FIELDS, DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD,
                                 MH_SELECT_FIELDS, MH_STATUS_FIELDS, NM_STATUS_FIELDS,
-                                STATUS_FIELDS, STORE_BIT, STORE_BYTES, WS_STATUS_FIELDS, Cmd, mask_bytes, ErrorCode, Status, beat_bytes, crc8, crc16,
+                                STATUS_FIELDS, STORE_BIT, STORE_BYTES, WS_STATUS_FIELDS, Cmd, data_bytes,
+                                mask_bytes, ErrorCode, Status, beat_bytes, crc8, crc16,
                                 encode_frame, pack_beats, split_frames, unpack_beats,
                                 unpack_norms)
 from .contract.threshold_engine import MaskResult
@@ -42,8 +43,11 @@ _CMD_NAMES = {int(v): v.name for v in Cmd}
 
 
 def bitstream_blocks(bitmap):
-    """The names of the blocks in an INFO ``blocks`` bitmap (bit ``Block.bridge_bit``)."""
-    return tuple(b.name for b in BLOCKS if b.bridge_bit is not None and bitmap >> b.bridge_bit & 1)
+    """The names of the blocks in an INFO ``blocks`` bitmap (bit ``Block.bridge_bit``, and
+    ``weight_store`` for bit STORE_BIT)."""
+    names = tuple(b.name for b in BLOCKS
+                  if b.bridge_bit is not None and bitmap >> b.bridge_bit & 1)
+    return names + (("weight_store",) if bitmap >> STORE_BIT & 1 else ())
 
 
 class UartError(RuntimeError):
@@ -296,7 +300,7 @@ class UartBackend(Backend):
             has_store = bool(info["blocks"] >> STORE_BIT & 1)
         else:
             self.max_payload = MAX_PAYLOAD
-            self.device_blocks = bitstream_blocks(0xFF)
+            self.device_blocks = bitstream_blocks(0x7F)
             has_store = False
         #: beats the device's weight store holds (0: none, or not used)
         self.store_capacity = 0
@@ -406,13 +410,28 @@ class UartBackend(Backend):
         once its CRC checked out; after a failed or unanswered frame WS_STATUS says whether it
         did."""
         done, beats = 0, packed.shape[0]
+        nd = data_bytes(self.lanes, self.width)
+        full = pack_beats(np.zeros((1, self.lanes)), np.ones((1, self.lanes), dtype=bool),
+                          self.width)[0, nd:]
+        # Beats whose every lane is valid go without their bitmap (WS_DENSE frames): the store
+        # writes it. A frame holds beats of one kind.
+        dense_rows = np.all(packed[:, nd:] == full, axis=1) if nd < self.nbytes else \
+            np.zeros(beats, dtype=bool)
+        change = np.flatnonzero(np.diff(dense_rows.astype(np.int8))) + 1
         while done < beats:
-            n = min(self._chunk, beats - done)
-            sent = packed[done:done + n].tobytes()
+            dense = bool(dense_rows[done])
+            run_end = int(change[np.searchsorted(change, done, side="right")]) \
+                if np.searchsorted(change, done, side="right") < len(change) else beats
+            cap = (min(max(1, self._chunk * self.nbytes // nd), self.max_payload // nd)
+                   if dense else self._chunk)
+            n = min(cap, run_end - done)
+            part = packed[done:done + n]
+            cmd = Cmd.WS_DENSE if dense else Cmd.WS_DATA
+            sent = np.ascontiguousarray(part[:, :nd] if dense else part).tobytes()
             try:
-                answer = self.link.transact(Cmd.WS_DATA, sent)
+                answer = self.link.transact(cmd, sent)
                 if answer != b"\0":
-                    raise PassError(f"WS_DATA answer {answer!r}")
+                    raise PassError(f"{cmd.name} answer {answer!r}")
             except self._RETRIED:
                 self.stats["retries"] += 1
                 self._frame_failed()
@@ -449,69 +468,97 @@ class UartBackend(Backend):
                 self.link.resync()
                 self._store_check()
 
+    def _slices(self, beats):
+        """(start, stop) of the slices of a tensor of ``beats`` beats that fit the store."""
+        cap = self.store_capacity
+        return [(a, min(a + cap, beats)) for a in range(0, beats, cap)]
+
     def _histogram_run(self, job, packed, want_counted):
-        """A histogram pass from the store: MH_CONFIG, MH_RUN, MH_SELECT (its beats, the CRC-32
-        of the bytes it counted and the counted weights checked)."""
+        """A histogram pass from the store: MH_CONFIG, an MH_RUN per slice of the tensor (a
+        tensor larger than the store goes in slices; the bins accumulate across them), then
+        MH_SELECT (its beats, the CRC-32 of the bytes it counted and the counted weights
+        checked). The slices are counted last first: the counts do not depend on the order,
+        and the first slice, which the masking pass wants first, stays in the store."""
         beats = packed.shape[0]
-
-        def attempt(first):
-            self.link.histogram_config(job.shift, job.match_en, job.match_value, job.keep)
-            answer = self.link.transact(Cmd.MH_RUN, first.to_bytes(4, "little")
-                                        + beats.to_bytes(4, "little"))
-            if answer != b"\0":
-                raise PassError(f"MH_RUN answer {answer!r}")
-            st = self.link.histogram_select()
-            want = {"beats": beats, "in_crc": zlib.crc32(packed.tobytes()),
-                    "counted": want_counted}
-            got = {k: st[k] for k in want}
-            if got != want:
-                raise IntegrityError(f"histogram pass check failed: device {got}, host {want}")
-            return st
-
-        st = self._with_store(packed, attempt, "histogram")
+        order = self._slices(beats)[::-1]
+        crc = 0
+        for a, b in order:
+            crc = zlib.crc32(packed[a:b].tobytes(), crc)
+        failures = 0
+        while True:
+            try:
+                self.link.histogram_config(job.shift, job.match_en, job.match_value, job.keep)
+                for a, b in order:
+                    first = self._place(packed[a:b])
+                    answer = self.link.transact(Cmd.MH_RUN, first.to_bytes(4, "little")
+                                                + (b - a).to_bytes(4, "little"))
+                    if answer != b"\0":
+                        raise PassError(f"MH_RUN answer {answer!r}")
+                st = self.link.histogram_select()
+                want = {"beats": beats, "in_crc": crc, "counted": want_counted}
+                got = {k: st[k] for k in want}
+                if got != want:
+                    raise IntegrityError(f"histogram pass check failed: device {got}, host "
+                                         f"{want}")
+                break
+            except self._RETRIED as exc:
+                failures += 1
+                self.stats["retries"] += 1
+                self._frame_failed()
+                if failures > self.retries:
+                    raise _gave_up(exc, f"gave up after {failures} failed attempts in a row "
+                                        f"(histogram from the weight store)")
+                self.link.resync()
+                self._store_check()
         self.stats["passes"] += 1
         return HistogramResult(found_bin=st["found_bin"], above=st["above"], ties=st["ties"],
                                counted=st["counted"], cycles=st["cycles"])
 
     def _threshold_run(self, job, tiles, packed, ties):
-        """A masking pass from the store: per segment TE_CONFIG (threshold, tie budget left),
-        TE_RUN (the keep mask back as bits), TE_STATUS checked; the kept weights are the
-        host's own tiles under the device's mask."""
+        """A masking pass from the store, slice by slice (a tensor larger than the store goes
+        in slices, in order: the tie budget carries on): per segment TE_CONFIG (threshold, tie
+        budget left), TE_RUN (the keep mask back as bits), TE_STATUS checked; the kept weights
+        are the host's own tiles under the device's mask."""
         beats = packed.shape[0]
         mb = mask_bytes(self.lanes)
         mask = np.zeros((beats, self.lanes), dtype=bool)
         done, budget, cycles = 0, int(job.tie_budget), 0
-        while done < beats:
-            n = min(beats - done, max(1, self.max_payload // mb),
-                    max(1, self._chunk * self.nbytes // mb))
+        for a, b in self._slices(beats):
+            part = packed[a:b]
+            while done < b:
+                n = min(b - done, max(1, self.max_payload // mb),
+                        max(1, self._chunk * self.nbytes // mb))
 
-            def attempt(first, done=done, n=n, budget=budget):
-                self.link.configure(job.threshold, budget)
-                answer = self.link.transact(Cmd.TE_RUN, (first + done).to_bytes(4, "little")
-                                            + n.to_bytes(4, "little"))
-                if len(answer) != n * mb + 1:
-                    raise FrameError(f"TE_RUN answer of {len(answer)} bytes for {n} beats")
-                if answer[-1]:
-                    raise PassError(f"TE_RUN answer reports status {answer[-1]:#x}")
-                raw = np.frombuffer(answer[:-1], dtype=np.uint8).reshape(n, mb)
-                mk = np.unpackbits(raw, axis=1, bitorder="little")[:, :self.lanes].astype(bool)
-                used = int(np.count_nonzero(mk & ties[done:done + n]))
-                st = self.link.status()
-                want = {"beats": n, "kept": int(mk.sum()), "ties_left": budget - min(used, budget),
-                        "in_crc": zlib.crc32(packed[done:done + n].tobytes()),
-                        "out_crc": zlib.crc32(answer[:-1])}
-                got = {k: st[k] for k in want}
-                if got != want:
-                    raise IntegrityError(f"pass check failed: device {got}, host {want}")
-                return mk, want["ties_left"], st["cycles"]
+                def attempt(first, done=done, n=n, budget=budget, a=a):
+                    self.link.configure(job.threshold, budget)
+                    answer = self.link.transact(Cmd.TE_RUN,
+                                                (first + done - a).to_bytes(4, "little")
+                                                + n.to_bytes(4, "little"))
+                    if len(answer) != n * mb + 1:
+                        raise FrameError(f"TE_RUN answer of {len(answer)} bytes for {n} beats")
+                    if answer[-1]:
+                        raise PassError(f"TE_RUN answer reports status {answer[-1]:#x}")
+                    raw = np.frombuffer(answer[:-1], dtype=np.uint8).reshape(n, mb)
+                    mk = np.unpackbits(raw, axis=1, bitorder="little")[:, :self.lanes]
+                    mk = mk.astype(bool)
+                    used = int(np.count_nonzero(mk & ties[done:done + n]))
+                    st = self.link.status()
+                    want = {"beats": n, "kept": int(mk.sum()),
+                            "ties_left": budget - min(used, budget),
+                            "in_crc": zlib.crc32(packed[done:done + n].tobytes()),
+                            "out_crc": zlib.crc32(answer[:-1])}
+                    got = {k: st[k] for k in want}
+                    if got != want:
+                        raise IntegrityError(f"pass check failed: device {got}, host {want}")
+                    return mk, want["ties_left"], st["cycles"]
 
-            mk, budget, spent = self._with_store(packed, attempt, "masking")
-            mask[done:done + n] = mk
-            cycles += spent
-            done += n
-            self.stats["segments"] += 1
-            self.stats["bytes_received"] += n * mb
-            self._frame_ok()
+                mk, budget, spent = self._with_store(part, attempt, "masking")
+                mask[done:done + n] = mk
+                cycles += spent
+                done += n
+                self.stats["segments"] += 1
+                self.stats["bytes_received"] += n * mb
+                self._frame_ok()
         self.stats["passes"] += 1
         data = np.where(mask, tiles, 0).astype(np.int16)
         return MaskResult(data=data, mask=mask, beats=beats, kept=int(mask.sum()),
@@ -646,7 +693,7 @@ class UartBackend(Backend):
         packed = pack_beats(tiles, valid, self.width)
         beats = packed.shape[0]
         ties = valid & (np.abs(tiles.astype(np.int32)) == int(job.threshold))
-        if self._place(packed) is not None:
+        if self.store_capacity and beats:
             return self._threshold_run(job, tiles, packed, ties)
         data = np.zeros((beats, self.lanes), dtype=np.int16)
         mask = np.zeros((beats, self.lanes), dtype=bool)
@@ -734,7 +781,7 @@ class UartBackend(Backend):
         else:
             counted = np.zeros_like(valid)
         want_counted = int(np.count_nonzero(counted))
-        if self._place(packed) is not None:
+        if self.store_capacity and packed.shape[0]:
             return self._histogram_run(job, packed, want_counted)
         failures, configured, done, crcs, pending = 0, False, 0, [0], 0
         while True:
@@ -829,12 +876,11 @@ class UartSimBackend(UartBackend):
         from .sim.uart_lib import UartCoreLib
         if board is not None:
             # A board's default bitstream: its blocks and its UART divisor at 3 Mbit/s.
-            from .hw.boards import BOARDS, DEFAULT_BLOCKS, BoardTop
-            if board not in BOARDS:
-                raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
+            from .hw.boards import DEFAULT_BLOCKS, board_clock
+            _, _, board_cpb = board_clock(board)
             blocks = DEFAULT_BLOCKS[board] if blocks is None else blocks
             if clocks_per_bit is None:
-                clocks_per_bit = BoardTop(board, lanes=lanes, width=width).clocks_per_bit
+                clocks_per_bit = board_cpb
         clocks_per_bit = 4 if clocks_per_bit is None else clocks_per_bit
         if isinstance(blocks, str):
             blocks = blocks.split(",")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hwprune
-from hwprune.hw.boards import BOARDS, BoardTop
+from hwprune.hw.boards import BOARDS, board_clock
 from hwprune.contract import ThresholdJob, threshold_mask
 from hwprune.contract.protocol import MAX_PAYLOAD, beat_bytes
 from hwprune.sim.stimulus import random_tiles

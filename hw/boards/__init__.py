@@ -35,7 +35,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from ..bridge import UARTCore, blocks_bitmap, bridge_adapters
 from ...contract.threshold_engine import DOMAIN as _ENGINE_DOMAIN
 
-__all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "BoardTop", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
+__all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "BoardTop", "board_clock", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
            "synth", "DEFAULT_BAUD"]
 
 #: 3 Mbit/s: both boards' USB-UART chips (FTDI FT2232H on the iCEBreaker, FT231X on the ULX3S)
@@ -113,6 +113,26 @@ def ecp5_pll_params(f_in, f_out):
             "CLKOP_CPHASE": clkop_div - 1}, f
 
 
+def board_clock(board, *, freq=None, baud=DEFAULT_BAUD):
+    """A board's core clock and UART divisor: (PLL settings, the clock in MHz the PLL gives for
+    ``freq`` (default: the board's), clocks per bit at ``baud``). ValueError when the divisor
+    is more than MAX_BAUD_ERROR off."""
+    if board not in BOARDS:
+        raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
+    _, f_osc, f_default, _, family = BOARDS[board]
+    pll = ice40_pll_params if family == "ice40" else ecp5_pll_params
+    params, f = pll(f_osc, freq or f_default)
+    if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+        raise ValueError(f"baud must be a positive integer (bits per second), not {baud!r}")
+    cpb = round(f * 1e6 / baud)
+    error = f * 1e6 / (cpb * baud) - 1 if cpb else 1
+    if cpb < 4 or abs(error) > MAX_BAUD_ERROR:
+        raise ValueError(f"{baud} bit/s cannot be made from a {f:.3f} MHz clock: "
+                         f"{cpb} clocks a bit is {100 * error:+.2f} % off "
+                         f"(at most {100 * MAX_BAUD_ERROR:.0f} %, and at least 4 clocks)")
+    return params, f, cpb
+
+
 class BoardTop(wiring.Component):
     """The UART core on a board: PLL, reset, UART pins, status LEDs (no ports of its own).
 
@@ -138,19 +158,11 @@ class BoardTop(wiring.Component):
         #: the names of the blocks behind the bridge
         self.blocks = tuple(a.block.name
                             for a in bridge_adapters(lanes, width, self.blocks_bitmap))
-        _, f_osc, f_default, _, family = BOARDS[board]
+        _, f_osc, _, _, family = BOARDS[board]
         self.board, self.family, self.f_osc = board, family, f_osc
         self.lanes, self.width, self.baud = lanes, width, baud
-        pll = ice40_pll_params if family == "ice40" else ecp5_pll_params
-        self.pll_params, self.freq = pll(f_osc, freq or f_default)
-        if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
-            raise ValueError(f"baud must be a positive integer (bits per second), not {baud!r}")
-        self.clocks_per_bit = round(self.freq * 1e6 / baud)
-        error = self.freq * 1e6 / (self.clocks_per_bit * baud) - 1 if self.clocks_per_bit else 1
-        if self.clocks_per_bit < 4 or abs(error) > MAX_BAUD_ERROR:
-            raise ValueError(f"{baud} bit/s cannot be made from a {self.freq:.3f} MHz clock: "
-                             f"{self.clocks_per_bit} clocks a bit is {100 * error:+.2f} % off "
-                             f"(at most {100 * MAX_BAUD_ERROR:.0f} %, and at least 4 clocks)")
+        self.pll_params, self.freq, self.clocks_per_bit = board_clock(board, freq=freq,
+                                                                      baud=baud)
         self.timeout = int(DEVICE_TIMEOUT_S * self.freq * 1e6)
         super().__init__({})
 

@@ -258,17 +258,12 @@ class Dispatcher(wiring.Component):
                     with m.Elif(is_[k, "STATUS"] | is_[k, "FINISH"]):
                         m.d.sync += active.eq(k)
                         m.next = "SHORT"
-                    with m.Elif(is_[k, "CONFIG"]):
+                    with m.Elif(is_[k, "CONFIG"] | is_[k, "RUN"]):
+                        # Both carry a fixed payload, read into `config` (a RUN's: first beat
+                        # and beat count).
                         m.d.sync += active.eq(k)
-                        with m.If(length == adapter.config_len):
-                            m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(1)]
-                            m.next = "CONFIG"
-                        with m.Else():
-                            m.d.sync += refuse(ErrorCode.BAD_LENGTH)
-                            m.next = "REFUSE"
-                    with m.Elif(is_[k, "RUN"]):
-                        m.d.sync += active.eq(k)
-                        with m.If(length == protocol.RUN_LEN):
+                        with m.If(length == Mux(is_[k, "RUN"], protocol.RUN_LEN,
+                                                adapter.config_len)):
                             m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(1)]
                             m.next = "CONFIG"
                         with m.Else():

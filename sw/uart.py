@@ -356,6 +356,19 @@ class UartBackend(Backend):
         return [on_device[desc.name](job) for job in jobs]
 
     # --- the weight store: a tensor sent once, its passes replayed on the chip ----------------
+    def _failure(self, exc, failures, why=""):
+        """One more failure in a row: counted in ``stats["retries"]``, frames halved, the link
+        resynchronised. Past ``retries`` failures in a row, ``exc`` is raised, saying so and
+        ``why``. Returns the failures in a row."""
+        failures += 1
+        self.stats["retries"] += 1
+        self._frame_failed()
+        if failures > self.retries:
+            raise _gave_up(exc, f"gave up after {failures} failed attempts in a row"
+                                + (f" {why}" if why else ""))
+        self.link.resync()
+        return failures
+
     def _store_status(self):
         return self.link.status(Cmd.WS_STATUS, WS_STATUS_FIELDS)
 
@@ -379,13 +392,7 @@ class UartBackend(Backend):
                 self._store_upload(packed)
                 break
             except self._RETRIED as exc:
-                failures += 1
-                self.stats["retries"] += 1
-                self._frame_failed()
-                if failures > self.retries:
-                    raise _gave_up(exc, f"gave up storing a tensor after {failures} failed "
-                                        f"attempts in a row")
-                self.link.resync()
+                failures = self._failure(exc, failures, "(storing a tensor)")
                 self._store_check()
         self._stored[key] = first
         self.stats["store_uploads"] += 1
@@ -459,13 +466,7 @@ class UartBackend(Backend):
             try:
                 return attempt(first)
             except self._RETRIED as exc:
-                failures += 1
-                self.stats["retries"] += 1
-                self._frame_failed()
-                if failures > self.retries:
-                    raise _gave_up(exc, f"gave up after {failures} failed attempts in a row "
-                                        f"({what} from the weight store)")
-                self.link.resync()
+                failures = self._failure(exc, failures, f"({what} from the weight store)")
                 self._store_check()
 
     def _slices(self, beats):
@@ -502,13 +503,7 @@ class UartBackend(Backend):
                                          f"{want}")
                 break
             except self._RETRIED as exc:
-                failures += 1
-                self.stats["retries"] += 1
-                self._frame_failed()
-                if failures > self.retries:
-                    raise _gave_up(exc, f"gave up after {failures} failed attempts in a row "
-                                        f"(histogram from the weight store)")
-                self.link.resync()
+                failures = self._failure(exc, failures, "(histogram from the weight store)")
                 self._store_check()
         self.stats["passes"] += 1
         return HistogramResult(found_bin=st["found_bin"], above=st["above"], ties=st["ties"],
@@ -672,13 +667,8 @@ class UartBackend(Backend):
                 self.stats["bytes_received"] += len(got_bytes)
                 done, failures = stop, 0
             except self._RETRIED as exc:
-                failures += 1
-                self.stats["retries"] += 1
-                self._frame_failed()
-                if failures > self.retries:
-                    raise _gave_up(exc, f"gave up after {failures} failed attempts in a row "
-                                        f"with no progress, at beat {done} of {beats}")
-                self.link.resync()
+                failures = self._failure(exc, failures,
+                                         f"with no progress, at beat {done} of {beats}")
         return answer, cycles
 
     def _threshold_pass(self, job):
@@ -707,13 +697,8 @@ class UartBackend(Backend):
                 cycles += spent
                 failures = 0
             except self._RETRIED as exc:
-                failures += 1
-                self.stats["retries"] += 1
-                self._frame_failed()
-                if failures > self.retries:
-                    raise _gave_up(exc, f"gave up after {failures} failed attempts in a row "
-                                        f"with no progress, at beat {done} of {beats}")
-                self.link.resync()
+                failures = self._failure(exc, failures,
+                                         f"with no progress, at beat {done} of {beats}")
         self.stats["passes"] += 1
         # The device's own count: engine clocks from each segment's first input beat to its last
         # output beat, summed (the UART paces a board, so this exceeds the stall-free figure).
@@ -812,12 +797,7 @@ class UartBackend(Backend):
                                          f"{want}")
                 break
             except self._RETRIED as exc:
-                failures += 1
-                self.stats["retries"] += 1
-                self._frame_failed()
-                if failures > self.retries:
-                    raise _gave_up(exc, f"gave up after {failures} failed attempts in a row")
-                self.link.resync()
+                failures = self._failure(exc, failures)
                 if configured:
                     configured, done = self._histogram_resume(packed, crcs, done, pending)
         self.stats["passes"] += 1

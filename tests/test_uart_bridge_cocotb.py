@@ -3,7 +3,8 @@
 from hwprune.sim.uart_lib import bridge_cocotb_test
 
 TB = "hwprune.sim.cocotb_tb.uart_bridge_tb"
-CHECKS = ["passes_with_random_stalls", "errors_are_reported_and_the_bridge_resynchronises"]
+CHECKS = ["passes_with_random_stalls", "errors_are_reported_and_the_bridge_resynchronises",
+          "store_runs_with_random_stalls"]
 
 
 def test_uart_bridge_cocotb():

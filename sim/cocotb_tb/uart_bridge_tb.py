@@ -168,3 +168,82 @@ async def errors_are_reported_and_the_bridge_resynchronises(dut):
     await bench.run_pass(tiles, valid, 1, 3, beats_per_frame=7)
     await ClockCycles(dut.clk, 10)
     assert int(dut.busy.value) == 0
+
+
+@cocotb.test()
+async def store_runs_with_random_stalls(dut):
+    """The weight store: beats written with WS_DENSE (all lanes valid, no bitmap) and WS_DATA
+    frames, a damaged frame that leaves the store as it was, then TE_RUN (the keep mask as
+    bits) and MH_RUN over stored ranges, with stalls on both byte streams; every answer scored
+    against the golden models."""
+    from hwprune.contract.magnitude_histogram import HistogramJob, run as histogram
+    from hwprune.contract.protocol import (MH_SELECT_FIELDS, WS_STATUS_FIELDS, data_bytes,
+                                           mask_bytes)
+    bench = await start(dut, in_pause=0.3, out_pause=0.3, seed=5)
+    lanes, width = bench.lanes, bench.width
+
+    def fields(spec, payload):
+        out, pos = {}, 0
+        for name, n in spec:
+            out[name] = int.from_bytes(payload[pos:pos + n], "little")
+            pos += n
+        return out
+
+    async def ok(cmd, payload=b""):
+        got, answer = await bench.command(cmd, payload)
+        assert got == cmd | 0x80, (cmd, got, answer)
+        return answer
+
+    rng = np.random.default_rng(12)
+    full, _ = random_tiles(rng, 20, lanes, width)
+    full_valid = np.ones_like(full, dtype=bool)
+    part, part_valid = random_tiles(rng, 9, lanes, width)
+    part_valid[0, -1] = False
+    tiles = np.concatenate([full, part])
+    valid = np.concatenate([full_valid, part_valid])
+    packed = pack_beats(tiles, valid, width)
+    assert await ok(Cmd.WS_CONFIG) == b"\0"
+    nd = data_bytes(lanes, width)
+    assert await ok(Cmd.WS_DENSE, packed[:12, :nd].tobytes()) == b"\0"
+    bad = bytearray(encode_frame(Cmd.WS_DENSE, packed[12:20, :nd].tobytes()))
+    bad[7] ^= 0x01                                    # a damaged frame: nothing of it stays
+    bench.send(bytes(bad))
+    cmd, answer = await bench.frame()
+    assert cmd == Cmd.WS_DENSE | 0x80 and answer[0] & Status.BAD_CRC
+    assert fields(WS_STATUS_FIELDS, await ok(Cmd.WS_STATUS))["beats"] == 12
+    assert await ok(Cmd.WS_DENSE, packed[12:20, :nd].tobytes()) == b"\0"
+    assert await ok(Cmd.WS_DATA, packed[20:].tobytes()) == b"\0"
+    st = fields(WS_STATUS_FIELDS, await ok(Cmd.WS_STATUS))
+    assert st["beats"] == len(packed) and st["capacity"] > len(packed)
+
+    # The masking pass over beats 3 .. 25 of the store.
+    first, count, threshold, budget = 3, 23, 2 ** (width - 3), 4
+    assert await ok(Cmd.TE_CONFIG, threshold.to_bytes(2, "little")
+                    + budget.to_bytes(4, "little")) == b"\0"
+    answer = await ok(Cmd.TE_RUN, first.to_bytes(4, "little") + count.to_bytes(4, "little"))
+    mb = mask_bytes(lanes)
+    assert len(answer) == count * mb + 1 and answer[-1] == 0
+    bits = np.unpackbits(np.frombuffer(answer[:-1], np.uint8).reshape(count, mb), axis=1,
+                         bitorder="little")[:, :lanes].astype(bool)
+    want = threshold_mask(tiles[first:first + count], valid[first:first + count], threshold,
+                          budget)
+    np.testing.assert_array_equal(bits, want.mask)
+    st = await bench.status()
+    assert (st["beats"], st["kept"], st["ties_left"]) == (count, want.kept, want.ties_left)
+    assert st["in_crc"] == zlib.crc32(packed[first:first + count].tobytes())
+    assert st["out_crc"] == zlib.crc32(answer[:-1])
+
+    # The histogram over the whole store, and a RUN past its end refused.
+    keep = int(valid.sum()) // 2
+    shift = 8 if width == 16 else 0                   # the first pass: the top bits
+    assert await ok(Cmd.MH_CONFIG, bytes([shift, 0, 0]) + keep.to_bytes(4, "little")) == b"\0"
+    assert await ok(Cmd.MH_RUN, (0).to_bytes(4, "little")
+                    + len(packed).to_bytes(4, "little")) == b"\0"
+    got = fields(MH_SELECT_FIELDS, await ok(Cmd.MH_SELECT))
+    ref = histogram(HistogramJob(tiles, valid, width, shift, False, 0, keep))
+    assert (got["found_bin"], got["above"], got["ties"], got["counted"]) == \
+        (ref.found_bin, ref.above, ref.ties, ref.counted)
+    assert got["in_crc"] == zlib.crc32(packed.tobytes())
+    cmd, answer = await bench.command(Cmd.TE_RUN, (20).to_bytes(4, "little")
+                                      + (10).to_bytes(4, "little"))
+    assert (cmd, answer[0], answer[1]) == (Cmd.ERROR, ErrorCode.BAD_LENGTH, Cmd.TE_RUN)

@@ -189,10 +189,18 @@ class WeightStore(wiring.Component):
         stop = Signal(range(size + 1))
         running = Signal()
         out = self.r_bytes
+        # The request is registered first, its addresses computed the clock after (timing: the
+        # multiplications by the beat size do not follow the dispatcher's strobe).
+        r_first = Signal(16)
+        r_count = Signal(16)
+        preparing = Signal()
         with m.If(self.replay_start):
-            first = self.replay_first * nbytes
-            m.d.sync += [addr.eq(first), stop.eq(first + self.replay_count * nbytes),
-                         running.eq(self.replay_count != 0)]
+            m.d.sync += [r_first.eq(self.replay_first), r_count.eq(self.replay_count),
+                         preparing.eq(1)]
+        with m.If(preparing):
+            first = r_first * nbytes
+            m.d.sync += [addr.eq(first), stop.eq(first + r_count * nbytes),
+                         running.eq(r_count != 0), preparing.eq(0)]
         # Two stages (timing: the read data, muxed over the memory's blocks, goes into a
         # register before anything uses it): a read issued (its byte on the read port the next
         # clock, held there while no new read is enabled), then the output register.
@@ -203,7 +211,7 @@ class WeightStore(wiring.Component):
         m.d.comb += [advance.eq(~out.valid | out.ready),
                      fetch.eq(running & (advance | ~issued) & ~mem.w_en),
                      mem.r_addr.eq(addr), mem.r_en.eq(fetch), out.payload.eq(out_data)]
-        m.d.comb += self.replay_done.eq(~running & ~issued & ~out.valid)
+        m.d.comb += self.replay_done.eq(~preparing & ~running & ~issued & ~out.valid)
         with m.If(advance):
             m.d.sync += [out.valid.eq(issued), out_data.eq(mem.r_data)]
         with m.If(fetch):

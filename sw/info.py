@@ -16,6 +16,18 @@ _SIM_BACKENDS = ("golden", "verilator", "cocotb")
 _BOARDS = ("icebreaker", "ulx3s")
 
 
+def _default_bitstreams():
+    """Board -> the names of the blocks its default bitstream holds."""
+    from .hw.boards import DEFAULT_BLOCKS, DEFAULT_LANES
+    from .hw.bridge import blocks_bitmap, bridge_adapters
+    out = {}
+    for board in _BOARDS:
+        names = DEFAULT_BLOCKS[board]
+        bitmap = 0 if names is None else blocks_bitmap(list(names))
+        out[board] = {a.block.name for a in bridge_adapters(DEFAULT_LANES[board], 8, bitmap)}
+    return out
+
+
 def _cache():
     path = Path(os.environ.get("HWPRUNE_CACHE_DIR") or Path.home() / ".cache" / "hwprune")
     size = files = 0
@@ -30,6 +42,7 @@ def _cache():
 def info():
     """A JSON-ready dict: ``blocks`` (one entry per description) and ``cache``."""
     blocks = []
+    defaults = _default_bitstreams()
     for b in BLOCKS:
         entry = b.to_json()
         if b.internal:
@@ -41,8 +54,10 @@ def info():
             entry["backends"]["torch"] = "tensor operations"
             on_board = b.bridge_bit is not None
             for name in ("uart-sim", "serial"):
-                entry["backends"][name] = "rtl" if on_board else "host (golden model)"
-            entry["boards"] = list(_BOARDS) if on_board else []
+                entry["backends"][name] = ("rtl" if on_board
+                                           else "host (golden model, host_fallback=True)")
+            # The boards whose default bitstream holds the block (``--blocks`` picks others).
+            entry["boards"] = [board for board, names in defaults.items() if b.name in names]
         blocks.append(entry)
     return {"blocks": blocks, "cache": _cache()}
 

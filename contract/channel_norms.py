@@ -15,7 +15,8 @@ from .params import Domain
 from .threshold_engine import LANES, WIDTH, magnitude
 
 __all__ = ["MAX_CHANNEL_WEIGHTS", "PIPELINE_LATENCY", "DOMAIN", "l1_width", "l2_width",
-           "channel_tile_layout", "norm_layout", "ChannelJob", "ChannelResult", "channel_norms",
+           "channel_tile_layout", "norm_layout", "ChannelJob", "ChannelResult", "check_job",
+           "channel_norms",
            "run", "BLOCK"]
 
 #: Weights per channel that the sums hold without overflow.
@@ -82,27 +83,44 @@ class ChannelResult:
     cycles: int
 
 
-def channel_norms(tiles, lane_valid, last, *, latency=PIPELINE_LATENCY):
-    """Model one pass of :class:`hwprune.hw.ChannelNorms`; return a :class:`ChannelResult`."""
-    tiles = np.asarray(tiles)
-    valid = np.asarray(lane_valid, dtype=bool)
-    last = np.asarray(last, dtype=bool)
+def _check(tiles, valid, last):
+    """The job's shapes, its final ``last``, and each channel's size; returns the channels'
+    first beats."""
     if tiles.shape != valid.shape or tiles.ndim != 2 or last.shape != tiles.shape[:1]:
         raise ValueError(f"tiles and lane_valid must have shape (beats, lanes) and last "
                          f"(beats,), not {tiles.shape}, {valid.shape} and {last.shape}")
     beats = tiles.shape[0]
     if beats and not last[-1]:
         raise ValueError("the final beat must have last set (channels occupy whole beats)")
-    mag = np.where(valid, magnitude(tiles), 0).astype(np.int64)
     if not beats:
-        empty = np.zeros(0, dtype=np.int64)
-        return ChannelResult(l1=empty, l2=empty.copy(), beats=0, cycles=0)
+        return np.zeros(0, dtype=np.int64)
     ends = np.flatnonzero(last)
     starts = np.concatenate([[0], ends[:-1] + 1])
     counts = np.add.reduceat(valid.sum(axis=1), starts)
     if counts.max() > MAX_CHANNEL_WEIGHTS:
         raise ValueError(f"a channel may hold at most {MAX_CHANNEL_WEIGHTS} weights, "
                          f"not {int(counts.max())}")
+    return starts
+
+
+def check_job(job):
+    """Raise ValueError unless ``job`` is a valid :class:`ChannelJob` (every backend checks
+    this)."""
+    _check(np.asarray(job.data), np.asarray(job.lane_valid, dtype=bool),
+           np.asarray(job.last, dtype=bool))
+
+
+def channel_norms(tiles, lane_valid, last, *, latency=PIPELINE_LATENCY):
+    """Model one pass of :class:`hwprune.hw.ChannelNorms`; return a :class:`ChannelResult`."""
+    tiles = np.asarray(tiles)
+    valid = np.asarray(lane_valid, dtype=bool)
+    last = np.asarray(last, dtype=bool)
+    starts = _check(tiles, valid, last)
+    beats = tiles.shape[0]
+    mag = np.where(valid, magnitude(tiles), 0).astype(np.int64)
+    if not beats:
+        empty = np.zeros(0, dtype=np.int64)
+        return ChannelResult(l1=empty, l2=empty.copy(), beats=0, cycles=0)
     l1 = np.add.reduceat(mag.sum(axis=1), starts)
     l2 = np.add.reduceat((mag * mag).sum(axis=1), starts)
     return ChannelResult(l1=l1.astype(np.int64), l2=l2.astype(np.int64), beats=beats,

@@ -203,10 +203,13 @@ class Dispatcher(wiring.Component):
         dense = Signal()
         # The weight store, if the bridge holds one: RUN commands replay its beats into a block.
         store = next((a for a in adapters if isinstance(a, WeightStore)), None)
+        # A RUN command exists only where there is a store to replay (elsewhere its code is
+        # an unknown command).
+        def runs(adapter):
+            return store is not None and getattr(adapter, "RUN", None) is not None
         # Per adapter, a register: it takes the store's bytes and answers a RUN (timing: its
         # payload handshake decodes no state).
-        run_flags = {k: Signal(name=f"running{k}") for k, a in enumerate(adapters)
-                     if getattr(a, "RUN", None) is not None}
+        run_flags = {k: Signal(name=f"running{k}") for k, a in enumerate(adapters) if runs(a)}
         # A RUN's first beat and beat count (u32 each on the wire; a store holds fewer than
         # 2**16 beats, so anything above is refused), decided once in CHECK into `run_bad`.
         run_first, run_count = config[-64:-48], config[-32:-16]
@@ -214,18 +217,17 @@ class Dispatcher(wiring.Component):
         m.d.comb += run_high.eq(config[-48:-32].any() | config[-16:].any())
         run_bad = Signal()
         run_answer = Signal(17)     # the RUN answer's length: its beats' bytes and the status
-        held = store.beats[:16] if store is not None else C(0, 16)
+        held = store.beats[:16] if store is not None else C(0, 16)   # the store's beats
         for adapter in adapters:
             if getattr(adapter, "DENSE", None) is not None:
                 m.d.comb += adapter.dense.eq(dense)
         for k, flag in run_flags.items():
             adapter = adapters[k]
-            m.d.comb += adapter.run.eq(flag)
-            if store is not None:
-                m.d.comb += [adapter.r_bytes.valid.eq(store.r_bytes.valid & flag),
-                             adapter.r_bytes.payload.eq(store.r_bytes.payload)]
-                with m.If(flag):
-                    m.d.comb += store.r_bytes.ready.eq(adapter.r_bytes.ready)
+            m.d.comb += [adapter.run.eq(flag),
+                         adapter.r_bytes.valid.eq(store.r_bytes.valid & flag),
+                         adapter.r_bytes.payload.eq(store.r_bytes.payload)]
+            with m.If(flag):
+                m.d.comb += store.r_bytes.ready.eq(adapter.r_bytes.ready)
         is_ = {(k, kind): Signal(name=f"is_{kind.lower()}{k}")
                for k in range(len(adapters)) for kind in kinds}
 
@@ -237,7 +239,8 @@ class Dispatcher(wiring.Component):
                                  code_cmd.eq(h.cmd), is_info.eq(h.cmd == Cmd.INFO)]
                     for k, adapter in enumerate(adapters):
                         for kind in kinds:
-                            code_k = getattr(adapter, kind, None)
+                            code_k = (getattr(adapter, kind, None)
+                                      if kind != "RUN" or runs(adapter) else None)
                             m.d.sync += is_[k, kind].eq(0 if code_k is None else h.cmd == code_k)
                     m.next = "DECIDE"
             with m.State("DECIDE"):
@@ -319,18 +322,17 @@ class Dispatcher(wiring.Component):
                                  answer.length.eq(Mux(echo, length + 1, 1)),
                                  answer.small.eq(0), status.eq(0)]
                     m.next = "DATA_START"
-            with m.State("RUN_START"):
-                # The answer starts, then the store replays the beats into the block.
-                m.d.comb += self.o_frame.valid.eq(1)
-                with m.If(self.o_frame.ready):
-                    if store is not None:
+            if store is not None:
+                with m.State("RUN_START"):
+                    # The answer starts, then the store replays the beats into the block.
+                    m.d.comb += self.o_frame.valid.eq(1)
+                    with m.If(self.o_frame.ready):
+                        m.d.sync += [flag.eq(active == k) for k, flag in run_flags.items()]
                         m.d.comb += [store.replay_start.eq(1),
                                      store.replay_first.eq(run_first),
                                      store.replay_count.eq(run_count)]
-                    m.d.sync += [flag.eq(active == k) for k, flag in run_flags.items()]
-                    m.next = "RUN"
-            with m.State("RUN"):
-                if store is not None:
+                        m.next = "RUN"
+                with m.State("RUN"):
                     with m.If(store.replay_done & Array(a.finished for a in adapters)[active]):
                         m.next = "DATA_END"
             with m.State("DATA_START"):
@@ -419,7 +421,7 @@ class Dispatcher(wiring.Component):
                             m.d.comb += adapter.load.eq(1)
                             m.d.sync += [small.eq(0), answer.length.eq(1),
                                          *(flag.eq(0) for flag in run_flags.values())]
-                        if getattr(adapter, "RUN", None) is not None:
+                        if runs(adapter):
                             with m.Elif(is_[k, "RUN"]):
                                 # Beats the store does not hold are refused.
                                 with m.If(run_bad):
@@ -432,7 +434,7 @@ class Dispatcher(wiring.Component):
                     for k, adapter in enumerate(adapters):
                         with m.Elif(is_[k, "CONFIG"]):
                             m.next = "RESPOND"
-                        if getattr(adapter, "RUN", None) is not None:
+                        if runs(adapter):
                             with m.Elif(is_[k, "RUN"]):
                                 with m.If(run_bad):
                                     m.next = "ERROR"

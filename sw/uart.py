@@ -23,7 +23,7 @@ import numpy as np
 from .backend_api import Backend
 from .contract.blocks import BLOCKS
 from .contract.magnitude_histogram import HistogramResult
-from .contract.channel_norms import ChannelResult
+from .contract.channel_norms import ChannelResult, check_job as check_channel_job
 from .contract.nm_selector import NMResult, check_job as check_nm_job, nm_compact
 from .contract.protocol import (CN_STATUS_FIELDS, DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD,
                                 MH_SELECT_FIELDS, MH_STATUS_FIELDS, NM_STATUS_FIELDS,
@@ -422,13 +422,13 @@ class UartBackend(Backend):
                           self.width)[0, nd:]
         # Beats whose every lane is valid go without their bitmap (WS_DENSE frames): the store
         # writes it. A frame holds beats of one kind.
-        dense_rows = np.all(packed[:, nd:] == full, axis=1) if nd < self.nbytes else \
-            np.zeros(beats, dtype=bool)
-        change = np.flatnonzero(np.diff(dense_rows.astype(np.int8))) + 1
+        dense_rows = (np.all(packed[:, nd:] == full, axis=1) if nd < self.nbytes
+                      else np.zeros(beats, dtype=bool))
+        kind_ends = np.append(np.flatnonzero(np.diff(dense_rows)) + 1, beats)
+        failures = 0
         while done < beats:
             dense = bool(dense_rows[done])
-            run_end = int(change[np.searchsorted(change, done, side="right")]) \
-                if np.searchsorted(change, done, side="right") < len(change) else beats
+            run_end = int(kind_ends[np.searchsorted(kind_ends, done, side="right")])
             cap = (min(max(1, self._chunk * self.nbytes // nd), self.max_payload // nd)
                    if dense else self._chunk)
             n = min(cap, run_end - done)
@@ -439,22 +439,20 @@ class UartBackend(Backend):
                 answer = self.link.transact(cmd, sent)
                 if answer != b"\0":
                     raise PassError(f"{cmd.name} answer {answer!r}")
-            except self._RETRIED:
-                self.stats["retries"] += 1
-                self._frame_failed()
-                self.link.resync()
+            except self._RETRIED as exc:
+                failures = self._failure(exc, failures, f"(storing a tensor, at beat {done} "
+                                                        f"of {beats})")
                 held = self._retrying(self._store_status, "WS_STATUS")["beats"]
-                if held == self._store_end + n:          # it counted; its answer was lost
-                    pass
-                elif held == self._store_end:            # it did not: send it again
+                if held == self._store_end:              # it did not count: send it again
                     continue
-                else:
+                if held != self._store_end + n:
                     raise IntegrityError(f"the weight store holds {held} beats, the host "
                                          f"expected {self._store_end} or "
                                          f"{self._store_end + n}")
+                # it counted; its answer was lost
             self._store_end += n
             self.stats["bytes_sent"] += len(sent)
-            done += n
+            done, failures = done + n, 0
             self._frame_ok()
 
     def _with_store(self, packed, attempt, what):
@@ -588,12 +586,9 @@ class UartBackend(Backend):
         """One channel-norm pass on the device: runs of channels of the same length, each with
         CN_CONFIG (beats per channel) and its beats in checked segments of whole channels; the
         norms come back in the answer slot of each channel's last beat."""
+        check_channel_job(job)
         tiles, valid = self._check_tiles(job.data, job.lane_valid)
-        last = np.asarray(job.last, dtype=bool).reshape(-1)
-        from .contract.channel_norms import channel_norms
-        channel_norms(tiles[:0], valid[:0], last[:0])           # the golden model's checks
-        if last.shape != (tiles.shape[0],) or (len(last) and not last[-1]):
-            raise ValueError("the final beat must have last set (channels occupy whole beats)")
+        last = np.asarray(job.last, dtype=bool)
         ends = np.flatnonzero(last)
         sizes = np.diff(np.concatenate([[-1], ends]))
         packed = pack_beats(tiles, valid, self.width)
@@ -673,13 +668,9 @@ class UartBackend(Backend):
 
     def _threshold_pass(self, job):
         hi = 1 << (self.width - 1)
-        tiles = np.asarray(job.data)
-        if tiles.size and (tiles.min() < -hi or tiles.max() >= hi):
-            raise ValueError(f"weights must fit {self.width} bits")
+        tiles, valid = self._check_tiles(job.data, job.lane_valid)
         if not 0 <= int(job.threshold) <= hi:
             raise ValueError(f"threshold must be from 0 to {hi}, not {job.threshold!r}")
-        tiles = tiles.reshape(-1, self.lanes)
-        valid = np.asarray(job.lane_valid, dtype=bool).reshape(-1, self.lanes)
         packed = pack_beats(tiles, valid, self.width)
         beats = packed.shape[0]
         ties = valid & (np.abs(tiles.astype(np.int32)) == int(job.threshold))
@@ -752,11 +743,7 @@ class UartBackend(Backend):
         starts the pass again (MH_CONFIG empties the bins)."""
         if int(job.width) != self.width:
             raise ValueError(f"job is for width {job.width}, the unit has width {self.width}")
-        tiles = np.asarray(job.data).reshape(-1, self.lanes)
-        valid = np.asarray(job.lane_valid, dtype=bool).reshape(-1, self.lanes)
-        hi = 1 << (self.width - 1)
-        if tiles.size and (tiles.min() < -hi or tiles.max() >= hi):
-            raise ValueError(f"weights must fit {self.width} bits")
+        tiles, valid = self._check_tiles(job.data, job.lane_valid)
         packed = pack_beats(tiles, valid, self.width)
         mag = np.abs(tiles.astype(np.int32))
         if not job.match_en:

@@ -107,6 +107,13 @@ def test_a_block_missing_from_the_bitstream_is_named_before_anything_is_sent(rng
                                                 r"host_fallback=True"):
         backend.run("nm_selector", [NMJob(tiles, valid, 4, 2)])
     assert backend.stats["bytes_sent"] == 0
+    assert backend.store_capacity == 0
+    # Without a store there is nothing to replay: a RUN is an unknown command there.
+    from hwprune.contract.protocol import Cmd, ErrorCode
+    from hwprune.uart import DeviceError
+    with pytest.raises(DeviceError) as exc:
+        backend.link.transact(Cmd.TE_RUN, bytes(8))
+    assert (exc.value.code, exc.value.cmd) == (ErrorCode.UNKNOWN_CMD, Cmd.TE_RUN)
     # A model pruned through it is left as it was.
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 8))

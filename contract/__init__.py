@@ -31,11 +31,16 @@ __all__ = ["BLOCKS", "STREAM_BLOCKS", "block", "MODELS", "RESULTS", "ALL_TIES", 
 
 
 def to_arrays(obj):
-    """A job or result dataclass as a dict of numpy arrays (for ``np.savez``)."""
+    """A job or result dataclass as a dict of numpy arrays (for ``np.savez``); a class with
+    nested records flattens itself (its ``to_arrays`` method)."""
+    if hasattr(obj, "to_arrays"):
+        return obj.to_arrays()
     return {f.name: np.asarray(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 
 
 def from_arrays(cls, arrays):
     """Inverse of :func:`to_arrays`: 0-d arrays become Python ints, the rest stay arrays."""
+    if hasattr(cls, "from_arrays"):
+        return cls.from_arrays(arrays)
     return cls(**{f.name: (arrays[f.name].item() if arrays[f.name].ndim == 0 else arrays[f.name])
                   for f in dataclasses.fields(cls)})

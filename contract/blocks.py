@@ -3,8 +3,8 @@
 Adding a block is one line here (see docs/architecture.md, "Adding a block").
 """
 
-from . import channel_norms, magnitude_histogram, nm_selector, protocol, row_mask, row_select, \
-    score_unit, sparse_mac, threshold_engine
+from . import channel_norms, magnitude_histogram, net_engine, nm_selector, protocol, row_mask, \
+    row_select, score_unit, sparse_mac, threshold_engine
 
 __all__ = ["BLOCKS", "STREAM_BLOCKS", "block", "names", "MODELS", "RESULTS"]
 
@@ -15,6 +15,7 @@ BLOCKS = (
     nm_selector.BLOCK,
     channel_norms.BLOCK,
     sparse_mac.BLOCK,
+    net_engine.BLOCK,
     score_unit.BLOCK,
     row_select.BLOCK,
     row_mask.BLOCK,

@@ -16,7 +16,7 @@ __all__ = ["Property", "properties", "MODULES"]
 
 #: The modules holding the properties, one per block (and the bridge).
 MODULES = ("threshold_engine", "nm_selector", "channel_norms", "magnitude_histogram",
-           "sparse_mac", "score_unit", "row_select", "row_mask", "command_bridge")
+           "sparse_mac", "net_engine", "score_unit", "row_select", "row_mask", "command_bridge")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from ..contract.blocks import block as _block
 from .bridge import CommandBridge, UARTCore
 from .channel_norms import ChannelNorms
 from .magnitude_histogram import MagnitudeHistogram
+from .net_engine import NetEngine
 from .nm_selector import NMSelector
 from .row_mask import RowMask
 from .row_select import RowSelect
@@ -21,7 +22,7 @@ from .sparse_mac import SparseMac
 from .threshold_engine import ThresholdEngine
 
 __all__ = ["BLOCKS", "component", "to_verilog", "ThresholdEngine", "MagnitudeHistogram",
-           "SparseMac", "NMSelector", "ChannelNorms", "ScoreUnit", "RowSelect", "RowMask",
+           "SparseMac", "NetEngine", "NMSelector", "ChannelNorms", "ScoreUnit", "RowSelect", "RowMask",
            "UARTCore", "CommandBridge"]
 
 #: Block name (also the Verilog module name) -> component class taking keyword parameters.

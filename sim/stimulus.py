@@ -49,3 +49,27 @@ def random_acts(rng, vectors, k, act_width):
     """Random activation codes (vectors x k) of ``act_width`` bits."""
     hi = 2 ** (act_width - 1)
     return rng.integers(-hi, hi, size=(vectors, k))
+
+
+def random_network(rng, sizes, width, *, density=0.3, relu=True):
+    """Integer layers (:class:`hwprune.deploy.ProgramLayer`) of a network with ``sizes`` (inputs,
+    hidden..., outputs), salted with corner values, an all-zero row, an all-zero column and
+    biases at the accumulator's bound; requantization scales that keep activations busy."""
+    from hwprune.deploy import ProgramLayer
+    hi = 2 ** (width - 1)
+    layers = []
+    for i, (k, rows) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = rng.integers(-hi, hi, size=(rows, k))
+        w[rng.random((rows, k)) >= density] = 0
+        corner = rng.random((rows, k)) < 0.1
+        w[corner] = rng.choice(corner_values(width), size=int(corner.sum()))
+        if rows > 1:
+            w[rng.integers(rows)] = 0
+        if k > 1:
+            w[:, rng.integers(k)] = 0
+        bias = rng.integers(-hi * hi, hi * hi, size=rows)
+        scale = int(rng.integers(1, 2 ** 16))
+        shift = int(np.log2(scale * hi * max(1, k) * density) + 1)
+        layers.append(ProgramLayer(w, bias, scale=scale, shift=max(0, shift - 2),
+                                   relu=relu and i % 2 == 0))
+    return layers

@@ -38,6 +38,7 @@ import torch
 from . import contract
 from .backend_api import Backend
 from .contract import magnitude_histogram as _hist
+from .contract import net_engine as _net
 from .contract import nm_selector as _nm
 from .contract import row_mask as _rm
 from .contract import row_select as _rs
@@ -358,3 +359,31 @@ class TorchBackend(Backend):
         cycles = _mac.stall_free_cycles(np.asarray(job.value).shape[0], acts.shape[1] // lanes,
                                         acts.shape[0])
         return contract.SparseMacResult(out=out.cpu().numpy().astype(np.int64), cycles=cycles)
+
+    def _net_engine(self, job, params):
+        program = job.program
+        _net.check_program(program, **params)
+        x = self._t(program.padded(job.inputs), torch.int64)
+        cols = np.asarray(program.cols, dtype=np.int64)
+        bias = np.asarray(program.bias, dtype=np.int64)
+        columns = beats = 0
+        for i, layer in enumerate(program.layers):
+            # Products and sums are below 2**53: exact in float64 (CUDA has no int64 matmul).
+            w = self._t(_net.dense_weights(program, i), torch.float64)
+            c = self._t(cols[layer.cols_base:layer.cols_base + layer.in_words * program.lanes, 1],
+                        torch.int64)
+            selected = (c > 0) & (x != 0) if job.skip_zero else (c > 0).expand_as(x)
+            columns += int(selected.sum())
+            beats += int((selected * c).sum())
+            b = self._t(bias[layer.bias_base:layer.bias_base + layer.out_words].reshape(-1),
+                        torch.int64)
+            y = (x.to(torch.float64) @ w.T).to(torch.int64) + b
+            if layer.final:
+                x = y
+                break
+            q = (y * int(layer.scale) + ((1 << int(layer.shift)) >> 1)) >> int(layer.shift)
+            if layer.relu:
+                q = q.clamp(min=0)
+            x = q.clamp(-2 ** (program.width - 1), 2 ** (program.width - 1) - 1)
+        out = x[:, :program.out_features].cpu().numpy().astype(np.int64)
+        return _net.NetResult(out=out, columns=columns, beats=beats, vectors=len(out))

@@ -67,7 +67,8 @@ void hw_reset(void* h) { settle(static_cast<Unit*>(h), 1 << 20); }
 // config: one value per configuration port; out: room for out_capacity output beats of
 // OUT_WORDS words, *out_beats set to the beats taken; counters: one value per counter port.
 // Returns the cycles from the first beat offered to the last result taken (to `done` for a
-// block with a finish handshake), -1 if the block stops making progress, -2 if it sends more
+// block with a finish handshake), -1 if the block stops making progress (no transfer for
+// 64 x (input beats + results) + 1000 cycles in a row), -2 if it sends more
 // output beats than out_capacity.
 int64_t hw_run(void* h, const uint32_t* const* in, const int64_t* in_beats,
                const int64_t* in_repeat, const uint64_t* config, uint32_t* out, int64_t items,
@@ -88,7 +89,8 @@ int64_t hw_run(void* h, const uint32_t* const* in, const int64_t* in_beats,
         loaded[s] = false;
         all += total[s];
     }
-    int64_t got = 0, beats_out = 0, cycles = 0, done_in = 0;
+    int64_t got = 0, beats_out = 0, cycles = 0, done_in = 0, quiet = 0;
+    // The deadlock guard: clock cycles in a row without a transfer on any stream.
     const int64_t limit = 64 * (all + items) + 1000;
     auto finished = [&]() { return gen::HAS_OUT ? got >= items : done_in >= all; };
     while (!finished()) {
@@ -106,7 +108,10 @@ int64_t hw_run(void* h, const uint32_t* const* in, const int64_t* in_beats,
         m->eval();
         bool fire[gen::N_IN];
         for (unsigned s = 0; s < gen::N_IN; ++s) fire[s] = offer[s] && gen::in_ready(m, s);
+        bool moved = false;
+        for (unsigned s = 0; s < gen::N_IN; ++s) moved = moved || fire[s];
         if (gen::HAS_OUT && take && gen::out_valid(m)) {
+            moved = true;
             if (beats_out >= out_capacity) { idle(m); return -2; }
             uint32_t* w = out + beats_out * gen::OUT_WORDS;
             gen::out_read(m, w);
@@ -118,7 +123,8 @@ int64_t hw_run(void* h, const uint32_t* const* in, const int64_t* in_beats,
         ++cycles;
         for (unsigned s = 0; s < gen::N_IN; ++s)
             if (fire[s]) { ++sent[s]; ++done_in; loaded[s] = false; }
-        if (cycles > limit) { idle(m); return -1; }
+        quiet = moved ? 0 : quiet + 1;
+        if (quiet > limit) { idle(m); return -1; }
     }
     idle(m);
     if (gen::HAS_FINISH) {
@@ -126,9 +132,10 @@ int64_t hw_run(void* h, const uint32_t* const* in, const int64_t* in_beats,
         u->tick();
         ++cycles;
         gen::set_finish(m, false);
-        while (!gen::finish_done(m)) {
+        for (int64_t waited = 0; !gen::finish_done(m); ++waited) {
             u->tick();
-            if (++cycles > limit + 100000) return -1;
+            ++cycles;
+            if (waited > limit + 100000) return -1;
         }
     } else {
         u->tick();  // let the counters see the last transfer

@@ -1,0 +1,478 @@
+"""Network engine: a compiled pruned network run layer after layer from on-chip memory, skipping
+zero weights and zero activations (RTL: :mod:`hwprune.hw.net_engine`; the compiler that turns a
+PyTorch model into a program is :mod:`hwprune.deploy`).
+
+The program (:class:`NetProgram`)
+---------------------------------
+A network of up to :data:`MAX_LAYERS` fully connected layers, each ``y = W x + b`` with ``x`` the
+previous layer's activations (``width``-bit signed integers) and ``y`` exact integers. Activations
+and outputs are grouped in *words* of ``lanes`` values; position ``q`` of a vector is lane
+``q % lanes`` of word ``q // lanes``. The engine keeps five memories:
+
+``weights`` (``max_beats`` beats)
+    the kept weights, column by column (EIE's schedule): a beat holds one slot per lane, slot
+    ``p`` a weight ``value`` and the *local row* ``row`` it adds to, meaning output position
+    ``row * lanes + p``. Lane ``p`` therefore owns the outputs ``p, p + lanes, ...`` and keeps
+    their accumulators in its own memory: every lane adds one product per clock, without
+    conflicts. A column ``j`` with ``n_p`` kept weights in lane ``p`` takes ``max_p n_p`` beats;
+    slots left over are padding (value 0). The compiler permutes each layer's outputs to even
+    the lanes out (a relabelling: the next layer's columns follow).
+``cols`` (``max_cols`` entries)
+    per column of every layer (the layer's columns start at ``cols_base``, a multiple of
+    ``lanes``): the first beat ``start`` and the number of beats ``count``.
+``colmask`` (``max_cols / lanes`` words)
+    one bit per column: the column has kept weights (``count > 0``).
+``bias`` (``max_cols / lanes`` words)
+    per output word of every layer (from ``bias_base``): ``lanes`` biases in accumulator units.
+``layers`` (:data:`MAX_LAYERS` entries)
+    per layer: ``in_words``, ``out_words``, ``cols_base``, ``bias_base``, the requantization
+    ``scale`` / ``shift`` / ``relu``, ``final`` on the last layer and, for it, ``out_valid``
+    (lanes holding results in its last output word).
+
+Semantics (:func:`run`, the golden model; the integer reference of a deployed model)
+-----------------------------------------------------------------------------------
+For every input vector: per layer, ``acc[r] = sum_j W[r, j] x[j]`` over the columns, then
+``y = acc + bias``. The final layer's ``y`` are the results (logits). Every other layer's ``y``
+becomes the next layer's activations::
+
+    q = (y * scale + (2**shift >> 1)) >> shift      (floor shift: round half up)
+    q = max(q, 0) if relu
+    q = clip(q, -2**(width-1), 2**(width-1) - 1)
+
+Schedule: a column is *selected* when it has kept weights and, with ``skip_zero`` set, its
+activation is not zero; a selected column costs its ``count`` beats, one per clock. With
+``skip_zero`` clear every column with kept weights runs (weight sparsity only). The golden model
+counts the selected columns and their beats exactly (the RTL's ``columns`` / ``beats`` counters
+must agree); it does not time the engine: cycle counts come from the RTL alone.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream
+from .layout import Field, Layout
+from .params import Domain, Param
+
+__all__ = ["MAX_LAYERS", "SCALE_BITS", "SHIFT_BITS", "MEMORIES", "DOMAIN", "Geometry",
+           "geometry", "NetLayer", "NetProgram", "NetJob", "NetResult", "check_program",
+           "memory_bytes", "requantize", "dense_weights", "forward", "run", "BLOCK"]
+
+MAX_LAYERS = 8
+SCALE_BITS = 16
+SHIFT_BITS = 6
+#: memory select codes of the program stream
+MEM_WEIGHTS, MEM_COLS, MEM_COLMASK, MEM_BIAS, MEM_LAYERS = range(5)
+MEMORIES = ("weights", "cols", "colmask", "bias", "layers")
+
+DOMAIN = Domain("net_engine", (
+    Param("lanes", choices=(4, 8, 16, 32), doc="lanes (multipliers, accumulator memories)"),
+    Param("width", choices=(4, 8, 16), doc="bits per weight and per activation"),
+    Param("max_rows", lo=16, hi=4096, power_of_two=True, default=512,
+          doc="widest layer (inputs or outputs; activation and accumulator depth)"),
+    Param("max_beats", lo=64, hi=65536, power_of_two=True, default=16384,
+          doc="weight memory depth in beats"),
+    Param("max_cols", lo=16, hi=16384, power_of_two=True, default=1024,
+          doc="column table entries (inputs of all layers)"),
+), rules=((lambda p: p["max_rows"] >= 2 * p["lanes"], "max_rows must be at least 2 * lanes"),
+          (lambda p: p["max_cols"] >= 2 * p["lanes"], "max_cols must be at least 2 * lanes")))
+
+
+def _log2(n):
+    return int(n).bit_length() - 1
+
+
+def _bits_for(n):
+    return max(1, int(n).bit_length())
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Field widths and memory depths of one build (:func:`geometry`)."""
+
+    lanes: int
+    width: int
+    max_rows: int
+    max_beats: int
+    max_cols: int
+
+    words = property(lambda self: self.max_rows // self.lanes)          # per bank / lane memory
+    row_bits = property(lambda self: _log2(self.max_rows // self.lanes))
+    word_bits = property(lambda self: _bits_for(self.max_rows // self.lanes))
+    beat_bits = property(lambda self: _log2(self.max_beats))
+    col_bits = property(lambda self: _log2(self.max_cols))
+    bias_words = property(lambda self: self.max_cols // self.lanes)
+    bias_bits = property(lambda self: _log2(self.max_cols // self.lanes))
+    #: accumulator and result bits: products are 2 * width bits, at most max_rows of them, plus
+    #: a bias of the same bound
+    acc_width = property(lambda self: 2 * self.width + _log2(self.max_rows) + 1)
+
+    def entry_bits(self):
+        """Bits of one entry of each memory."""
+        return {"weights": self.lanes * (self.width + self.row_bits),
+                "cols": self.beat_bits + self.word_bits, "colmask": self.lanes,
+                "bias": self.lanes * self.acc_width,
+                "layers": 2 * self.word_bits + _bits_for(self.lanes) + self.col_bits
+                + self.bias_bits + SCALE_BITS + SHIFT_BITS + 2}
+
+    def depths(self):
+        return {"weights": self.max_beats, "cols": self.max_cols, "colmask": self.bias_words,
+                "bias": self.bias_words, "layers": MAX_LAYERS}
+
+
+def geometry(**params):
+    p = DOMAIN.check(**params)
+    return Geometry(p["lanes"], p["width"], p["max_rows"], p["max_beats"], p["max_cols"])
+
+
+# --- the program ------------------------------------------------------------------------------
+
+@dataclass
+class NetLayer:
+    in_words: int
+    out_words: int
+    cols_base: int
+    bias_base: int
+    scale: int = 1
+    shift: int = 0
+    relu: bool = False
+    final: bool = False
+    out_valid: int = 0       # final layer: lanes holding results in its last word (0: all)
+
+
+@dataclass
+class NetProgram:
+    """A compiled network: the contents of the engine's five memories."""
+
+    lanes: int
+    width: int
+    layers: list                 # NetLayer per layer
+    value: np.ndarray            # int16 (beats, lanes)
+    row: np.ndarray              # uint16 (beats, lanes)
+    cols: np.ndarray             # int64 (columns, 2): start, count
+    bias: np.ndarray             # int64 (words, lanes)
+    inputs: int = None           # input features (default: the first layer's words x lanes)
+
+    @property
+    def colmask(self):
+        """One bit per column (``count > 0``), ``(columns / lanes, lanes)``."""
+        return (np.asarray(self.cols)[:, 1] > 0).reshape(-1, self.lanes)
+
+    @property
+    def in_features(self):
+        return self.inputs if self.inputs is not None else self.layers[0].in_words * self.lanes
+
+    def padded(self, inputs):
+        """``inputs`` (vectors x in_features) zero padded to whole words, checked."""
+        x = np.asarray(inputs)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"inputs must be (vectors, {self.in_features}), not {x.shape}")
+        if not np.issubdtype(x.dtype, np.integer):
+            raise ValueError(f"inputs must be integer activation codes, not {x.dtype}")
+        if x.size and (x.min() < -2 ** (self.width - 1) or x.max() >= 2 ** (self.width - 1)):
+            raise ValueError(f"an input does not fit {self.width} signed bits")
+        out = np.zeros((len(x), self.layers[0].in_words * self.lanes), dtype=np.int64)
+        out[:, :x.shape[1]] = x
+        return out
+
+    @property
+    def out_features(self):
+        last = self.layers[-1]
+        return (last.out_words - 1) * self.lanes + (last.out_valid or self.lanes)
+
+    def usage(self):
+        """Entries used in each memory."""
+        return {"weights": int(np.asarray(self.value).shape[0]), "cols": int(len(self.cols)),
+                "colmask": int(len(self.cols)) // self.lanes,
+                "bias": int(np.asarray(self.bias).shape[0]), "layers": len(self.layers)}
+
+
+def memory_bytes(program, **params):
+    """Bytes each memory of the engine holds for ``program`` (entries used x entry bits / 8)."""
+    params = {k: v for k, v in params.items() if k not in ("lanes", "width")}
+    g = geometry(lanes=program.lanes, width=program.width, **params)
+    bits = g.entry_bits()
+    return {name: (n * bits[name] + 7) // 8 for name, n in program.usage().items()}
+
+
+def _fail(msg):
+    raise ValueError(msg)
+
+
+def check_program(program, **params):
+    """Raise ValueError unless ``program`` runs on the engine built with ``params``; a memory
+    that overflows is named with the entries needed, held and over (every backend and the
+    compiler call this before anything is sent)."""
+    params = dict(params)
+    for name in ("lanes", "width"):
+        built = params.pop(name, getattr(program, name))
+        if built != getattr(program, name):
+            _fail(f"the program was compiled for {name} = {getattr(program, name)}, the engine "
+                  f"is built with {built}")
+    g = geometry(lanes=program.lanes, width=program.width, **params)
+    lanes, w = g.lanes, g.width
+    layers = list(program.layers)
+    if not 1 <= len(layers) <= MAX_LAYERS:
+        _fail(f"a program holds 1 to {MAX_LAYERS} layers, not {len(layers)} (the engine's "
+              f"layer table has {MAX_LAYERS} entries)")
+    used, depths = program.usage(), g.depths()
+    for name in MEMORIES:
+        if used[name] > depths[name]:
+            bits = g.entry_bits()[name]
+            _fail(f"the program needs {used[name]:,} {name} entries, the engine's {name} memory "
+                  f"holds {depths[name]:,} ({used[name] - depths[name]:,} over; "
+                  f"{(used[name] - depths[name]) * bits // 8:,} bytes)")
+    value, row = np.asarray(program.value), np.asarray(program.row)
+    cols, bias = np.asarray(program.cols, dtype=np.int64), np.asarray(program.bias)
+    if value.ndim != 2 or value.shape[1] != lanes or row.shape != value.shape:
+        _fail(f"weight beats must be (beats, {lanes}) values and rows")
+    if cols.ndim != 2 or cols.shape[1] != 2 or len(cols) % lanes:
+        _fail(f"the column table must be (columns, 2), a multiple of {lanes} columns")
+    if bias.ndim != 2 or bias.shape[1] != lanes:
+        _fail(f"biases must be (words, {lanes})")
+    if value.size and (value.min() < -2 ** (w - 1) or value.max() >= 2 ** (w - 1)):
+        _fail(f"a weight does not fit {w} signed bits")
+    bias_bound = 2 ** (g.acc_width - 2)
+    if bias.size and np.abs(bias).max() > bias_bound:
+        _fail(f"a bias exceeds the accumulator's bound 2**{g.acc_width - 2}")
+    for i, layer in enumerate(layers):
+        where = f"layer {i}"
+        if not (1 <= layer.in_words <= g.words and 1 <= layer.out_words <= g.words):
+            _fail(f"{where}: {layer.in_words} input and {layer.out_words} output words, the "
+                  f"engine holds 1 to {g.words} ({g.max_rows} values)")
+        if i and layer.in_words != layers[i - 1].out_words:
+            _fail(f"{where} takes {layer.in_words} words, layer {i - 1} gives "
+                  f"{layers[i - 1].out_words}")
+        if layer.final != (i == len(layers) - 1):
+            _fail("exactly the last layer must be final")
+        if layer.cols_base % lanes or layer.cols_base + layer.in_words * lanes > len(cols):
+            _fail(f"{where}: its columns lie outside the column table")
+        if layer.bias_base + layer.out_words > len(bias):
+            _fail(f"{where}: its biases lie outside the bias memory")
+        if not (0 <= layer.scale < 2 ** SCALE_BITS and 0 <= layer.shift < 2 ** SHIFT_BITS):
+            _fail(f"{where}: scale must fit {SCALE_BITS} and shift {SHIFT_BITS} unsigned bits")
+        if not 0 <= layer.out_valid < lanes:
+            _fail(f"{where}: out_valid must be 0 (all) to {lanes - 1}")
+        c = cols[layer.cols_base:layer.cols_base + layer.in_words * lanes]
+        if (c < 0).any() or (c[:, 1] > layer.out_words).any() or \
+                (c.sum(axis=1) > len(value)).any():
+            _fail(f"{where}: a column's beats lie outside the weight memory")
+        beats = np.concatenate([np.arange(s, s + n) for s, n in c]) if c[:, 1].sum() else \
+            np.zeros(0, dtype=np.int64)
+        if beats.size and (row[beats] >= layer.out_words).any():
+            _fail(f"{where}: a weight adds to a row beyond its {layer.out_words} output words")
+    return g
+
+
+def requantize(y, scale, shift, relu, width):
+    """A layer's outputs ``y`` (int64) to the next layer's ``width``-bit activations."""
+    q = (np.asarray(y, dtype=np.int64) * int(scale) + ((1 << int(shift)) >> 1)) >> int(shift)
+    if relu:
+        q = np.maximum(q, 0)
+    return np.clip(q, -2 ** (width - 1), 2 ** (width - 1) - 1)
+
+
+def dense_weights(program, i):
+    """Layer ``i``'s weight matrix (int64, ``out_words*lanes x in_words*lanes``), decoded from
+    the weight and column memories."""
+    lanes, layer = program.lanes, program.layers[i]
+    cols = np.asarray(program.cols, dtype=np.int64)[
+        layer.cols_base:layer.cols_base + layer.in_words * lanes]
+    counts = cols[:, 1]
+    beat_col = np.repeat(np.arange(len(cols)), counts)
+    beat = cols[beat_col, 0] + (np.arange(beat_col.size) - np.repeat(np.cumsum(counts) - counts,
+                                                                        counts))
+    value = np.asarray(program.value, dtype=np.int64)[beat]
+    out = np.asarray(program.row, dtype=np.int64)[beat] * lanes + np.arange(lanes)
+    w = np.zeros((layer.out_words * lanes, layer.in_words * lanes), dtype=np.int64)
+    np.add.at(w, (out.ravel(), np.repeat(beat_col, lanes)), value.ravel())
+    return w
+
+
+def forward(program, inputs, *, skip_zero=True, weights=None):
+    """The integer network: ``(results, selected columns, beats)`` for ``inputs`` (vectors x
+    in_features); ``weights`` (the per-layer dense matrices) may be passed in precomputed."""
+    lanes = program.lanes
+    x = program.padded(inputs)
+    cols = np.asarray(program.cols, dtype=np.int64)
+    columns = beats = 0
+    for i, layer in enumerate(program.layers):
+        w = dense_weights(program, i) if weights is None else weights[i]
+        c = cols[layer.cols_base:layer.cols_base + layer.in_words * lanes, 1]
+        selected = (c > 0) & (x != 0) if skip_zero else np.broadcast_to(c > 0, x.shape)
+        columns += int(selected.sum())
+        beats += int((selected * c).sum())
+        y = x @ w.T + np.asarray(program.bias, dtype=np.int64)[
+            layer.bias_base:layer.bias_base + layer.out_words].reshape(-1)
+        x = y if layer.final else requantize(y, layer.scale, layer.shift, layer.relu,
+                                             program.width)
+    return x[:, :program.out_features], columns, beats
+
+
+@dataclass
+class NetJob:
+    """Load ``program`` and run ``inputs`` (vectors x in_features activation codes) through it."""
+
+    program: NetProgram
+    inputs: np.ndarray
+    skip_zero: bool = True
+
+    _LAYER_FIELDS = ("in_words", "out_words", "cols_base", "bias_base", "scale", "shift", "relu",
+                     "final", "out_valid")
+
+    def to_arrays(self):
+        """The job as flat arrays (the cocotb backend's job files)."""
+        p = self.program
+        return {"inputs": np.asarray(self.inputs), "skip_zero": np.asarray(self.skip_zero),
+                "lanes": np.asarray(p.lanes), "width": np.asarray(p.width),
+                "n_inputs": np.asarray(p.in_features), "value": np.asarray(p.value),
+                "row": np.asarray(p.row), "cols": np.asarray(p.cols), "bias": np.asarray(p.bias),
+                "layers": np.array([[int(getattr(x, k)) for k in self._LAYER_FIELDS]
+                                    for x in p.layers], dtype=np.int64)}
+
+    @classmethod
+    def from_arrays(cls, a):
+        layers = [NetLayer(**dict(zip(cls._LAYER_FIELDS, map(int, row)))) for row in a["layers"]]
+        for layer in layers:
+            layer.relu, layer.final = bool(layer.relu), bool(layer.final)
+        program = NetProgram(lanes=int(a["lanes"]), width=int(a["width"]), layers=layers,
+                             value=a["value"], row=a["row"], cols=a["cols"], bias=a["bias"],
+                             inputs=int(a["n_inputs"]))
+        return cls(program, a["inputs"], bool(a["skip_zero"]))
+
+
+@dataclass
+class NetResult:
+    """Results (vectors x out_features, int64) and the engine's counters. ``cycles`` and
+    ``layer_cycles`` (cycles spent in each layer, over all vectors) come from the RTL; the golden
+    model leaves them 0."""
+
+    out: np.ndarray
+    columns: int
+    beats: int
+    vectors: int
+    cycles: int = 0
+    busy_cycles: int = 0
+    layer_cycles: list = field(default_factory=lambda: [0] * MAX_LAYERS)
+
+    #: the fields only the RTL fills in (not compared with the golden model)
+    timed_fields = ("cycles", "busy_cycles", "layer_cycles")
+
+
+def run(job, **params):
+    """Run one :class:`NetJob` through the model."""
+    check_program(job.program, **params)
+    out, columns, beats = forward(job.program, job.inputs, skip_zero=job.skip_zero)
+    return NetResult(out=out, columns=columns, beats=beats, vectors=len(out))
+
+
+# --- streams, encode / decode ------------------------------------------------------------------
+
+def program_layout(**params):
+    """One program beat: memory select, address, ``last`` (the program is complete) and the
+    fields of every memory's entry side by side (the selected memory's are used)."""
+    g = geometry(**params)
+    return Layout("program_beat", [
+        Field("mem", 3), Field("addr", 16), Field("last", 1),
+        Field("value", g.width, g.lanes, signed=True), Field("row", max(1, g.row_bits), g.lanes),
+        Field("start", g.beat_bits), Field("count", g.word_bits), Field("mask", 1, g.lanes),
+        Field("bias", g.acc_width, g.lanes, signed=True),
+        Field("in_words", g.word_bits), Field("out_words", g.word_bits),
+        Field("out_valid", _bits_for(g.lanes)), Field("cols_base", g.col_bits),
+        Field("bias_base", max(1, g.bias_bits)), Field("scale", SCALE_BITS),
+        Field("shift", SHIFT_BITS), Field("relu", 1), Field("final", 1)])
+
+
+def input_layout(**params):
+    """One word of an input vector; ``last`` on its final word."""
+    g = geometry(**params)
+    return Layout("input_word", [Field("data", g.width, g.lanes, signed=True), Field("last", 1)])
+
+
+def output_layout(**params):
+    """One word of the final layer's results; ``valid`` marks the lanes holding results."""
+    g = geometry(**params)
+    return Layout("output_word", [Field("value", g.acc_width, g.lanes, signed=True),
+                                  Field("valid", 1, g.lanes)])
+
+
+def program_beats(program, **params):
+    """The program stream's fields (one beat per memory entry, ``last`` on the final one)."""
+    g = check_program(program, **params)
+    lanes = g.lanes
+    parts = []
+
+    def beats(mem, n, **fields):
+        parts.append((mem, n, fields))
+
+    value = np.asarray(program.value)
+    beats(MEM_WEIGHTS, len(value), value=value, row=np.asarray(program.row))
+    cols = np.asarray(program.cols, dtype=np.int64)
+    beats(MEM_COLS, len(cols), start=cols[:, 0], count=cols[:, 1])
+    beats(MEM_COLMASK, len(cols) // lanes, mask=program.colmask)
+    beats(MEM_BIAS, len(program.bias), bias=np.asarray(program.bias, dtype=np.int64))
+    lay = program.layers
+    beats(MEM_LAYERS, len(lay), **{k: np.array([getattr(x, k) for x in lay], dtype=np.int64)
+                                   for k in ("in_words", "out_words", "out_valid", "cols_base",
+                                             "bias_base", "scale", "shift", "relu", "final")})
+    layout = program_layout(**params)
+    total = sum(n for _, n, _ in parts)
+    out = {f.name: np.zeros((total, f.count) if f.count > 1 else total, dtype=np.int64)
+           for f in layout.fields}
+    at = 0
+    for mem, n, fields in parts:
+        out["mem"][at:at + n] = mem
+        out["addr"][at:at + n] = np.arange(n)
+        for k, v in fields.items():
+            out[k][at:at + n] = np.asarray(v, dtype=np.int64).reshape(out[k][at:at + n].shape)
+        at += n
+    out["last"][-1] = 1
+    return out, total
+
+
+def encode(job, **params):
+    g = geometry(**params)
+    fields, total = program_beats(job.program, **params)
+    x = job.program.padded(job.inputs)
+    words = x.shape[1] // g.lanes
+    last = np.zeros((len(x), words), dtype=bool)
+    last[:, -1] = True
+    return PassSpec(
+        inputs={"p_stream": (fields, total, 1),
+                "x_stream": ({"data": x.reshape(-1, g.lanes), "last": last.reshape(-1)},
+                             len(x) * words, 1)},
+        config={"skip_zero": int(bool(job.skip_zero))},
+        items=len(x) * job.program.out_features)
+
+
+def decode(job, outputs, counters, cycles, **params):
+    vectors = len(np.asarray(job.inputs))
+    n = job.program.out_features
+    values = outputs["value"][outputs["valid"].astype(bool)].astype(np.int64)
+    if counters["vectors"] != vectors:
+        raise RuntimeError(f"the network engine ran {counters['vectors']} vectors, "
+                           f"the job has {vectors}")
+    return NetResult(out=values[:vectors * n].reshape(vectors, n), columns=counters["columns"],
+                     beats=counters["beats"], vectors=counters["vectors"], cycles=cycles,
+                     busy_cycles=counters["compute"],
+                     layer_cycles=[counters[f"layer{i}"] for i in range(MAX_LAYERS)])
+
+
+BLOCK = Block(
+    name="net_engine",
+    doc="a compiled pruned network, layer after layer from on-chip memory (zero weights and "
+        "zero activations skipped)",
+    domain=DOMAIN,
+    streams=(Stream("p_stream", program_layout), Stream("x_stream", input_layout),
+             Stream("y_stream", output_layout, "out", items="valid")),
+    job=NetJob, result=NetResult, golden=run,
+    component="hwprune.hw.net_engine:NetEngine",
+    encode=encode, decode=decode,
+    config=(Port("skip_zero", 1),),
+    counters=(Port("compute", COUNTER_WIDTH), Port("beats", COUNTER_WIDTH),
+              Port("columns", COUNTER_WIDTH), Port("vectors", COUNTER_WIDTH),
+              *(Port(f"layer{i}", COUNTER_WIDTH) for i in range(MAX_LAYERS))),
+    clear="clear",
+    busy="init_busy",
+    bench="hwprune.sim.cocotb_tb.net_engine_tb",
+)

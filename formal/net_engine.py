@@ -1,0 +1,25 @@
+"""Formal properties of the network engine (4 lanes x 4 bits, 16 rows, 64 beats, 16 columns).
+
+The environment: ``skip_zero`` held for the pass (``AnyConst``); both input streams obey the
+stream rules; the program's contents are whatever the solver writes.
+"""
+
+from hwprune.hw.net_engine import NetEngine
+
+from . import Property
+
+PARAMS = {"lanes": 4, "width": 4, "max_rows": 16, "max_beats": 64, "max_cols": 16}
+
+
+def stream_rules(m, dut, env):
+    env.const(dut.skip_zero)
+    env.assume_source(dut.p_stream)
+    env.assume_source(dut.x_stream)
+    env.assert_sink(dut.y_stream)
+
+
+PROPERTIES = [
+    Property("net_engine", "stream_rules", "y_stream holds valid and payload while stalled",
+             stream_rules, mode="prove", depth=8, params=PARAMS,
+             factory=lambda **p: NetEngine(**p)),
+]

@@ -1,0 +1,334 @@
+"""Network engine: a compiled pruned network, layer after layer from on-chip memory.
+
+The program format and its semantics are in :mod:`hwprune.contract.net_engine`; in short, every
+layer is a column-wise (EIE) schedule over compressed weights: for each input activation
+``x[j]`` whose column has kept weights (and, with ``skip_zero``, that is not zero), the
+column's beats stream out of the weight memory one per clock, and lane ``p`` adds
+``value * x[j]`` to the accumulator of its local row. Lanes own disjoint outputs (``row * lanes
++ p``), so the ``lanes`` accumulator memories each take one read-modify-write per clock.
+
+Pipeline of the column phase (one weight beat per clock once it runs)::
+
+    word   read an activation word and its column mask; pick the selected columns, one a clock
+    col    read the column's (start, count)
+    issue  count beats from the weight memory, back to back across columns
+    mul    weight beat x activation, accumulator read (transparent for the write below)
+    acc    accumulator write: old + product
+
+Output phase (one word of ``lanes`` outputs a clock): accumulators and biases read (and the
+accumulators cleared for the next layer), ``y = acc + bias``, ``y * scale``, rounding shift,
+ReLU and clamp, written into the other activation bank; the final layer's ``y`` go out on
+``y_stream`` instead. After reset, the engine clears its accumulators (``init_busy``).
+
+Ports (the contract with ``sim/``; from the block's description)::
+
+    p_stream   program beats: memory select, address, that memory's entry fields, last
+    x_stream   input words (lanes activations), last on a vector's final word
+    y_stream   the final layer's result words: value[lanes] (signed), valid[lanes]
+    skip_zero  configuration: skip zero activations
+    clear      strobe: zero the counters and forget the program (a pass loads its own)
+    compute, beats, columns, vectors, layer0..layer7: counters
+"""
+
+from amaranth import *
+from amaranth.lib import data
+from amaranth.lib.memory import Memory
+
+from ..contract import net_engine as contract
+from .component import BlockComponent
+
+__all__ = ["NetEngine"]
+
+
+class NetEngine(BlockComponent):
+    """Runs a :class:`hwprune.contract.net_engine.NetProgram` on input vectors.
+
+    Parameters
+    ----------
+    lanes, width : int
+        Lanes (one multiplier and one accumulator memory each) and bits per weight/activation.
+    max_rows, max_beats, max_cols : int
+        Memory depths (:class:`hwprune.contract.net_engine.Geometry`).
+    """
+
+    description = contract.BLOCK
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.geometry = contract.geometry(**self.params)
+
+    def elaborate(self, platform):
+        m = Module()
+        g = self.geometry
+        lanes, width, acc_w = g.lanes, g.width, g.acc_width
+        row_bits = max(1, g.row_bits)
+        p, x, y = self.p_stream, self.x_stream, self.y_stream
+
+        # --- memories --------------------------------------------------------------------------
+        beat_shape = data.StructLayout({"value": data.ArrayLayout(signed(width), lanes),
+                                        "row": data.ArrayLayout(unsigned(row_bits), lanes)})
+        col_shape = data.StructLayout({"start": unsigned(g.beat_bits),
+                                       "count": unsigned(g.word_bits)})
+        layer_shape = data.StructLayout({
+            "in_words": unsigned(g.word_bits), "out_words": unsigned(g.word_bits),
+            "out_valid": p.payload.out_valid.shape(), "cols_base": unsigned(g.col_bits),
+            "bias_base": p.payload.bias_base.shape(),
+            "scale": unsigned(contract.SCALE_BITS), "shift": unsigned(contract.SHIFT_BITS),
+            "relu": unsigned(1), "final": unsigned(1)})
+        act_word = data.ArrayLayout(signed(width), lanes)
+        m.submodules.weights = weights = Memory(shape=beat_shape, depth=g.max_beats, init=[])
+        m.submodules.cols = cols = Memory(shape=col_shape, depth=g.max_cols, init=[])
+        m.submodules.colmask = colmask = Memory(shape=unsigned(lanes), depth=g.bias_words, init=[])
+        m.submodules.bias = bias = Memory(shape=data.ArrayLayout(signed(acc_w), lanes),
+                                          depth=g.bias_words, init=[])
+        m.submodules.layers = layers = Memory(shape=layer_shape, depth=contract.MAX_LAYERS,
+                                              init=[])
+        m.submodules.acts = acts = Memory(shape=act_word, depth=2 * g.words, init=[])
+        accs = []
+        for lane in range(lanes):
+            mem = Memory(shape=signed(acc_w), depth=g.words, init=[])
+            m.submodules[f"acc{lane}"] = mem
+            accs.append(mem)
+
+        # --- program load ----------------------------------------------------------------------
+        loaded = Signal()
+        idle = Signal()
+        p_fire = Signal()
+        m.d.comb += [p.ready.eq(idle), p_fire.eq(p.valid & p.ready)]
+        pl = p.payload
+        writes = [(weights, contract.MEM_WEIGHTS, Cat(pl.value, pl.row)),
+                  (cols, contract.MEM_COLS, Cat(pl.start, pl.count)),
+                  (colmask, contract.MEM_COLMASK, pl.mask),
+                  (bias, contract.MEM_BIAS, pl.bias),
+                  (layers, contract.MEM_LAYERS,
+                   Cat(pl.in_words, pl.out_words, pl.out_valid, pl.cols_base, pl.bias_base,
+                       pl.scale, pl.shift, pl.relu, pl.final))]
+        for mem, code, entry in writes:
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(pl.addr), wp.data.eq(entry),
+                         wp.en.eq(p_fire & (pl.mem == code))]
+        # A program counts once its last beat is in; a new beat or `clear` forgets the old one
+        # (inputs sent before a pass's program arrives would otherwise run on the previous).
+        with m.If(p_fire):
+            m.d.sync += loaded.eq(pl.last)
+        with m.Elif(self.clear):
+            m.d.sync += loaded.eq(0)
+
+        # --- the layer in progress -------------------------------------------------------------
+        layer = Signal(range(contract.MAX_LAYERS))
+        inbank = Signal()
+        desc = Signal(layer_shape)
+        lrd = layers.read_port()
+        m.d.comb += lrd.addr.eq(layer)
+
+        act_wp = acts.write_port()
+        act_rd = acts.read_port()
+        cm_rd = colmask.read_port()
+        col_rd = cols.read_port()
+        w_rd = weights.read_port()
+        b_rd = bias.read_port()
+        acc_wps = [mem.write_port() for mem in accs]
+        acc_rds = [mem.read_port(transparent_for=(wp,)) for mem, wp in zip(accs, acc_wps)]
+
+        # Input load: x words into bank 0.
+        xw = Signal(g.word_bits)
+        x_fire = Signal()
+        m.d.comb += [x.ready.eq(idle & loaded & ~p.valid), x_fire.eq(x.valid & x.ready)]
+
+        # --- column phase state ----------------------------------------------------------------
+        cols_on = Signal()                 # the column phase runs
+        fetch_w = Signal(g.word_bits)      # next activation word to read
+        b_valid, b_w = Signal(), Signal(g.word_bits)
+        taken = Signal(lanes)
+        c_valid, c_x = Signal(), Signal(signed(width))
+        cur_addr, cur_left = Signal(g.beat_bits), Signal(g.word_bits)
+        cur_x = Signal(signed(width))
+        m1_valid, m1_x = Signal(), Signal(signed(width))
+        m2_valid = Signal()
+        m2_prod = Signal(data.ArrayLayout(signed(2 * width), lanes))
+        m2_row = Signal(data.ArrayLayout(unsigned(row_bits), lanes))
+
+        word = Signal(act_word)
+        m.d.comb += word.eq(act_rd.data)
+        nonzero = Cat(*(word[i] != 0 for i in range(lanes)))
+        sel = Signal(lanes)
+        m.d.comb += sel.eq(cm_rd.data & Mux(self.skip_zero, nonzero, ~C(0, lanes)) & ~taken)
+        pick = Signal(lanes)
+        pick_lane = Signal(range(lanes))
+        m.d.comb += pick.eq(sel & (-sel)[:lanes])
+        for i in reversed(range(lanes)):
+            with m.If(sel[i]):
+                m.d.comb += pick_lane.eq(i)
+
+        issue = Signal()
+        i_take = Signal()
+        c_can = Signal()
+        b_emit, b_finish, b_load = Signal(), Signal(), Signal()
+        m.d.comb += [
+            issue.eq(cur_left != 0),
+            i_take.eq(c_valid & (cur_left <= 1)),
+            c_can.eq(~c_valid | i_take),
+            b_emit.eq(b_valid & sel.any() & c_can),
+            b_finish.eq(b_valid & ((sel & ~pick) == 0) & (b_emit | ~sel.any())),
+            b_load.eq(cols_on & (fetch_w < desc.in_words) & (~b_valid | b_finish)),
+            act_rd.addr.eq(Mux(cols_on, Cat(fetch_w, inbank), 0)),
+            act_rd.en.eq(b_load),
+            cm_rd.addr.eq((desc.cols_base >> (lanes.bit_length() - 1)) + fetch_w),
+            cm_rd.en.eq(b_load),
+            col_rd.addr.eq(desc.cols_base + Cat(pick_lane, b_w)),
+            col_rd.en.eq(b_emit),
+            w_rd.addr.eq(cur_addr),
+        ]
+        with m.If(b_load):
+            m.d.sync += [fetch_w.eq(fetch_w + 1), b_valid.eq(1), b_w.eq(fetch_w), taken.eq(0)]
+        with m.Elif(b_finish):
+            m.d.sync += b_valid.eq(0)
+        with m.Elif(b_emit):
+            m.d.sync += taken.eq(taken | pick)
+        with m.If(b_emit):
+            m.d.sync += [c_valid.eq(1), c_x.eq(word[pick_lane])]
+        with m.Elif(i_take):
+            m.d.sync += c_valid.eq(0)
+        with m.If(i_take):
+            m.d.sync += [cur_addr.eq(col_rd.data.start), cur_left.eq(col_rd.data.count),
+                         cur_x.eq(c_x)]
+        with m.Elif(issue):
+            m.d.sync += [cur_addr.eq(cur_addr + 1), cur_left.eq(cur_left - 1)]
+        m.d.sync += [m1_valid.eq(issue), m1_x.eq(cur_x)]
+
+        # mul: products and accumulator reads; acc: write back.
+        beat = Signal(beat_shape)
+        m.d.comb += beat.eq(w_rd.data)
+        m.d.sync += m2_valid.eq(m1_valid)
+        for lane in range(lanes):
+            m.d.sync += [m2_prod[lane].eq(beat.value[lane] * m1_x), m2_row[lane].eq(beat.row[lane])]
+
+        # --- output phase state ----------------------------------------------------------------
+        out_on = Signal()
+        o_w = Signal(g.word_bits)          # next word to issue
+        o1_valid, o1_w = Signal(), Signal(g.word_bits)
+        o2_valid, o2_w = Signal(), Signal(g.word_bits)
+        o2_y = Signal(data.ArrayLayout(signed(acc_w), lanes))
+        o3_valid, o3_w = Signal(), Signal(g.word_bits)
+        o3_p = Signal(data.ArrayLayout(signed(acc_w + contract.SCALE_BITS + 1), lanes))
+        o4_valid, o4_w = Signal(), Signal(g.word_bits)
+        o4_q = Signal(act_word)
+        final = desc.final
+        o_issue = Signal()
+        o_busy = Signal()
+        m.d.comb += [
+            o_busy.eq(o1_valid | o2_valid | o3_valid | o4_valid | y.valid),
+            o_issue.eq(out_on & (o_w < desc.out_words) & (~final | ~o_busy)),
+            b_rd.addr.eq(desc.bias_base + o_w),
+        ]
+        with m.If(o_issue):
+            m.d.sync += o_w.eq(o_w + 1)
+        m.d.sync += [o1_valid.eq(o_issue), o1_w.eq(o_w),
+                     o2_valid.eq(o1_valid), o2_w.eq(o1_w),
+                     o3_valid.eq(o2_valid & ~final), o3_w.eq(o2_w),
+                     o4_valid.eq(o3_valid), o4_w.eq(o3_w)]
+
+        init = Signal(init=1)
+        init_w = Signal(g.word_bits)
+        m.d.comb += self.init_busy.eq(init)
+        with m.If(init):
+            m.d.sync += init_w.eq(init_w + 1)
+            with m.If(init_w == g.words - 1):
+                m.d.sync += init.eq(0)
+
+        for lane in range(lanes):
+            wp, rd = acc_wps[lane], acc_rds[lane]
+            m.d.comb += [
+                rd.addr.eq(Mux(out_on, o_w, beat.row[lane])),
+                wp.addr.eq(Mux(init, init_w, Mux(out_on, o1_w, m2_row[lane]))),
+                wp.data.eq(Mux(init | out_on, 0, rd.data + m2_prod[lane])),
+                wp.en.eq(init | Mux(out_on, o1_valid, m2_valid)),
+            ]
+            m.d.sync += o2_y[lane].eq(rd.data + b_rd.data[lane])
+            m.d.sync += o3_p[lane].eq(o2_y[lane] * desc.scale)
+            shifted = Signal(signed(acc_w + contract.SCALE_BITS + 2), name=f"shifted{lane}")
+            m.d.comb += shifted.eq((o3_p[lane] + ((C(1, 64) << desc.shift) >> 1)) >> desc.shift)
+            hi, lo = 2 ** (width - 1) - 1, -2 ** (width - 1)
+            with m.If(shifted > hi):
+                m.d.sync += o4_q[lane].eq(hi)
+            with m.Elif((shifted < 0) & desc.relu):
+                m.d.sync += o4_q[lane].eq(0)
+            with m.Elif(shifted < lo):
+                m.d.sync += o4_q[lane].eq(lo)
+            with m.Else():
+                m.d.sync += o4_q[lane].eq(shifted)
+
+        vec_done = Signal()
+        # Final layer: results out (one word at a time; the pipeline waits for the reader).
+        with m.If(y.valid & y.ready):
+            m.d.sync += y.valid.eq(0)
+        # (the reader's beat is never overwritten: the pipeline issues one final word at a time)
+        y_last = Signal()                  # the beat is the vector's last result word
+        m.d.comb += vec_done.eq(y.valid & y.ready & y_last)
+        with m.If(o2_valid & final & (~y.valid | y.ready)):
+            last_word = o2_w == desc.out_words - 1
+            m.d.sync += [y.valid.eq(1), y.payload.value.eq(o2_y), y_last.eq(last_word),
+                         y.payload.valid.eq(Mux(last_word & (desc.out_valid != 0),
+                                                (C(1, lanes + 1) << desc.out_valid) - 1,
+                                                ~C(0, lanes)))]
+
+        # Activation bank writes: inputs, or the output phase into the other bank.
+        m.d.comb += [
+            act_wp.addr.eq(Mux(x_fire, Cat(xw, C(0, 1)), Cat(o4_w, ~inbank))),
+            act_wp.data.eq(Mux(x_fire, x.payload.data, o4_q)),
+            act_wp.en.eq(x_fire | o4_valid),
+        ]
+
+        # --- sequencing ------------------------------------------------------------------------
+        with m.If(self.clear):
+            m.d.sync += [c.eq(0) for c in (self.compute, self.beats, self.columns, self.vectors,
+                                            *(getattr(self, f"layer{i}")
+                                              for i in range(contract.MAX_LAYERS)))]
+        with m.Else():
+            with m.If(issue):
+                m.d.sync += self.beats.eq(self.beats + 1)
+            with m.If(b_emit):
+                m.d.sync += self.columns.eq(self.columns + 1)
+            with m.If(vec_done):
+                m.d.sync += self.vectors.eq(self.vectors + 1)
+            with m.If(~idle & ~init):
+                m.d.sync += self.compute.eq(self.compute + 1)
+                with m.Switch(layer):
+                    for i in range(contract.MAX_LAYERS):
+                        with m.Case(i):
+                            c = getattr(self, f"layer{i}")
+                            m.d.sync += c.eq(c + 1)
+
+        cols_done = Signal()
+        m.d.comb += cols_done.eq((fetch_w >= desc.in_words) & ~b_valid & ~c_valid & ~issue
+                                 & ~m1_valid & ~m2_valid)
+        with m.FSM(init="INIT"):
+            with m.State("INIT"):
+                with m.If(~init):
+                    m.next = "IDLE"
+            with m.State("IDLE"):
+                m.d.comb += idle.eq(1)
+                with m.If(x_fire):
+                    m.d.sync += xw.eq(xw + 1)
+                    with m.If(x.payload.last):
+                        m.d.sync += [xw.eq(0), layer.eq(0), inbank.eq(0)]
+                        m.next = "LAYER"
+            with m.State("LAYER"):         # the layer table's read address changes here
+                m.next = "DESC"
+            with m.State("DESC"):
+                m.d.sync += [desc.eq(lrd.data), fetch_w.eq(0), cols_on.eq(1)]
+                m.next = "COLUMNS"
+            with m.State("COLUMNS"):
+                with m.If(cols_done):
+                    m.d.sync += [cols_on.eq(0), out_on.eq(1), o_w.eq(0)]
+                    m.next = "OUTPUT"
+            with m.State("OUTPUT"):
+                with m.If((o_w >= desc.out_words) & ~o_busy):
+                    m.d.sync += out_on.eq(0)
+                    with m.If(final):
+                        m.d.sync += inbank.eq(0)
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += [layer.eq(layer + 1), inbank.eq(~inbank)]
+                        m.next = "LAYER"
+        return m

@@ -1,0 +1,446 @@
+"""Deploy a pruned PyTorch model onto the network engine: compile once, run batches on chip.
+
+:func:`deploy` quantizes a model (``Linear`` layers with fused ``ReLU``; ``Flatten`` and
+``Dropout`` pass through) to ``width``-bit weights and activations, compiles it into a
+:class:`hwprune.contract.net_engine.NetProgram` (the engine's memory contents, EIE's column-wise
+schedule, every layer's outputs spread over the lanes so that columns take few beats), checks
+that it fits the engine's memories (a clear error naming the memory that overflows and by how
+much, before anything is sent) and returns a :class:`Deployment`: calling it on a batch sends
+the inputs and reads back only the logits; every layer runs back to back on the engine.
+
+Everything on the host is vectorised: the compiler's work is a few sorts over the kept weights.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .contract import net_engine as contract
+
+__all__ = ["ProgramLayer", "build_program", "Deployment", "deploy", "quantize_model"]
+
+
+@dataclass
+class ProgramLayer:
+    """One integer layer: ``y = weight @ x + bias``; then, unless final, the requantization."""
+
+    weight: np.ndarray          # int (out, in)
+    bias: np.ndarray            # int (out,), accumulator units
+    scale: int = 1
+    shift: int = 0
+    relu: bool = False
+
+
+def _balance(weight, lanes, words):
+    """Output position of each row: rows spread over the lanes (at most ``words`` each) so that
+    the sum over columns of the busiest lane's kept weights (the column's beats) stays small.
+    Greedy, heaviest rows first; returns positions ``local * lanes + lane``."""
+    rows, k = weight.shape
+    nz = weight != 0
+    load = np.zeros((k, lanes), dtype=np.int64)
+    colmax = np.zeros(k, dtype=np.int64)
+    used = np.zeros(lanes, dtype=np.int64)
+    total = np.zeros(lanes, dtype=np.int64)
+    pos = np.empty(rows, dtype=np.int64)
+    for r in np.argsort(-nz.sum(axis=1), kind="stable"):
+        support = np.flatnonzero(nz[r])
+        cost = (load[support] >= colmax[support, None]).sum(axis=0)
+        # full lanes last; then the least added beats; then the least loaded lane
+        key = np.where(used < words, 0, 1) * (1 << 40) + cost * (1 << 20) + total
+        lane = int(np.argmin(key))
+        pos[r] = used[lane] * lanes + lane
+        used[lane] += 1
+        total[lane] += support.size
+        load[support, lane] += 1
+        colmax[support] = np.maximum(colmax[support], load[support, lane])
+    return pos
+
+
+def _encode_columns(weight, in_pos, out_pos, in_cols, lanes, *, dense=False):
+    """The beats of one layer: per column (input position) its kept weights (``dense``: every
+    weight, zeros included), lane by lane. Returns (value, row, counts) with ``counts`` per
+    input position."""
+    r, k = np.nonzero(np.ones(weight.shape, dtype=bool) if dense else weight)
+    v = weight[r, k]
+    col = in_pos[k]
+    lane = out_pos[r] % lanes
+    local = out_pos[r] // lanes
+    order = np.lexsort((local, lane, col))
+    col, lane, local, v = col[order], lane[order], local[order], v[order]
+    group = col * lanes + lane
+    first = np.r_[0, np.flatnonzero(np.diff(group)) + 1] if group.size else np.zeros(0, int)
+    sizes = np.diff(np.r_[first, group.size])
+    rank = np.arange(group.size) - np.repeat(first, sizes)
+    counts = np.zeros(in_cols, dtype=np.int64)
+    np.maximum.at(counts, col, rank + 1)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    beats = int(counts.sum())
+    value = np.zeros((beats, lanes), dtype=np.int16)
+    row = np.zeros((beats, lanes), dtype=np.uint16)
+    value[starts[col] + rank, lane] = v
+    row[starts[col] + rank, lane] = local
+    return value, row, counts
+
+
+def build_program(layers, *, lanes, width, balance=True, dense=False):
+    """Compile integer layers (:class:`ProgramLayer`) into a
+    :class:`~hwprune.contract.net_engine.NetProgram`. Hidden layers' outputs are permuted over
+    the lanes when ``balance`` (the next layer's columns follow); the final layer's stay in
+    order. ``dense``: store every weight, zeros too (the dense baseline's schedule). Returns
+    ``(program, positions)``: per layer, the output position of each row."""
+    if not layers:
+        raise ValueError("a program needs at least one layer")
+    values, rows, cols, biases, descs, positions = [], [], [], [], [], []
+    in_pos = np.arange(np.asarray(layers[0].weight).shape[1])
+    in_words = -(-len(in_pos) // lanes)
+    beat_at = cols_at = bias_at = 0
+    for i, layer in enumerate(layers):
+        w = np.asarray(layer.weight, dtype=np.int64)
+        out_f, in_f = w.shape
+        if in_f != len(in_pos):
+            raise ValueError(f"layer {i} takes {in_f} inputs, the previous layer gives "
+                             f"{len(in_pos)}")
+        final = i == len(layers) - 1
+        out_words = -(-out_f // lanes)
+        out_pos = _balance(w, lanes, out_words) if balance and not final and not dense \
+            else np.arange(out_f)
+        value, row, counts = _encode_columns(w, in_pos, out_pos, in_words * lanes, lanes,
+                                             dense=dense)
+        c = np.stack([np.r_[0, np.cumsum(counts)[:-1]] + beat_at, counts], axis=1)
+        c[counts == 0, 0] = 0
+        b = np.zeros(out_words * lanes, dtype=np.int64)
+        b[out_pos] = np.asarray(layer.bias, dtype=np.int64)
+        descs.append(contract.NetLayer(
+            in_words=in_words, out_words=out_words, cols_base=cols_at, bias_base=bias_at,
+            scale=int(layer.scale), shift=int(layer.shift), relu=bool(layer.relu), final=final,
+            out_valid=out_f % lanes if final else 0))
+        values.append(value), rows.append(row), cols.append(c), biases.append(b.reshape(-1, lanes))
+        positions.append(out_pos)
+        beat_at += len(value)
+        cols_at += len(c)
+        bias_at += out_words
+        in_pos, in_words = out_pos, out_words
+    program = contract.NetProgram(
+        lanes=lanes, width=width, layers=descs,
+        value=np.concatenate(values), row=np.concatenate(rows),
+        cols=np.concatenate(cols), bias=np.concatenate(biases),
+        inputs=np.asarray(layers[0].weight).shape[1])
+    return program, positions
+
+
+# --- from a PyTorch model -----------------------------------------------------------------------
+
+#: Engine geometry of each board's deploy bitstream (lanes, widths, memory depths): the UP5K keeps
+#: its weight beats in the four SPRAMs (64 bits x 16 K: 4 lanes of 8-bit weights and 7-bit rows),
+#: the ECP5-85F in block RAM.
+BOARD_ENGINES = {
+    "icebreaker": {"lanes": 4, "width": 8, "max_rows": 512, "max_beats": 16384,
+                   "max_cols": 1024},
+    "ulx3s": {"lanes": 16, "width": 8, "max_rows": 1024, "max_beats": 8192, "max_cols": 2048},
+}
+
+
+def _layers_of(model):
+    """The model as a list of (name, Linear, relu) steps; a clear error for anything else."""
+    import torch.nn as nn
+    steps = []
+    passthrough = (nn.Flatten, nn.Dropout, nn.Identity)
+
+    def walk(module, prefix):
+        if isinstance(module, nn.Sequential):
+            for name, child in module.named_children():
+                walk(child, f"{prefix}{name}.")
+            return
+        name = prefix.rstrip(".") or type(module).__name__
+        if isinstance(module, nn.Linear):
+            steps.append([name, module, False])
+        elif isinstance(module, nn.ReLU):
+            if not steps or steps[-1][2]:
+                raise ValueError(f"deploy: ReLU '{name}' must follow a Linear layer")
+            steps[-1][2] = True
+        elif isinstance(module, passthrough):
+            if isinstance(module, nn.Flatten) and steps:
+                raise ValueError(f"deploy: Flatten '{name}' after a Linear layer")
+        else:
+            raise ValueError(f"deploy: '{name}' is a {type(module).__name__}; the network engine "
+                             f"runs Linear layers (ReLU fused; Flatten, Dropout pass through)")
+
+    top = list(model.named_children())
+    if isinstance(model, nn.Sequential):
+        walk(model, "")
+    elif len(top) == 1 and isinstance(top[0][1], nn.Sequential):
+        walk(top[0][1], f"{top[0][0]}.")     # a module wrapping one Sequential (LeNet300)
+    else:
+        raise ValueError(f"deploy: {type(model).__name__} is not a sequence of layers (an "
+                         f"nn.Sequential, or a module holding one)")
+    if not steps:
+        raise ValueError("deploy: the model has no Linear layer")
+    if steps[-1][2]:
+        raise ValueError("deploy: the last Linear layer gives the logits; it cannot end in ReLU")
+    return [tuple(s) for s in steps]
+
+
+def _code_scale(max_abs, width):
+    return max(float(max_abs), 1e-12) / (2 ** (width - 1) - 1)
+
+
+def _requant(m):
+    """``scale / 2**shift`` closest to the real multiplier ``m`` with a 16-bit scale."""
+    if m <= 0:
+        return 0, 0
+    shift = int(np.clip(np.floor(np.log2((2 ** contract.SCALE_BITS - 1) / m)), 0,
+                        2 ** contract.SHIFT_BITS - 1))
+    scale = int(np.clip(round(m * 2 ** shift), 0, 2 ** contract.SCALE_BITS - 1))
+    return scale, shift
+
+
+@dataclass
+class Quantized:
+    """A model as integer layers, with the scales that map codes back to real numbers."""
+
+    names: list
+    layers: list               # ProgramLayer
+    input_scale: float         # real input = code * input_scale
+    output_scale: float        # real logits = integer result * output_scale
+    dense_weights: int
+    kept_weights: int
+
+
+def quantize_model(model, example_inputs, *, width=8):
+    """Quantize a (pruned) model to ``width``-bit weights (per layer) and activations (per
+    layer, from the largest value ``example_inputs`` give); biases in accumulator units; the
+    requantization between layers a 16-bit scale and a shift. Zero weights stay zero."""
+    import torch
+    steps = _layers_of(model)
+    x = torch.as_tensor(example_inputs, dtype=torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError("deploy: example inputs hold NaN or Inf")
+    seen = []
+    hooks = [lin.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach()))
+             for _, lin, _ in steps]
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    if len(seen) != len(steps):
+        raise ValueError("deploy: the model's forward does not call its Linear layers once each")
+    with torch.no_grad():
+        y = seen[0]
+        for _, lin, relu in steps:
+            y = torch.relu(lin(y)) if relu else lin(y)
+        if not torch.allclose(y, model(x), rtol=1e-4, atol=1e-5):
+            raise ValueError("deploy: the model's forward is not the sequence of its layers")
+    # Activation codes: the inputs of every layer (after the previous ReLU) on their own scale.
+    act_scales = [_code_scale(a.abs().max(), width) for a in seen]
+    layers, dense, kept = [], 0, 0
+    hi = 2 ** (width - 1) - 1
+    for i, (name, lin, relu) in enumerate(steps):
+        w = lin.weight.detach().double().cpu().numpy()
+        if not np.isfinite(w).all():
+            raise ValueError(f"deploy: layer '{name}' has NaN or Inf weights")
+        sw = _code_scale(np.abs(w).max(), width)
+        wq = np.clip(np.rint(w / sw), -hi - 1, hi).astype(np.int64)
+        wq[w == 0] = 0
+        acc_scale = sw * act_scales[i]
+        b = lin.bias.detach().double().cpu().numpy() if lin.bias is not None else \
+            np.zeros(w.shape[0])
+        bias = np.rint(b / acc_scale).astype(np.int64)
+        if i + 1 < len(steps):
+            scale, shift = _requant(acc_scale / act_scales[i + 1])
+        else:
+            scale, shift = 1, 0
+        layers.append(ProgramLayer(wq, bias, scale=scale, shift=shift, relu=relu))
+        dense += w.size
+        kept += int(np.count_nonzero(wq))
+        last_scale = acc_scale
+    return Quantized([s[0] for s in steps], layers, act_scales[0], last_scale, dense, kept)
+
+
+# --- the deployed model ---------------------------------------------------------------------------
+
+DEPLOY_BACKENDS = ("golden", "torch", "verilator", "cocotb")
+
+
+@dataclass
+class DeployRun:
+    """One batch through the engine: integer results, real logits, predictions and the
+    engine's counters (``cycles``, ``layer_cycles``: from the RTL; 0 on golden / torch)."""
+
+    out: np.ndarray
+    logits: np.ndarray
+    predictions: np.ndarray
+    beats: int
+    columns: int
+    cycles: int
+    layer_cycles: list
+
+    @property
+    def cycles_per_vector(self):
+        return self.cycles / max(1, len(self.out))
+
+
+@dataclass
+class LayerFigures:
+    name: str
+    shape: tuple
+    kept: int
+    memory_bytes: int
+    dense_cycles: float = None
+    sparse_cycles: float = None
+    dual_cycles: float = None
+
+
+class Deployment:
+    """A model compiled for the network engine (:func:`deploy` makes one).
+
+    Call it on a batch (``deployment(x)``: real logits as a torch tensor) or use :meth:`run`
+    for the integer results and the engine's counters; :meth:`profile` measures dense, sparse
+    (zero weights skipped) and dual-sparse (zero activations too) cycles per layer on the RTL.
+    """
+
+    def __init__(self, quantized, program, positions, backend, *, board=None, engine=None):
+        self.quantized, self.program, self.positions = quantized, program, positions
+        self.backend, self.board = backend, board
+        self.engine = engine or {}
+        self.clock_mhz = None
+        if board is not None:
+            from .hw.boards import board_clock
+            self.clock_mhz = board_clock(board)[1]     # the board top's core clock (PLL)
+        self._dense = None
+
+    @property
+    def lanes(self):
+        return self.program.lanes
+
+    @property
+    def width(self):
+        return self.program.width
+
+    def memory(self):
+        """Bytes the program takes in each engine memory, and in all."""
+        mem = contract.memory_bytes(self.program, **self._depths())
+        return dict(mem, total=sum(mem.values()))
+
+    def _depths(self):
+        return {k: v for k, v in self.engine.items() if k not in ("lanes", "width")}
+
+    def codes(self, x):
+        """Input activation codes of a batch (real inputs quantized on the input scale)."""
+        import torch
+        x = torch.as_tensor(x, dtype=torch.float32)
+        flat = x.reshape(len(x), -1).double().cpu().numpy()
+        if flat.shape[1] != self.program.in_features:
+            raise ValueError(f"deploy: inputs have {flat.shape[1]} features, the model "
+                             f"{self.program.in_features}")
+        if not np.isfinite(flat).all():
+            raise ValueError("deploy: inputs hold NaN or Inf")
+        hi = 2 ** (self.width - 1)
+        return np.clip(np.rint(flat / self.quantized.input_scale), -hi, hi - 1).astype(np.int64)
+
+    def run(self, x, *, skip_zero=True, program=None):
+        """Run a batch (real inputs, or integer codes when ``x`` is an integer array)."""
+        codes = np.asarray(x) if isinstance(x, np.ndarray) and np.issubdtype(
+            np.asarray(x).dtype, np.integer) else self.codes(x)
+        job = contract.NetJob(program or self.program, codes, skip_zero=skip_zero)
+        result = self.backend.run("net_engine", [job])[0]
+        out = result.out
+        return DeployRun(out=out, logits=out * self.quantized.output_scale,
+                         predictions=out.argmax(axis=1), beats=result.beats,
+                         columns=result.columns, cycles=result.busy_cycles,
+                         layer_cycles=list(result.layer_cycles[:len(self.program.layers)]))
+
+    def __call__(self, x):
+        import torch
+        return torch.as_tensor(self.run(x).logits, dtype=torch.float32)
+
+    def dense_program(self):
+        """The same network with every weight stored (zeros too): the dense baseline."""
+        if self._dense is None:
+            self._dense, _ = build_program(self.quantized.layers, lanes=self.lanes,
+                                           width=self.width, dense=True)
+        return self._dense
+
+    def profile(self, x):
+        """Per layer: memory bytes and engine cycles per input, dense vs sparse vs dual-sparse,
+        all three measured on the backend (``None`` where it does not time the engine)."""
+        runs = {"dense": self.run(x, skip_zero=False, program=self.dense_program()),
+                "sparse": self.run(x, skip_zero=False), "dual": self.run(x, skip_zero=True)}
+        n = max(1, len(np.asarray(x)))
+        g = contract.geometry(lanes=self.lanes, width=self.width, **self._depths())
+        bits = g.entry_bits()
+        cols = np.asarray(self.program.cols)
+        figures = []
+        for i, (name, layer) in enumerate(zip(self.quantized.names, self.quantized.layers)):
+            d = self.program.layers[i]
+            c = cols[d.cols_base:d.cols_base + d.in_words * self.lanes]
+            mem = (int(c[:, 1].sum()) * bits["weights"] + len(c) * bits["cols"]
+                   + d.in_words * bits["colmask"] + d.out_words * bits["bias"]
+                   + bits["layers"] + 7) // 8
+            timed = {k: (r.layer_cycles[i] / n if r.cycles else None) for k, r in runs.items()}
+            figures.append(LayerFigures(name, tuple(layer.weight.shape),
+                                        int(np.count_nonzero(layer.weight)), mem,
+                                        timed["dense"], timed["sparse"], timed["dual"]))
+        totals = {k: (r.cycles / n if r.cycles else None) for k, r in runs.items()}
+        return figures, totals, runs
+
+    def table(self, figures, totals):
+        """A text table of :meth:`profile`'s figures."""
+        lines = [f"{'layer':<16} {'shape':>10} {'kept':>7} {'bytes':>7} {'dense':>8} "
+                 f"{'sparse':>8} {'dual':>8}"]
+
+        def fmt(v):
+            return f"{v:8.1f}" if v is not None else f"{'-':>8}"
+        for f in figures:
+            lines.append(f"{f.name:<16} {'x'.join(map(str, f.shape)):>10} {f.kept:>7} "
+                         f"{f.memory_bytes:>7} {fmt(f.dense_cycles)} {fmt(f.sparse_cycles)} "
+                         f"{fmt(f.dual_cycles)}")
+        lines.append(f"{'network':<16} {'':>10} {sum(f.kept for f in figures):>7} "
+                     f"{sum(f.memory_bytes for f in figures):>7} {fmt(totals['dense'])} "
+                     f"{fmt(totals['sparse'])} {fmt(totals['dual'])}")
+        if self.clock_mhz and totals["dual"]:
+            lines.append(f"at the {self.board} top's {self.clock_mhz} MHz: "
+                         f"{totals['dual'] / self.clock_mhz:.2f} us per input (dual-sparse), "
+                         f"{totals['dense'] / self.clock_mhz:.2f} us dense")
+        return "\n".join(lines)
+
+
+def deploy(model, example_inputs, *, backend="verilator", board=None, lanes=None, width=8,
+           balance=True, **backend_options):
+    """Compile a (pruned) model for the network engine and return a :class:`Deployment`.
+
+    ``example_inputs`` set the activation scales. ``board`` (``"icebreaker"`` or ``"ulx3s"``)
+    takes that board's engine (:data:`BOARD_ENGINES`: lanes and memory depths) and checks that
+    the program fits it before anything runs; without it, ``lanes`` (default 8) and the
+    engine's default memories. ``backend``: ``golden`` / ``torch`` (the integer reference),
+    ``verilator`` / ``cocotb`` (the RTL). Nothing is changed in ``model``.
+    """
+    from .backends import get_backend
+    if backend not in DEPLOY_BACKENDS:
+        raise ValueError(f"deploy: backend must be one of {DEPLOY_BACKENDS}, not {backend!r} "
+                         f"(the UART backends need the deploy bitstream's bridge commands, not "
+                         f"built yet)")
+    if board is not None:
+        if board not in BOARD_ENGINES:
+            raise ValueError(f"deploy: board must be one of {sorted(BOARD_ENGINES)}, not "
+                             f"{board!r}")
+        engine = dict(BOARD_ENGINES[board])
+        if lanes is not None and lanes != engine["lanes"]:
+            raise ValueError(f"deploy: the {board} engine has {engine['lanes']} lanes, not "
+                             f"{lanes}")
+        if width != engine["width"]:
+            raise ValueError(f"deploy: the {board} engine has width {engine['width']}, not "
+                             f"{width}")
+    else:
+        engine = contract.DOMAIN.check(lanes=8 if lanes is None else lanes, width=width)
+    quantized = quantize_model(model, example_inputs, width=engine["width"])
+    program, positions = build_program(quantized.layers, lanes=engine["lanes"],
+                                       width=engine["width"], balance=balance)
+    contract.check_program(program, **engine)          # fits the board, or says what does not
+    be = get_backend(backend, lanes=engine["lanes"], width=engine["width"], **backend_options)
+    _, built = be.params("net_engine")
+    contract.check_program(program, **built)           # and the engine the backend simulates
+    return Deployment(quantized, program, positions, be, board=board, engine=engine)

@@ -1,0 +1,170 @@
+"""The network engine: golden model against the integer network it was compiled from, every
+backend bit-identical with it (results and the columns / beats counters), stalls, zero
+activations skipped, programs that do not fit named before anything runs."""
+
+import numpy as np
+import pytest
+
+from hwprune import get_backend
+from hwprune.contract import net_engine as ne
+from hwprune.deploy import ProgramLayer, build_program
+from hwprune.sim.stimulus import random_network
+
+
+def reference(layers, x, width):
+    """The integer network from its layers (not from the compiled program)."""
+    x = np.asarray(x, dtype=np.int64)
+    for i, layer in enumerate(layers):
+        y = x @ np.asarray(layer.weight, dtype=np.int64).T + np.asarray(layer.bias)
+        x = y if i == len(layers) - 1 else ne.requantize(y, layer.scale, layer.shift, layer.relu,
+                                                         width)
+    return x
+
+
+def _inputs(rng, vectors, k, width, zeros=0.5):
+    hi = 2 ** (width - 1)
+    x = rng.integers(-hi, hi, size=(vectors, k))
+    x[rng.random(x.shape) < zeros] = 0
+    x[0, :2] = [-hi, hi - 1][:min(2, k)] if k >= 2 else -hi
+    return x
+
+
+@pytest.mark.parametrize("lanes,width", [(4, 8), (8, 4), (16, 16), (8, 8)])
+@pytest.mark.parametrize("balance", [True, False])
+def test_golden_model_is_the_integer_network(lanes, width, balance, rng):
+    for sizes in ([70, 40, 10], [5, 90, 3, 33, 7], [16, 1, 16]):
+        layers = random_network(rng, sizes, width)
+        program, positions = build_program(layers, lanes=lanes, width=width, balance=balance)
+        x = _inputs(rng, 6, sizes[0], width)
+        for skip in (True, False):
+            got = ne.run(ne.NetJob(program, x, skip_zero=skip))
+            np.testing.assert_array_equal(got.out, reference(layers, x, width))
+        # The hidden outputs really are spread over the lanes (a permutation of positions).
+        for pos, rows in zip(positions, sizes[1:]):
+            assert sorted(pos) == sorted(set(pos)) and len(pos) == rows
+
+
+def test_requantize_rounds_half_up_and_clamps():
+    y = np.array([-300, -5, -4, -3, 3, 4, 5, 6, 300])
+    np.testing.assert_array_equal(ne.requantize(y, 1, 3, False, 4),
+                                  [-8, -1, 0, 0, 0, 1, 1, 1, 7])
+    np.testing.assert_array_equal(ne.requantize(y, 1, 3, True, 4), [0, 0, 0, 0, 0, 1, 1, 1, 7])
+    np.testing.assert_array_equal(ne.requantize(y, 3, 0, False, 16), 3 * y)
+
+
+def test_backends_are_bit_identical(rng, simulators_agree):
+    width = 8
+    jobs = []
+    for sizes, zeros in (([60, 45, 10], 0.5), ([33, 70, 9], 0.0), ([20, 8], 1.0)):
+        layers = random_network(rng, sizes, width)
+        program, _ = build_program(layers, lanes=8, width=width)
+        for skip in (True, False):
+            jobs.append(ne.NetJob(program, _inputs(rng, 4, sizes[0], width, zeros), skip))
+
+    def same(want, got):
+        np.testing.assert_array_equal(got.out, want.out)
+        assert (got.columns, got.beats, got.vectors) == (want.columns, want.beats, want.vectors)
+
+    simulators_agree("net_engine", jobs, same, lanes=8, width=width)
+
+
+@pytest.mark.parametrize("lanes,width", [(4, 8), (16, 4)])
+def test_verilator_with_random_stalls_on_every_stream(lanes, width, rng):
+    backend = get_backend("verilator", lanes=lanes, width=width, in_stall=0.4, out_stall=0.5,
+                          stall_seed=7)
+    for sizes in ([40, 30, 12], [9, 50, 50, 5], [100, 2]):
+        layers = random_network(rng, sizes, width)
+        program, _ = build_program(layers, lanes=lanes, width=width)
+        job = ne.NetJob(program, _inputs(rng, 5, sizes[0], width), bool(rng.integers(2)))
+        got, want = backend.run("net_engine", [job])[0], ne.run(job)
+        np.testing.assert_array_equal(got.out, want.out)
+        assert (got.columns, got.beats) == (want.columns, want.beats)
+        assert got.busy_cycles >= got.beats and sum(got.layer_cycles) == got.busy_cycles
+
+
+def test_zero_activations_are_skipped_and_cost_no_beats(rng):
+    width, lanes = 8, 8
+    layers = random_network(rng, [64, 48, 10], width, density=0.5)
+    program, _ = build_program(layers, lanes=lanes, width=width)
+    backend = get_backend("verilator", lanes=lanes, width=width)
+    x = _inputs(rng, 8, 64, width, zeros=0.75)
+    on = backend.run("net_engine", [ne.NetJob(program, x, True)])[0]
+    off = backend.run("net_engine", [ne.NetJob(program, x, False)])[0]
+    np.testing.assert_array_equal(on.out, off.out)
+    # The first layer's columns: every one with weights (off), only the non-zero inputs (on).
+    cols = np.asarray(program.cols)[:64, 1]
+    first = ((x != 0) & (cols > 0)).sum()
+    assert on.columns < off.columns and on.beats < off.beats
+    # Each skipped beat saves its clock; a word left with no column costs the selector one.
+    empty_words = (~((x != 0) & (cols > 0)).reshape(8, 8, lanes).any(axis=2)).sum()
+    assert off.layer_cycles[0] - on.layer_cycles[0] >= ((x == 0) * cols).sum() - empty_words
+    assert on.columns >= first
+    # All-zero inputs: no beat of the first layer runs at all.
+    zero = backend.run("net_engine", [ne.NetJob(program, np.zeros((2, 64), int), True)])[0]
+    assert zero.columns == ne.run(ne.NetJob(program, np.zeros((2, 64), int), True)).columns
+    # per vector: one clock per (empty) input word and per output word, plus pipeline fill
+    assert zero.layer_cycles[0] <= 2 * (64 // lanes + 48 // lanes + 10) < off.layer_cycles[0] / 8
+
+
+def test_lane_balancing_takes_fewer_beats(rng):
+    """Spreading each hidden layer's outputs over the lanes beats the plain order (this is what
+    the compiler's permutation is for)."""
+    w = rng.integers(-100, 100, size=(300, 64))
+    w[rng.random(w.shape) > 0.08] = 0
+    layers = [ProgramLayer(w, np.zeros(300, int), 1, 8, True),
+              ProgramLayer(rng.integers(-5, 5, size=(10, 300)), np.zeros(10, int))]
+    plain, _ = build_program(layers, lanes=8, width=8, balance=False)
+    balanced, _ = build_program(layers, lanes=8, width=8, balance=True)
+    kept = np.count_nonzero(w)
+    beats = [int(np.asarray(p.cols)[:64, 1].sum()) for p in (plain, balanced)]
+    assert kept / 8 <= beats[1] < beats[0]
+    x = rng.integers(-50, 50, size=(3, 64))
+    np.testing.assert_array_equal(ne.run(ne.NetJob(plain, x)).out,
+                                  ne.run(ne.NetJob(balanced, x)).out)
+
+
+def test_dense_program_stores_every_weight(rng):
+    layers = random_network(rng, [20, 30, 4], 8, density=0.2)
+    dense, _ = build_program(layers, lanes=4, width=8, dense=True)
+    counts = np.asarray(dense.cols)[:, 1]
+    # a column: a beat per output word (30 outputs: 8 words; 4 outputs: 1), zeros included
+    np.testing.assert_array_equal(counts, [8] * 20 + [1] * 30 + [0] * 2)
+    x = _inputs(rng, 3, 20, 8)
+    np.testing.assert_array_equal(ne.run(ne.NetJob(dense, x)).out, reference(layers, x, 8))
+
+
+def test_a_program_that_does_not_fit_names_the_memory(rng):
+    layers = random_network(rng, [64, 300, 10], 8, density=1.0)
+    program, _ = build_program(layers, lanes=4, width=8)
+    beats = len(program.value)
+    with pytest.raises(ValueError, match=rf"^the program needs {beats:,} weights entries, the "
+                                         rf"engine's weights memory holds 4,096 "
+                                         rf"\({beats - 4096:,} over; [\d,]+ bytes\)$"):
+        ne.check_program(program, max_beats=4096)
+    with pytest.raises(ValueError, match=r"layer 0: 16 input and 75 output words, the engine "
+                                         r"holds 1 to 64 \(256 values\)"):
+        ne.check_program(program, max_rows=256)
+    backend = get_backend("verilator", lanes=4, width=8)
+    big = random_network(rng, [64, 4096, 10], 8, density=0.01)
+    with pytest.raises(ValueError, match=r"^the program needs 4,160 cols entries, the engine's "
+                                         r"cols memory holds 1,024 \(3,136 over"):
+        backend.run("net_engine", [ne.NetJob(build_program(big, lanes=4, width=8)[0],
+                                             np.zeros((1, 64), int))])
+
+
+def test_bad_programs_and_inputs_are_refused(rng):
+    layers = random_network(rng, [10, 12, 3], 8)
+    program, _ = build_program(layers, lanes=4, width=8)
+    with pytest.raises(ValueError, match="compiled for lanes = 4, the engine is built with 8"):
+        ne.check_program(program, lanes=8, width=8)
+    broken = ne.NetProgram(**{**vars(program), "layers": [program.layers[0], ne.NetLayer(
+        **{**vars(program.layers[1]), "in_words": 4})]})
+    with pytest.raises(ValueError, match="layer 1 takes 4 words, layer 0 gives 3"):
+        ne.check_program(broken)
+    with pytest.raises(ValueError, match=r"inputs must be \(vectors, 10\), not \(2, 9\)"):
+        ne.run(ne.NetJob(program, np.zeros((2, 9), int)))
+    with pytest.raises(ValueError, match="an input does not fit 8 signed bits"):
+        ne.run(ne.NetJob(program, np.full((1, 10), 128)))
+    wide = [ProgramLayer(np.full((3, 4), 200), np.zeros(3, int))]
+    with pytest.raises(ValueError, match="a weight does not fit 8 signed bits"):
+        ne.check_program(build_program(wide, lanes=4, width=8)[0])

@@ -152,6 +152,8 @@ class NetProgram:
     cols: np.ndarray             # int64 (columns, 2): start, count
     bias: np.ndarray             # int64 (words, lanes)
     inputs: int = None           # input features (default: the first layer's words x lanes)
+    #: position of each result among the values the final layer sends (default: in order)
+    outputs: np.ndarray = None
 
     @property
     def colmask(self):
@@ -176,9 +178,19 @@ class NetProgram:
         return out
 
     @property
-    def out_features(self):
+    def sent(self):
+        """Values the engine sends per vector (the final layer's words, ``out_valid`` lanes of
+        the last one)."""
         last = self.layers[-1]
         return (last.out_words - 1) * self.lanes + (last.out_valid or self.lanes)
+
+    @property
+    def positions(self):
+        return np.arange(self.sent) if self.outputs is None else np.asarray(self.outputs)
+
+    @property
+    def out_features(self):
+        return len(self.positions)
 
     def usage(self):
         """Entries used in each memory."""
@@ -235,6 +247,11 @@ def check_program(program, **params):
     bias_bound = 2 ** (g.acc_width - 2)
     if bias.size and np.abs(bias).max() > bias_bound:
         _fail(f"a bias exceeds the accumulator's bound 2**{g.acc_width - 2}")
+    if program.outputs is not None:
+        pos = np.asarray(program.outputs)
+        if pos.ndim != 1 or not len(pos) or pos.min() < 0 or pos.max() >= program.sent:
+            _fail(f"result positions must lie among the {program.sent} values the final "
+                  f"layer sends")
     for i, layer in enumerate(layers):
         where = f"layer {i}"
         if not (1 <= layer.in_words <= g.words and 1 <= layer.out_words <= g.words):
@@ -306,7 +323,7 @@ def forward(program, inputs, *, skip_zero=True, weights=None):
             layer.bias_base:layer.bias_base + layer.out_words].reshape(-1)
         x = y if layer.final else requantize(y, layer.scale, layer.shift, layer.relu,
                                              program.width)
-    return x[:, :program.out_features], columns, beats
+    return x[:, program.positions], columns, beats
 
 
 @dataclass
@@ -325,7 +342,8 @@ class NetJob:
         p = self.program
         return {"inputs": np.asarray(self.inputs), "skip_zero": np.asarray(self.skip_zero),
                 "lanes": np.asarray(p.lanes), "width": np.asarray(p.width),
-                "n_inputs": np.asarray(p.in_features), "value": np.asarray(p.value),
+                "n_inputs": np.asarray(p.in_features), "outputs": p.positions,
+                "value": np.asarray(p.value),
                 "row": np.asarray(p.row), "cols": np.asarray(p.cols), "bias": np.asarray(p.bias),
                 "layers": np.array([[int(getattr(x, k)) for k in self._LAYER_FIELDS]
                                     for x in p.layers], dtype=np.int64)}
@@ -337,7 +355,7 @@ class NetJob:
             layer.relu, layer.final = bool(layer.relu), bool(layer.final)
         program = NetProgram(lanes=int(a["lanes"]), width=int(a["width"]), layers=layers,
                              value=a["value"], row=a["row"], cols=a["cols"], bias=a["bias"],
-                             inputs=int(a["n_inputs"]))
+                             inputs=int(a["n_inputs"]), outputs=a["outputs"])
         return cls(program, a["inputs"], bool(a["skip_zero"]))
 
 
@@ -442,17 +460,18 @@ def encode(job, **params):
                 "x_stream": ({"data": x.reshape(-1, g.lanes), "last": last.reshape(-1)},
                              len(x) * words, 1)},
         config={"skip_zero": int(bool(job.skip_zero))},
-        items=len(x) * job.program.out_features)
+        items=len(x) * job.program.sent)
 
 
 def decode(job, outputs, counters, cycles, **params):
     vectors = len(np.asarray(job.inputs))
-    n = job.program.out_features
+    n = job.program.sent
     values = outputs["value"][outputs["valid"].astype(bool)].astype(np.int64)
     if counters["vectors"] != vectors:
         raise RuntimeError(f"the network engine ran {counters['vectors']} vectors, "
                            f"the job has {vectors}")
-    return NetResult(out=values[:vectors * n].reshape(vectors, n), columns=counters["columns"],
+    out = values[:vectors * n].reshape(vectors, n)[:, job.program.positions]
+    return NetResult(out=out, columns=counters["columns"],
                      beats=counters["beats"], vectors=counters["vectors"], cycles=cycles,
                      busy_cycles=counters["compute"],
                      layer_cycles=[counters[f"layer{i}"] for i in range(MAX_LAYERS)])

@@ -212,7 +212,9 @@ def synthesis_clock(build_dir="build"):
     that contains the sparse MAC (a ``report.json`` of :mod:`hwprune.hw.boards` whose ``blocks``
     list names ``sparse_mac``); else :data:`DEFAULT_CLOCK_MHZ`, and the source says that no such
     report exists. Reports of designs without the MAC (today's board tops) are not its clock."""
-    files = sorted(glob.glob(os.path.join(str(build_dir), "**", "*.json"), recursive=True),
+    # Only the reports hwprune.hw.boards writes (report.json); nextpnr's own JSON files are
+    # megabytes each and would cost seconds to parse on every call.
+    files = sorted(glob.glob(os.path.join(str(build_dir), "**", "report.json"), recursive=True),
                    key=os.path.getmtime, reverse=True)
     for path in files:
         try:

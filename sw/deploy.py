@@ -85,9 +85,9 @@ def _encode_columns(weight, in_pos, out_pos, in_cols, lanes, *, dense=False):
 
 def build_program(layers, *, lanes, width, balance=True, dense=False):
     """Compile integer layers (:class:`ProgramLayer`) into a
-    :class:`~hwprune.contract.net_engine.NetProgram`. Hidden layers' outputs are permuted over
-    the lanes when ``balance`` (the next layer's columns follow); the final layer's stay in
-    order. ``dense``: store every weight, zeros too (the dense baseline's schedule). Returns
+    :class:`~hwprune.contract.net_engine.NetProgram`. Every layer's outputs are permuted over
+    the lanes when ``balance`` (the next layer's columns follow; the final layer's results are
+    put back in order through the program's ``outputs``). ``dense``: store every weight, zeros too (the dense baseline's schedule). Returns
     ``(program, positions)``: per layer, the output position of each row."""
     if not layers:
         raise ValueError("a program needs at least one layer")
@@ -103,8 +103,7 @@ def build_program(layers, *, lanes, width, balance=True, dense=False):
                              f"{len(in_pos)}")
         final = i == len(layers) - 1
         out_words = -(-out_f // lanes)
-        out_pos = _balance(w, lanes, out_words) if balance and not final and not dense \
-            else np.arange(out_f)
+        out_pos = _balance(w, lanes, out_words) if balance and not dense else np.arange(out_f)
         value, row, counts = _encode_columns(w, in_pos, out_pos, in_words * lanes, lanes,
                                              dense=dense)
         c = np.stack([np.r_[0, np.cumsum(counts)[:-1]] + beat_at, counts], axis=1)
@@ -114,7 +113,7 @@ def build_program(layers, *, lanes, width, balance=True, dense=False):
         descs.append(contract.NetLayer(
             in_words=in_words, out_words=out_words, cols_base=cols_at, bias_base=bias_at,
             scale=int(layer.scale), shift=int(layer.shift), relu=bool(layer.relu), final=final,
-            out_valid=out_f % lanes if final else 0))
+            out_valid=out_f % lanes if final and not balance else 0))
         values.append(value), rows.append(row), cols.append(c), biases.append(b.reshape(-1, lanes))
         positions.append(out_pos)
         beat_at += len(value)
@@ -125,7 +124,7 @@ def build_program(layers, *, lanes, width, balance=True, dense=False):
         lanes=lanes, width=width, layers=descs,
         value=np.concatenate(values), row=np.concatenate(rows),
         cols=np.concatenate(cols), bias=np.concatenate(biases),
-        inputs=np.asarray(layers[0].weight).shape[1])
+        inputs=np.asarray(layers[0].weight).shape[1], outputs=positions[-1])
     return program, positions
 
 

@@ -385,5 +385,5 @@ class TorchBackend(Backend):
             if layer.relu:
                 q = q.clamp(min=0)
             x = q.clamp(-2 ** (program.width - 1), 2 ** (program.width - 1) - 1)
-        out = x[:, :program.out_features].cpu().numpy().astype(np.int64)
+        out = x[:, self._t(program.positions, torch.int64)].cpu().numpy().astype(np.int64)
         return _net.NetResult(out=out, columns=columns, beats=beats, vectors=len(out))

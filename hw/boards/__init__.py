@@ -21,6 +21,7 @@ PLL lock, as many as the board has).
 """
 
 import json
+import subprocess
 import os
 import re
 import sys
@@ -292,6 +293,26 @@ def _stat_counts(stat, family):
             "ff": cells.get("TRELLIS_FF", 0),
             "bram": cells.get("DP16KD", 0),
             "dsp": cells.get("MULT18X18D", 0)}
+
+
+def synth_block(block, family="ice40", *, build_dir="build", **params):
+    """Synthesize one hardware block alone (yosys ``synth_ice40 -dsp`` / ``synth_ecp5``, no
+    placement) and return its LUT / FF / BRAM / DSP counts (the resources a block's parameters
+    cost, e.g. the network engine's memories sized for one program)."""
+    from .. import to_verilog
+    setup_toolchain()
+    if family not in SYNTH_OPTS:
+        raise ValueError(f"family must be one of {sorted(SYNTH_OPTS)}, not {family!r}")
+    tag = "_".join(f"{k}{v}" for k, v in sorted(params.items()))
+    out = Path(build_dir) / f"synth_{block}_{family}_{tag}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "top.v").write_text(to_verilog(block, **params))
+    cmd = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5"
+    # YoWASP tools see a private /tmp: run inside `out` with relative paths.
+    subprocess.run([os.environ["YOSYS"], "-q", "-p",
+                    f"read_verilog top.v; {cmd} -top {block}; tee -q -o stat.json stat -json"],
+                   cwd=out, check=True, capture_output=True, text=True)
+    return _stat_counts(json.loads((out / "stat.json").read_text()), family)
 
 
 #: nextpnr utilization keys -> our resource names (available counts come from nextpnr)

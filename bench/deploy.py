@@ -1,0 +1,202 @@
+"""Benchmark of deployment: the pruned digits MLP compiled for the network engine and run there.
+
+The digits MLP (64-300-100-10) is trained densely, pruned per layer through the engines
+(``hwprune.prune``, torch backend: bit-identical with the RTL's) to 50 / 75 / 90 / 92 % and
+fine-tuned with its masks; each pruned model is deployed with ``hwprune.deploy`` for the
+iCEBreaker's engine (4 lanes, 8-bit weights and activations, memories of the UP5K). Per model:
+
+- all 450 test images through the verilated engine (``verilator``) and through the integer
+  reference (``golden``): predictions image for image, and the accuracy beside the float
+  model's;
+- cycles per image measured on the RTL (the engine's counters): dense (every weight stored,
+  zeros included), sparse (zero weights skipped) and dual-sparse (zero activations skipped too),
+  per layer; latency at the iCEBreaker top's clock (compute only; the line time of the inputs
+  and logits at 3 Mbit/s is printed beside it);
+- memory bytes of the program, and LUT / FF / BRAM / DSP of the engine synthesized (yosys
+  ``synth_ice40``, no placement) with its weight memory sized for that program;
+- a PNG of memory, logic and cycles against sparsity (``results/deploy_sparsity.png``).
+
+Also: host time of ``hwprune.run`` on a 4096x4096 Linear over the verilated sparse MAC's time
+(issue item 6). The last line is JSON::
+
+    {"mlp_fits_up5k": .., "cnn_fits_ecp5": .., "board_matches_ref": .., "mlp_acc_board": ..,
+     "mlp_acc_float": .., "cnn_acc_board": .., "mlp_speedup_sparse": .., "mlp_speedup_dual": ..,
+     "act_skip_gain": .., "mlp_us_per_image_up5k": .., "mem_ratio_u90_u50": ..,
+     "host_over_sim_4096": ..}
+
+``board_matches_ref`` compares the verilated engine with the integer reference (the UART
+backends cannot run a deployment yet); the CNN cannot be deployed yet (no convolution on the
+engine): its fields are false / null.
+
+Usage: ``python bench/deploy.py [--no-synth] [--json results/deploy.json]``
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import hwprune
+from hwprune.contract import net_engine as ne
+from hwprune.data import load_digits_splits
+from hwprune.deploy import BOARD_ENGINES, deploy
+from hwprune.experiments import one_shot, train_dense
+
+SPARSITIES = (0.5, 0.75, 0.9, 0.92)
+BOARD = "icebreaker"
+BAUD = 3_000_000
+
+
+def _synth(program):
+    """The engine synthesized for the UP5K with its weight memory sized for ``program``."""
+    from hwprune.hw.boards import synth_block
+    engine = dict(BOARD_ENGINES[BOARD])
+    beats = len(program.value)
+    engine["max_beats"] = max(64, 1 << (beats - 1).bit_length())
+    return synth_block("net_engine", "ice40", build_dir="build/bench-deploy", **engine)
+
+
+def _host_over_sim(seed=0):
+    """``hwprune.run`` on a 4096x4096 Linear (90 % unstructured): host time over the time spent
+    in the verilated unit."""
+    from hwprune.accelerate import run
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(4096, 4096)
+    hwprune.prune(torch.nn.Sequential(lin), 0.9, backend="torch", lanes=16, width=8)
+    x = torch.randn(1, 4096)
+    run(torch.nn.Sequential(lin), x, backend="verilator", lanes=16, width=8)   # build, warm
+    t = time.perf_counter()
+    result = run(torch.nn.Sequential(lin), x, backend="verilator", lanes=16, width=8)
+    total = time.perf_counter() - t
+    sim = result.sim_seconds
+    return (total - sim) / sim, total, sim
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-synth", action="store_true", help="skip the yosys runs")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--png", type=Path, default=Path("results/deploy_sparsity.png"))
+    args = p.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    splits = load_digits_splits(args.seed)
+    x_test, y_test = splits.test.tensors
+    y = y_test.numpy()
+    dense = train_dense("mlp-digits", splits, seed=args.seed, epochs=40)
+    rows, main_run = [], None
+    for sparsity in SPARSITIES:
+        model, _ = one_shot(dense, splits, sparsity, finetune_epochs=20, backend="torch",
+                            width=8, seed=args.seed)
+        with torch.no_grad():
+            acc_float = float((model(x_test).argmax(1) == y_test).float().mean())
+        t = time.perf_counter()
+        dep = deploy(model, splits.train.tensors[0], backend="verilator", board=BOARD)
+        compile_s = time.perf_counter() - t
+        figures, totals, runs = dep.profile(x_test)
+        ref = deploy(model, splits.train.tensors[0], backend="golden", board=BOARD).run(x_test)
+        board = runs["dual"]
+        row = {
+            "sparsity": sparsity, "kept": dep.quantized.kept_weights,
+            "acc_float": acc_float, "acc_board": float((board.predictions == y).mean()),
+            "matches_ref": bool(np.array_equal(board.out, ref.out)
+                                and np.array_equal(runs["sparse"].out, ref.out)),
+            "memory": dep.memory(), "weight_bytes": dep.memory()["weights"],
+            "dense": totals["dense"], "sparse": totals["sparse"], "dual": totals["dual"],
+            "compile_s": compile_s,
+        }
+        try:
+            ne.check_program(dep.program, **BOARD_ENGINES[BOARD])
+            row["fits"] = True
+        except ValueError as exc:
+            row["fits"], row["fit_error"] = False, str(exc)
+        if not args.no_synth:
+            t = time.perf_counter()
+            row["resources"] = _synth(dep.program)
+            row["synth_s"] = time.perf_counter() - t
+        rows.append(row)
+        print(f"\n{int(100 * sparsity)} % pruned: {row['kept']:,} weights kept, accuracy float "
+              f"{100 * acc_float:.2f} %, on the engine {100 * row['acc_board']:.2f} % (450 "
+              f"images, {'equal to' if row['matches_ref'] else 'DIFFERENT from'} the integer "
+              f"reference image for image)")
+        print(dep.table(figures, totals))
+        if sparsity == 0.92:
+            main_run = (dep, figures, totals)
+    dep, figures, totals = main_run
+    mhz = dep.clock_mhz
+    line_us = (64 + 10 * 4) * 10 / BAUD * 1e6     # input codes in, 32-bit logits back
+    print(f"\nline time per image at {BAUD / 1e6:g} Mbit/s (not in the latency): {line_us:.0f} us")
+
+    print(f"\n{'pruned':>7} {'kept':>6} {'mem B':>7} {'weights B':>9} {'LUT':>6} {'FF':>6} "
+          f"{'BRAM':>5} {'DSP':>4} {'dense':>8} {'sparse':>8} {'dual':>8} {'acc %':>6}")
+    for r in rows:
+        res = r.get("resources", {})
+        print(f"{int(100 * r['sparsity']):>6}% {r['kept']:>6} {r['memory']['total']:>7} "
+              f"{r['weight_bytes']:>9} {res.get('lut', '-'):>6} {res.get('ff', '-'):>6} "
+              f"{res.get('bram', '-'):>5} {res.get('dsp', '-'):>4} {r['dense']:>8.1f} "
+              f"{r['sparse']:>8.1f} {r['dual']:>8.1f} {100 * r['acc_board']:>6.2f}")
+    _plot(rows, args.png)
+    print(f"plot: {args.png}")
+
+    ratio, total, sim = _host_over_sim(args.seed)
+    print(f"\nhwprune.run, 4096x4096 Linear at 90 %: {total:.2f} s in all, {sim:.2f} s in the "
+          f"verilated unit: host / simulation = {ratio:.2f}")
+
+    by = {r["sparsity"]: r for r in rows}
+    main = by[0.92]
+    result = {
+        "mlp_fits_up5k": main["fits"], "cnn_fits_ecp5": False,
+        "board_matches_ref": all(r["matches_ref"] for r in rows),
+        "mlp_acc_board": round(main["acc_board"], 4), "mlp_acc_float": round(main["acc_float"], 4),
+        "cnn_acc_board": None,
+        "mlp_speedup_sparse": round(main["dense"] / main["sparse"], 3),
+        "mlp_speedup_dual": round(main["dense"] / main["dual"], 3),
+        "act_skip_gain": round(main["sparse"] / main["dual"], 3),
+        "mlp_us_per_image_up5k": round(main["dual"] / mhz, 2),
+        "mem_ratio_u90_u50": round(by[0.9]["weight_bytes"] / by[0.5]["weight_bytes"], 3),
+        "host_over_sim_4096": round(ratio, 3),
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows, "result": result}, indent=2,
+                                        default=str) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
+def _plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    s = [100 * r["sparsity"] for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
+    axes[0].plot(s, [r["memory"]["total"] / 1024 for r in rows], "o-", label="program")
+    axes[0].plot(s, [r["weight_bytes"] / 1024 for r in rows], "s--", label="weight beats")
+    axes[0].set(title="memory (KiB)", xlabel="sparsity %")
+    axes[0].legend()
+    if all("resources" in r for r in rows):
+        for key, marker in (("lut", "o-"), ("ff", "s-")):
+            axes[1].plot(s, [r["resources"][key] for r in rows], marker, label=key.upper())
+        axes[1].legend()
+        axes[2].plot(s, [r["resources"]["dsp"] for r in rows], "o-", label="DSP")
+        axes[2].plot(s, [r["resources"]["bram"] for r in rows], "s-", label="BRAM (4 Kbit)")
+        axes[2].legend()
+    axes[1].set(title="logic", xlabel="sparsity %")
+    axes[2].set(title="DSP / BRAM", xlabel="sparsity %")
+    for key, marker in (("dense", "o-"), ("sparse", "s-"), ("dual", "^-")):
+        axes[3].plot(s, [r[key] for r in rows], marker, label=key)
+    axes[3].set(title="cycles per image", xlabel="sparsity %", yscale="log")
+    axes[3].legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,6 +34,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m hwprune prune --backend verilator --lanes $(LANES) --width $(WIDTH) --json results/prune_report.json
 	$(PY) -m hwprune experiment
+	$(PY) -m hwprune deploy --program results/deploy_mlp-digits.npz --json results/deploy_mlp-digits.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -53,7 +54,7 @@ formal: $(STAMP)
 mutate: $(STAMP)
 	$(PY) tools/mutate.py --json results/mutation.json
 
-BENCHES := throughput global_prune sparse_mac synth accuracy verification scale calibrated board
+BENCHES := throughput global_prune sparse_mac synth accuracy verification scale calibrated board deploy
 
 bench: $(addprefix bench-,$(BENCHES))
 

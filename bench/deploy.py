@@ -14,6 +14,8 @@ iCEBreaker's engine (4 lanes, 8-bit weights and activations, memories of the UP5
   and logits at 3 Mbit/s is printed beside it);
 - memory bytes of the program, and LUT / FF / BRAM / DSP of the engine synthesized (yosys
   ``synth_ice40``, no placement) with its weight memory sized for that program;
+  ``mlp_fits_up5k`` needs both the program to fit the engine's memories and the synthesized
+  engine to fit the UP5K's cells, block RAMs and DSPs;
 - a PNG of memory, logic and cycles against sparsity (``results/deploy_sparsity.png``).
 
 Also: host time of ``hwprune.run`` on a 4096x4096 Linear over the verilated sparse MAC's time
@@ -49,6 +51,9 @@ from hwprune.experiments import one_shot, train_dense
 SPARSITIES = (0.5, 0.75, 0.9, 0.92)
 BOARD = "icebreaker"
 BAUD = 3_000_000
+#: the UP5K's logic cells, 4 Kbit block RAMs and DSPs (its four SPRAMs are not inferred by
+#: synth_ice40: the weight memory counts in block RAMs here)
+UP5K = {"lut": 5280, "bram": 30, "dsp": 8}
 
 
 def _synth(program):
@@ -72,7 +77,7 @@ def _host_over_sim(seed=0):
     t = time.perf_counter()
     result = run(torch.nn.Sequential(lin), x, backend="verilator", lanes=16, width=8)
     total = time.perf_counter() - t
-    sim = result.sim_seconds
+    sim = sum(layer.backend_s for layer in result.layers)
     return (total - sim) / sim, total, sim
 
 
@@ -119,6 +124,12 @@ def main(argv=None):
             t = time.perf_counter()
             row["resources"] = _synth(dep.program)
             row["synth_s"] = time.perf_counter() - t
+            over = {k: (row["resources"][k], n) for k, n in UP5K.items()
+                    if row["resources"][k] > n}
+            if over:        # the memories fit their depths, the synthesized engine does not
+                row["fits"] = False
+                row["fit_error"] = "synthesized engine exceeds the UP5K: " + ", ".join(
+                    f"{k} {used} > {n}" for k, (used, n) in over.items())
         rows.append(row)
         print(f"\n{int(100 * sparsity)} % pruned: {row['kept']:,} weights kept, accuracy float "
               f"{100 * acc_float:.2f} %, on the engine {100 * row['acc_board']:.2f} % (450 "
@@ -130,6 +141,9 @@ def main(argv=None):
     dep, figures, totals = main_run
     mhz = dep.clock_mhz
     line_us = (64 + 10 * 4) * 10 / BAUD * 1e6     # input codes in, 32-bit logits back
+    for r in rows:
+        if not r["fits"]:
+            print(f"{int(100 * r['sparsity'])} % does not fit the UP5K: {r['fit_error']}")
     print(f"\nline time per image at {BAUD / 1e6:g} Mbit/s (not in the latency): {line_us:.0f} us")
 
     print(f"\n{'pruned':>7} {'kept':>6} {'mem B':>7} {'weights B':>9} {'LUT':>6} {'FF':>6} "

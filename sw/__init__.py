@@ -6,6 +6,8 @@
 >>> hwprune.remove(model)  # make the pruning permanent
 >>> result = hwprune.run(model, x, backend="verilator")  # Conv/Linear on the sparse MAC unit
 >>> result.output, print(result)                         # logits; per-layer dense vs sparse cycles
+>>> board = hwprune.deploy(model, x_calib, board="icebreaker")  # the network engine, on chip
+>>> board(x).argmax(1)                                   # every layer back to back on the RTL
 
 Layers (docs/architecture.md): :mod:`hwprune.contract` (block descriptions, golden models,
 protocol; numpy only), :mod:`hwprune.hw` (Amaranth designs), :mod:`hwprune.sim` (Verilator and
@@ -17,7 +19,7 @@ import importlib
 
 __all__ = ["prune", "remove", "prunable_parameters", "get_backend", "Backend", "BACKENDS",
            "PruneReport", "LayerReport", "BuildError", "run", "RunReport", "calibrate",
-           "Calibration"]
+           "Calibration", "deploy", "Deployment"]
 __version__ = "0.1.0"
 
 #: Public name -> the module that defines it, imported on first use: ``import hwprune`` (and
@@ -26,7 +28,7 @@ _LAZY = {"run": "accelerate", "RunReport": "accelerate", "BACKENDS": "backends",
          "get_backend": "backends", "Backend": "backend_api", "prune": "pruning",
          "remove": "pruning", "prunable_parameters": "pruning", "PruneReport": "report",
          "LayerReport": "report", "BuildError": "sim.build", "calibrate": "calibration",
-         "Calibration": "calibration"}
+         "Calibration": "calibration", "deploy": "deploy", "Deployment": "deploy"}
 
 
 def __getattr__(name):

@@ -539,25 +539,30 @@ def plot_cycles(report, path):
 
 def mac_demo(model_name="cnn", *, seed=0, amount=0.9, pattern="unstructured", backend="verilator",
              lanes=16, width=8, batch=1, clock_mhz=None, chart="results/sparse_mac_cycles.png"):
-    """Prune a built-in model through the engines and run it on the unit (``hwprune mac``).
+    """Prune a model through the engines and run it on the unit (``hwprune mac``):
+    ``model_name`` is a built-in model or a ``(module, input shape)`` pair.
 
     ``pattern="unstructured"`` prunes ``amount`` of every layer; ``"N:M"`` keeps N of every M
     (:func:`hwprune.prune` on the same backend) and runs the unit's N:M format.
     Returns ``(report, chart path)``.
     """
-    from .models import build_model
+    from .models import INPUT_SHAPES, build_model
     from .pruning import prune
 
     name, n, m = parse_format(pattern)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive integer, not {batch!r}")
     check_mac_params(lanes=lanes, width=width, act_width=width, max_k=DEFAULT_MAX_K)
-    model = build_model(model_name, seed=seed).eval()
+    if isinstance(model_name, tuple):     # (a user's module, one input's shape)
+        model, shape = model_name
+        model.eval()
+    else:
+        model, shape = build_model(model_name, seed=seed).eval(), INPUT_SHAPES[model_name]
     if name == "unstructured":
         prune(model, amount=amount, backend=backend, lanes=lanes, width=width)
     else:
         prune(model, pattern=f"{n}:{m}", backend=backend, lanes=lanes, width=width)
-    x = torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
     report = run(model, x, backend=backend, lanes=lanes, width=width, clock_mhz=clock_mhz,
                  fmt="unstructured" if name == "unstructured" else f"{n}:{m}")
     return report, plot_cycles(report, chart)

@@ -1,5 +1,5 @@
 """Command line: ``hwprune prune`` (also ``python -m hwprune``), ``hwprune mac``,
-``hwprune verilog``, ``hwprune synth``, ``hwprune info``, and the digits workflows
+``hwprune deploy``, ``hwprune verilog``, ``hwprune synth``, ``hwprune info``, and the digits workflows
 ``hwprune train`` and ``hwprune experiment``."""
 
 import argparse
@@ -18,8 +18,8 @@ def _parser():
     parser = argparse.ArgumentParser(prog="hwprune", description=__doc__)
     sub = parser.add_subparsers(dest="command")
 
-    p = sub.add_parser("prune", help="prune a built-in model through the engine and report")
-    p.add_argument("--model", default="cnn", help="built-in model (cnn: the reference article's)")
+    p = sub.add_parser("prune", help="prune a model through the engine and report")
+    _add_model_options(p, "cnn")
     p.add_argument("--seed", type=int, default=0, help="seed of the model's weights (0)")
     p.add_argument("--amount", type=float, default=0.5, help="fraction to prune, 0 to 1 (0.5)")
     p.add_argument("--pattern", default="unstructured",
@@ -53,6 +53,7 @@ def _parser():
     _add_training_commands(sub)
 
     _add_mac_command(sub)
+    _add_deploy_command(sub)
     _add_synth_command(sub)
 
     v = sub.add_parser("verilog", help="write the generated Verilog of a hardware block")
@@ -66,6 +67,28 @@ def _parser():
                        "and boards that run each, and the build cache")
     i.add_argument("--json", action="store_true", help="print it as JSON")
     return parser
+
+
+MODEL_HELP = ("a built-in model (cnn: the reference article's; mlp-digits, cnn-digits), "
+              "package.module:factory, or a file saved with torch.save (a whole module, or a "
+              "state dict with --arch)")
+
+
+def _add_model_options(p, default):
+    p.add_argument("--model", default=default, help=f"{MODEL_HELP} ({default})")
+    p.add_argument("--arch", help="for a state-dict file: package.module:factory (or a "
+                   "built-in model) building the module it loads into")
+
+
+def _load(args):
+    from hwprune.models import load_model
+    return load_model(args.model, arch=args.arch, seed=getattr(args, "seed", 0))
+
+
+def _builtin_only(args, what):
+    from hwprune.models import MODELS
+    if args.model not in MODELS:
+        raise ValueError(f"{what} needs a built-in model's inputs; {args.model!r} is not one")
 
 
 def _cmd_info(args):
@@ -176,15 +199,16 @@ def _cmd_experiment(args):
 
 def _cmd_prune(args):
     import hwprune
-    from hwprune.models import build_model
 
-    model = build_model(args.model, seed=args.seed)
+    model, _ = _load(args)
     example = None
     if args.pattern == "channel":
         from hwprune.models import example_inputs
+        _builtin_only(args, "--pattern channel")
         example = example_inputs(args.model)
     calibration = None
     if args.criterion == "activation":
+        _builtin_only(args, "--criterion activation")
         from hwprune.models import calibration_inputs
         calibration = calibration_inputs(args.model, seed=args.seed)
     options = {}
@@ -262,9 +286,11 @@ def _cmd_synth(args):
 
 
 def _add_mac_command(sub):
-    r = sub.add_parser("mac", help="prune a built-in model and run its Conv/Linear layers on the "
+    r = sub.add_parser("mac", help="prune a model and run its Conv/Linear layers on the "
                        "sparse MAC unit: per-layer dense vs sparse cycles, and a PNG chart")
-    r.add_argument("--model", default="cnn", help="built-in model (cnn: the reference article's)")
+    _add_model_options(r, "cnn")
+    r.add_argument("--input-shape", help="one input's shape for a model that is not built in, "
+                   "e.g. 3,32,32")
     r.add_argument("--seed", type=int, default=0, help="seed of the weights and the input (0)")
     r.add_argument("--amount", type=float, default=0.9,
                    help="unstructured: fraction to prune through the engine, 0 to 1 (0.9)")
@@ -280,7 +306,18 @@ def _add_mac_command(sub):
 
 def _cmd_mac(args):
     from hwprune.accelerate import mac_demo
-    report, chart = mac_demo(args.model, seed=args.seed, amount=args.amount,
+    from hwprune.models import MODELS
+    model = args.model
+    if args.model not in MODELS:
+        if not args.input_shape:
+            raise ValueError("--input-shape is needed for a model that is not built in")
+        try:
+            shape = tuple(int(v) for v in args.input_shape.split(","))
+        except ValueError:
+            raise ValueError(f"--input-shape must be integers separated by commas, not "
+                             f"{args.input_shape!r}") from None
+        model = (_load(args)[0], shape)
+    report, chart = mac_demo(model, seed=args.seed, amount=args.amount,
                              pattern=args.pattern, backend=args.backend, lanes=args.lanes,
                              width=args.width, batch=args.batch, clock_mhz=args.clock_mhz,
                              chart=args.chart)
@@ -293,6 +330,106 @@ def _cmd_mac(args):
     return 0
 
 
+def _add_deploy_command(sub):
+    d = sub.add_parser("deploy", help="compile a pruned model for the network engine and run it "
+                       "there, layer after layer: accuracy, cycles dense / sparse / dual-sparse, "
+                       "latency at the board's clock")
+    _add_model_options(d, "mlp-digits")
+    d.add_argument("--seed", type=int, default=0, help="seed of weights, split, batches (0)")
+    d.add_argument("--amount", type=float, help="prune this fraction per layer through the "
+                   "engine first (built-in digits models: trained, pruned to 0.92 and "
+                   "fine-tuned by default; other models: deployed as they are)")
+    d.add_argument("--board", default="icebreaker", choices=["icebreaker", "ulx3s"],
+                   help="the board whose engine (lanes, memories, clock) to compile for")
+    d.add_argument("--backend", default="verilator", help="verilator, golden, torch or cocotb")
+    d.add_argument("--inputs", type=Path, help="calibration inputs (a tensor saved with "
+                   "torch.save); default: the digits training images for a 64-input model")
+    d.add_argument("--out", type=Path, help="save the pruned model here (torch.save of the "
+                   "whole module, masks made permanent: torch.load gives it back)")
+    d.add_argument("--program", type=Path, help="save the compiled program (.npz) here")
+    d.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _cmd_deploy(args):
+    import copy
+    import json
+    import time
+
+    import torch
+
+    import hwprune
+    from hwprune.data import load_digits_splits
+    from hwprune.deploy import deploy
+    from hwprune.experiments import DIGITS_MODELS, one_shot, train_dense
+
+    _one_thread()
+    splits = None
+    if args.model in DIGITS_MODELS:
+        splits = load_digits_splits(args.seed)
+        dense = train_dense(args.model, splits, seed=args.seed, progress=not args.no_progress)
+        model, _ = one_shot(dense, splits, 0.92 if args.amount is None else args.amount,
+                            backend=args.backend, width=8, seed=args.seed, progress=not args.no_progress)
+    else:
+        model, _ = _load(args)
+        if args.amount:
+            hwprune.prune(model, amount=args.amount, backend=args.backend, width=8,
+                          progress=not args.no_progress)
+    model.eval()
+    if args.inputs:
+        try:
+            calibration = torch.load(args.inputs, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"{args.inputs} is not a tensor torch.save wrote ({exc})") from None
+        if not isinstance(calibration, torch.Tensor):
+            raise ValueError(f"{args.inputs} holds a {type(calibration).__name__}, not a tensor")
+    else:
+        if splits is None:
+            splits = load_digits_splits(args.seed)
+        calibration = splits.train.tensors[0]
+    board = deploy(model, calibration, backend=args.backend, board=args.board)
+    mem = board.memory()
+    print(f"{args.model} compiled for the {args.board} engine ({board.lanes} lanes x "
+          f"{board.width} bits): {board.quantized.kept_weights:,} of "
+          f"{board.quantized.dense_weights:,} weights kept, {mem['total']:,} bytes of engine "
+          f"memory ({', '.join(f'{k} {v:,}' for k, v in mem.items() if k != 'total')})")
+    figures = {}
+    if splits is not None and board.program.in_features == 64:
+        x, y = splits.test.tensors
+        t = time.perf_counter()
+        run = board.run(x)
+        seconds = time.perf_counter() - t
+        with torch.no_grad():
+            float_acc = (model(x).argmax(1) == y).float().mean().item()
+        acc = float((run.predictions == y.numpy()).mean())
+        layers, totals, _ = board.profile(x)
+        print(board.table(layers, totals))
+        per_image = f"{totals['dual'] / board.clock_mhz:.2f} us per image at " \
+            f"{board.clock_mhz:g} MHz, " if totals["dual"] else ""
+        print(f"{len(x)} digits test images on the {args.backend} engine: accuracy "
+              f"{100 * acc:.2f} % (float model {100 * float_acc:.2f} %), {per_image}"
+              f"{len(x) / seconds:,.0f} images/s simulated on this host")
+        figures = {"accuracy": acc, "float_accuracy": float_acc, "cycles": totals,
+                   "us_per_image": totals["dual"] / board.clock_mhz if totals["dual"] else None,
+                   "layers": [vars(f) for f in layers]}
+    if args.out:
+        keep = copy.deepcopy(model)
+        hwprune.remove(keep)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(keep, args.out)
+        print(f"pruned model written to {args.out} (torch.load(path, weights_only=False))")
+    if args.program:
+        args.program.parent.mkdir(parents=True, exist_ok=True)
+        board.save(args.program)
+        print(f"program written to {args.program}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"model": args.model, "board": args.board,
+                                         "memory": mem, **figures}, indent=2, default=str))
+        print(f"figures written to {args.json}")
+    return 0
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -300,7 +437,7 @@ def main(argv=None):
     try:
         return {"prune": _cmd_prune, "verilog": _cmd_verilog, "train": _cmd_train,
                 "experiment": _cmd_experiment, "mac": _cmd_mac, "info": _cmd_info,
-                "synth": _cmd_synth}[args.command](args)
+                "synth": _cmd_synth, "deploy": _cmd_deploy}[args.command](args)
     except (ValueError, TypeError, RuntimeError) as exc:
         print(f"hwprune: error: {exc}", file=sys.stderr)
         return 2

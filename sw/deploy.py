@@ -18,7 +18,8 @@ import numpy as np
 
 from .contract import net_engine as contract
 
-__all__ = ["ProgramLayer", "build_program", "Deployment", "deploy", "quantize_model"]
+__all__ = ["ProgramLayer", "build_program", "Deployment", "deploy", "quantize_model",
+           "load_program", "BOARD_ENGINES"]
 
 
 @dataclass
@@ -356,6 +357,17 @@ class Deployment:
         import torch
         return torch.as_tensor(self.run(x).logits, dtype=torch.float32)
 
+    def save(self, path):
+        """Write the program (the engine's memory contents) and the quantization scales to an
+        ``.npz`` file; :func:`load_program` reads the program back."""
+        arrays = contract.NetJob(self.program, np.zeros((0, self.program.in_features),
+                                                        dtype=np.int64)).to_arrays()
+        arrays.pop("inputs"), arrays.pop("skip_zero")
+        np.savez(path, **arrays, input_scale=self.quantized.input_scale,
+                 output_scale=self.quantized.output_scale, names=np.array(self.quantized.names),
+                 board=np.array(self.board or ""))
+        return path
+
     def dense_program(self):
         """The same network with every weight stored (zeros too): the dense baseline."""
         if self._dense is None:
@@ -443,3 +455,14 @@ def deploy(model, example_inputs, *, backend="verilator", board=None, lanes=None
     _, built = be.params("net_engine")
     contract.check_program(program, **built)           # and the engine the backend simulates
     return Deployment(quantized, program, positions, be, board=board, engine=engine)
+
+
+def load_program(path):
+    """The :class:`~hwprune.contract.net_engine.NetProgram` a :meth:`Deployment.save` wrote,
+    checked."""
+    with np.load(path) as f:
+        arrays = dict(f)
+    arrays.update(inputs=np.zeros((0, int(arrays["n_inputs"]))), skip_zero=np.asarray(True))
+    program = contract.NetJob.from_arrays(arrays).program
+    contract.check_program(program)
+    return program

@@ -80,3 +80,65 @@ def calibration_inputs(name="cnn", seed=0, batch=64):
         return list(images.split(batch))
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(batch, *INPUT_SHAPES[name], generator=g)]
+
+
+def _factory(spec):
+    """``package.module:factory`` -> the callable (a clear error if it does not resolve)."""
+    import importlib
+    module, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {spec!r}: {exc}") from None
+    if not callable(obj):
+        raise ValueError(f"{spec!r} is not callable")
+    return obj
+
+
+def load_model(spec, *, arch=None, seed=0):
+    """The model a user names: a built-in name (:data:`MODELS`), ``package.module:factory``, or a
+    file written by ``torch.save`` holding a whole module or a state dict (then ``arch``, a
+    ``package.module:factory``, builds the module it loads into; a state dict pruned with
+    ``torch.nn.utils.prune`` -- ``weight_orig`` / ``weight_mask`` -- loads with its masks).
+    Returns ``(model, name)``; bad files get a clear error."""
+    import re
+    from pathlib import Path
+
+    from torch import nn
+    if spec in MODELS:
+        return build_model(spec, seed=seed), spec
+    path = Path(spec)
+    if not path.exists():
+        if re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", spec):
+            model = _factory(spec)()
+            if not isinstance(model, nn.Module):
+                raise ValueError(f"{spec!r} returned a {type(model).__name__}, not a torch module")
+            return model, spec
+        raise ValueError(f"model must be a built-in one ({', '.join(sorted(MODELS))}), "
+                         f"package.module:factory, or a file saved with torch.save; "
+                         f"{spec!r} is none of these")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:   # a truncated or foreign file: pickle, zip or torch errors
+        raise ValueError(f"{path} is not a file torch.save wrote ({type(exc).__name__}: "
+                         f"{exc})") from None
+    if isinstance(obj, nn.Module):
+        return obj, path.stem
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a module or a state dict")
+    if arch is None:
+        raise ValueError(f"{path} holds a state dict: name the module it belongs to with "
+                         f"--arch package.module:factory (or a built-in model)")
+    model = build_model(arch, seed=seed) if arch in MODELS else _factory(arch)()
+    from torch.nn.utils import prune
+    for name, module in model.named_modules():
+        for param in ("weight", "bias"):
+            if f"{name + '.' if name else ''}{param}_mask" in obj:
+                prune.identity(module, param)
+    try:
+        model.load_state_dict(obj)
+    except RuntimeError as exc:
+        raise ValueError(f"{path} does not fit {arch}: {str(exc).splitlines()[0]}") from None
+    return model, path.stem

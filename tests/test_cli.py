@@ -54,3 +54,49 @@ def test_verilog_command_writes_the_module(tmp_path):
     text = (tmp_path / "threshold_engine_l8_w4.v").read_text()
     assert "module threshold_engine(" in text
     assert "i_stream__payload" in text and "o_stream__ready" in text
+
+
+def test_deploy_trains_prunes_and_runs_the_digits_mlp_on_the_engine(tmp_path):
+    """`hwprune deploy` (the end of `make run`): the program and the pruned model it writes load
+    back, and the engine's results equal the integer reference on the saved program."""
+    from hwprune.contract import net_engine as ne
+    from hwprune.deploy import load_program
+    proc = run_cli("deploy", "--backend", "verilator", "--amount", "0.9", "--program",
+                   str(tmp_path / "p.npz"), "--out", str(tmp_path / "m.pt"), "--json",
+                   str(tmp_path / "d.json"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "450 digits test images on the verilator engine: accuracy" in proc.stdout
+    figures = json.loads((tmp_path / "d.json").read_text())
+    assert figures["accuracy"] > 0.9 and abs(figures["accuracy"] - figures["float_accuracy"]) < 0.02
+    assert figures["cycles"]["dense"] > figures["cycles"]["sparse"] > figures["cycles"]["dual"]
+    model = torch.load(tmp_path / "m.pt", weights_only=False)      # plain torch, no hwprune
+    kept = sum(int((m.weight != 0).sum()) for m in model.modules()
+               if isinstance(m, torch.nn.Linear))
+    assert kept == 50200 - sum(round(0.9 * n) for n in (19200, 30000, 1000))
+    program = load_program(tmp_path / "p.npz")
+    x = torch.randint(0, 20, (5, 64)).numpy()
+    assert ne.run(ne.NetJob(program, x)).out.shape == (5, 10)
+
+
+def test_user_models_from_files_and_factories(tmp_path):
+    from hwprune.models import build_model
+    sd = tmp_path / "sd.pt"
+    torch.save(build_model("mlp-digits", seed=3).state_dict(), sd)
+    proc = run_cli("deploy", "--model", str(sd), "--no-progress", "--backend", "golden")
+    assert proc.returncode == 2
+    assert "holds a state dict: name the module it belongs to with --arch" in proc.stderr
+    proc = run_cli("prune", "--model", str(sd), "--arch", "mlp-digits", "--backend", "torch",
+                   "--amount", "0.6", "--out", str(tmp_path / "p.pt"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    # a state dict with torch.nn.utils.prune's masks loads back with them
+    proc = run_cli("deploy", "--model", str(tmp_path / "p.pt"), "--arch",
+                   "hwprune.models:LeNet300", "--backend", "golden", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "20,080 of 50,200 weights kept" in proc.stdout
+    (tmp_path / "bad.pt").write_text("not a torch file")
+    proc = run_cli("mac", "--model", str(tmp_path / "bad.pt"), "--input-shape", "64")
+    assert proc.returncode == 2 and "is not a file torch.save wrote" in proc.stderr
+    proc = run_cli("deploy", "--model", "nosuch.module:make", "--no-progress")
+    assert proc.returncode == 2 and "cannot import 'nosuch.module:make'" in proc.stderr
+    proc = run_cli("mac", "--model", str(tmp_path / "p.pt"), "--arch", "mlp-digits")
+    assert proc.returncode == 2 and "--input-shape is needed" in proc.stderr

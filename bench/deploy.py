@@ -5,9 +5,9 @@ The digits MLP (64-300-100-10) is trained densely, pruned per layer through the 
 fine-tuned with its masks; each pruned model is deployed with ``hwprune.deploy`` for the
 iCEBreaker's engine (4 lanes, 8-bit weights and activations, memories of the UP5K). Per model:
 
-- all 450 test images through the verilated engine (``verilator``) and through the integer
-  reference (``golden``): predictions image for image, and the accuracy beside the float
-  model's;
+- all 450 test images through the verilated engine (``verilator``), through the integer
+  reference (``golden``) and, at 92 %, through the deploy bitstream verilated behind its UART
+  (``uart-sim``): results image for image, and the accuracy beside the float model's;
 - cycles per image measured on the RTL (the engine's counters): dense (every weight stored,
   zeros included), sparse (zero weights skipped) and dual-sparse (zero activations skipped too),
   per layer; latency at the iCEBreaker top's clock (compute only; the line time of the inputs
@@ -26,9 +26,9 @@ Also: host time of ``hwprune.run`` on a 4096x4096 Linear over the verilated spar
      "act_skip_gain": .., "mlp_us_per_image_up5k": .., "mem_ratio_u90_u50": ..,
      "host_over_sim_4096": ..}
 
-``board_matches_ref`` compares the verilated engine with the integer reference (the UART
-backends cannot run a deployment yet); the CNN cannot be deployed yet (no convolution on the
-engine): its fields are false / null.
+``board_matches_ref``: the verilated engine (every sparsity) and the deploy bitstream through
+``uart-sim`` (92 %) against the integer reference, image for image. The CNN cannot be deployed
+yet (no convolution on the engine): its fields are false / null.
 
 Usage: ``python bench/deploy.py [--no-synth] [--json results/deploy.json]``
 """
@@ -106,11 +106,19 @@ def main(argv=None):
         figures, totals, runs = dep.profile(x_test)
         ref = deploy(model, splits.train.tensors[0], backend="golden", board=BOARD).run(x_test)
         board = runs["dual"]
+        if sparsity == 0.92:
+            # the deploy bitstream verilated: program and images over the simulated line
+            t = time.perf_counter()
+            uart_dep = deploy(model, splits.train.tensors[0], backend="uart-sim", board=BOARD)
+            uart = uart_dep.run(x_test)
+            uart_s = time.perf_counter() - t
+            link = uart_dep.backend.link
         row = {
             "sparsity": sparsity, "kept": dep.quantized.kept_weights,
             "acc_float": acc_float, "acc_board": float((board.predictions == y).mean()),
             "matches_ref": bool(np.array_equal(board.out, ref.out)
-                                and np.array_equal(runs["sparse"].out, ref.out)),
+                                and np.array_equal(runs["sparse"].out, ref.out)
+                                and (sparsity != 0.92 or np.array_equal(uart.out, ref.out))),
             "memory": dep.memory(), "weight_bytes": dep.memory()["weights"],
             "dense": totals["dense"], "sparse": totals["sparse"], "dual": totals["dual"],
             "compile_s": compile_s,
@@ -138,6 +146,15 @@ def main(argv=None):
         print(dep.table(figures, totals))
         if sparsity == 0.92:
             main_run = (dep, figures, totals)
+            row["uart"] = {"matches_ref": bool(np.array_equal(uart.out, ref.out)),
+                           "compute_per_image": uart.cycles / len(x_test),
+                           "line_bytes_sent": link.line_sent,
+                           "line_bytes_received": link.line_received, "wall_s": uart_s}
+            print(f"uart-sim (the deploy bitstream verilated, 3 Mbit/s line): 450 images "
+                  f"{'equal to' if row['uart']['matches_ref'] else 'DIFFERENT from'} the "
+                  f"integer reference; {uart.cycles / len(x_test):.1f} compute cycles per image "
+                  f"(the device's counter); {link.line_sent:,} bytes sent (program and "
+                  f"images), {link.line_received:,} received; {uart_s:.1f} s")
     dep, figures, totals = main_run
     mhz = dep.clock_mhz
     line_us = (64 + 10 * 4) * 10 / BAUD * 1e6     # input codes in, 32-bit logits back

@@ -120,6 +120,20 @@ class Geometry:
                 "bias": self.bias_words, "layers": MAX_LAYERS}
 
 
+#: The engine behind a board's UART bridge, by lanes (the iCEBreaker's 4 lanes keep their weight
+#: beats in the UP5K's SPRAMs: 16 K beats of 4 x (8 + 7) bits; the ULX3S's 16 lanes in block
+#: RAM); other lane counts get the default depths.
+BRIDGE_ENGINES = {
+    4: {"max_rows": 512, "max_beats": 16384, "max_cols": 1024},
+    16: {"max_rows": 1024, "max_beats": 8192, "max_cols": 2048},
+}
+
+
+def bridge_engine(lanes, width):
+    """The parameters of the engine a bridge with ``lanes`` x ``width`` holds."""
+    return DOMAIN.check(lanes=lanes, width=width, **BRIDGE_ENGINES.get(lanes, {}))
+
+
 def geometry(**params):
     p = DOMAIN.check(**params)
     return Geometry(p["lanes"], p["width"], p["max_rows"], p["max_beats"], p["max_cols"])
@@ -488,10 +502,11 @@ BLOCK = Block(
     component="hwprune.hw.net_engine:NetEngine",
     encode=encode, decode=decode,
     config=(Port("skip_zero", 1),),
-    counters=(Port("compute", COUNTER_WIDTH), Port("beats", COUNTER_WIDTH),
+    counters=(Port("program", 1), Port("compute", COUNTER_WIDTH), Port("beats", COUNTER_WIDTH),
               Port("columns", COUNTER_WIDTH), Port("vectors", COUNTER_WIDTH),
               *(Port(f"layer{i}", COUNTER_WIDTH) for i in range(MAX_LAYERS))),
     clear="clear",
     busy="init_busy",
     bench="hwprune.sim.cocotb_tb.net_engine_tb",
+    bridge_bit=5,
 )

@@ -22,7 +22,8 @@ from .threshold_engine import LANES, WIDTH
 __all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "MAX_PAYLOAD", "Cmd", "ErrorCode",
            "Status", "STATUS_FIELDS", "MH_STATUS_FIELDS", "MH_SELECT_FIELDS", "INFO_FIELDS", "CFG_LEN", "MH_CFG_LEN",
            "ERROR_FIELDS", "NM_STATUS_FIELDS", "NM_CFG_LEN", "CN_STATUS_FIELDS", "CN_CFG_LEN",
-           "norm_bytes", "unpack_norms", "WS_STATUS_FIELDS", "STORE_BIT", "STORE_BYTES", "RUN_LEN", "mask_bytes", "data_bytes",
+           "norm_bytes", "unpack_norms", "WS_STATUS_FIELDS", "NE_CFG_LEN", "NE_STATUS_FIELDS",
+           "result_bytes", "program_beat_bytes", "STORE_BIT", "STORE_BYTES", "RUN_LEN", "mask_bytes", "data_bytes",
            "CrcDef", "CRC8_DEF", "CRC16_DEF", "CRC32_DEF", "crc8", "crc16", "encode_frame", "split_frames",
            "beat_bytes", "wire_tile_layout", "wire_masked_layout", "pack_beats", "unpack_beats",
            "UART_CORE", "COMMAND_BRIDGE", "BLOCKS_PARAM"]
@@ -56,6 +57,10 @@ class Cmd(enum.IntEnum):
     WS_DATA = 0x61
     WS_STATUS = 0x62
     WS_DENSE = 0x63
+    NE_CONFIG = 0x70
+    NE_RUN = 0x71
+    NE_STATUS = 0x72
+    NE_LOAD = 0x73
     ERROR = 0xFF
     # 0x30-0x3F: reserved for the sparse MAC.
 
@@ -114,6 +119,15 @@ STORE_BYTES = 65536
 RUN_LEN = 8
 #: CN_CONFIG payload: beats_per_channel u32 (every channel of the pass has this many beats).
 CN_CFG_LEN = 4
+#: NE_CONFIG payload (the network engine): in_words u16, out_words u16 (the program's input
+#: and result words a vector), slot u16 (result words a vector occupies in an NE_RUN frame and
+#: its answer), new_program u8 (1: forget the program, zero the counters: a load follows),
+#: skip_zero u8.
+NE_CFG_LEN = 8
+#: NE_STATUS answer payload: a program is loaded; program beats committed and the CRC-32 of
+#: their bytes since the last new_program; the engine's counters (since then).
+NE_STATUS_FIELDS = (("program", 1), ("program_beats", 4), ("program_crc", 4), ("vectors", 4),
+                    ("compute", 4), ("beats", 4), ("columns", 4), *ERROR_FIELDS)
 #: INFO answer payload. ``blocks``: bitmap of the blocks behind the bridge (bit
 #: ``Block.bridge_bit``).
 INFO_FIELDS = (("version", 1), ("blocks", 1), ("lanes", 1), ("width", 1), ("max_payload", 2))
@@ -224,6 +238,19 @@ def wire_masked_layout(*, lanes, width):
 def data_bytes(lanes, width):
     """Bytes of one beat's weights on the wire (a WS_DENSE beat: no lane bitmap)."""
     return lanes * (2 if width == 16 else 1)
+
+
+def result_bytes(lanes):
+    """Bytes of one result word of the network engine in an NE_RUN answer: ``lanes`` signed
+    32-bit values, little-endian (the NE_RUN frame's unit)."""
+    return 4 * lanes
+
+
+def program_beat_bytes(lanes, width, **depths):
+    """Bytes of one program beat in an NE_LOAD frame: the engine's program beat layout
+    (:func:`hwprune.contract.net_engine.program_layout`), packed, rounded up to bytes."""
+    from .net_engine import program_layout
+    return -(-program_layout(lanes=lanes, width=width, **depths).size // 8)
 
 
 def mask_bytes(lanes):

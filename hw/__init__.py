@@ -36,10 +36,12 @@ def component(block, **params):
     return BLOCKS[desc.name](**desc.check(**params))
 
 
-def to_verilog(block, **params):
+def to_verilog(block, *, platform=None, **params):
     """Return the Verilog text of hardware block ``block`` built with ``params``.
 
     The module is named after the block; its ports are the component's flattened signature
-    (``clk``, ``rst``, ``i_stream__payload``, ...).
+    (``clk``, ``rst``, ``i_stream__payload``, ...). ``platform`` (an object with a ``family``,
+    e.g. ``"ice40"``) elaborates the block for that FPGA family (its SPRAMs instantiated).
     """
-    return verilog.convert(component(block, **params), name=_block(block).name, emit_src=False)
+    return verilog.convert(component(block, **params), name=_block(block).name, emit_src=False,
+                           platform=platform)

@@ -24,20 +24,24 @@ from ..contract.block import COUNTER_WIDTH
 from ..contract.magnitude_histogram import BLOCK as MAGNITUDE_HISTOGRAM
 from ..contract.magnitude_histogram import histogram_bins
 from ..contract.channel_norms import BLOCK as CHANNEL_NORMS
+from ..contract.net_engine import BLOCK as NET_ENGINE
+from ..contract.net_engine import bridge_engine, geometry
 from ..contract.nm_selector import BLOCK as NM_SELECTOR
 from ..contract.protocol import (CFG_LEN, CN_CFG_LEN, CN_STATUS_FIELDS, MAX_PAYLOAD, MH_CFG_LEN,
-                                 MH_SELECT_FIELDS, MH_STATUS_FIELDS, NM_CFG_LEN,
-                                 NM_STATUS_FIELDS, STATUS_FIELDS, Cmd, beat_bytes, mask_bytes,
-                                 norm_bytes)
+                                 MH_SELECT_FIELDS, MH_STATUS_FIELDS, NE_CFG_LEN,
+                                 NE_STATUS_FIELDS, NM_CFG_LEN, NM_STATUS_FIELDS, STATUS_FIELDS,
+                                 Cmd, beat_bytes, mask_bytes, norm_bytes, program_beat_bytes,
+                                 result_bytes)
 from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
 from .channel_norms import ChannelNorms, ChannelTileLayout
 from .crc import CRC32, processor
 from .magnitude_histogram import MagnitudeHistogram
+from .net_engine import NetEngine
 from .nm_selector import NMSelector
 from .threshold_engine import ThresholdEngine
 
 __all__ = ["ThresholdEngineAdapter", "MagnitudeHistogramAdapter", "NMSelectorAdapter",
-           "ChannelNormsAdapter"]
+           "ChannelNormsAdapter", "NetEngineAdapter"]
 
 
 def _assemble_beats(m, i_bytes, sink, lanes, width, nbytes, hold_back=C(0)):
@@ -521,4 +525,212 @@ class MagnitudeHistogramAdapter(wiring.Component):
                 m.d.sync += self.cycles.eq(since_first + 1)
         m.d.comb += self.beats.eq(beats)
         m.d.comb += self.o_bytes.valid.eq(0)
+        return m
+
+
+class NetEngineAdapter(wiring.Component):
+    """The network engine behind the bridge: a deployed network on the board.
+
+    NE_CONFIG (:data:`~hwprune.contract.protocol.NE_CFG_LEN`: the run's geometry, ``skip_zero``,
+    and ``new_program``, which makes the engine forget its program and zero its counters),
+    NE_LOAD frames (program beats, the engine's program layout packed into
+    ``data_bytes`` each), NE_RUN frames (vector slots of ``slot`` result words: a vector's input
+    words, ``lanes`` bytes each, at the slot's start, the rest ignored; the answer holds, per
+    slot, the vector's result words, ``lanes`` little-endian 32-bit values each, then zero
+    words), NE_STATUS (the program flag, the program beats committed and their CRC-32, the
+    engine's counters).
+
+    Both kinds of frame wait in a frame buffer: an NE_LOAD frame reaches the engine only once
+    its CRC checked out (writing the same beats again is harmless, so a frame whose answer was
+    lost can be sent again); an NE_RUN frame runs once it is complete, and a damaged one (or one
+    that arrives while no program is loaded) is answered with zeros without running.
+    """
+
+    block = NET_ENGINE
+    CONFIG, DATA, STATUS, DENSE = Cmd.NE_CONFIG, Cmd.NE_RUN, Cmd.NE_STATUS, Cmd.NE_LOAD
+    FINISH, finish_fields = None, ()
+    config_len = NE_CFG_LEN
+    status_fields = NE_STATUS_FIELDS
+    #: an NE_RUN answer has the request's bytes; an NE_LOAD answer the status byte alone
+    echo, dense_echo = True, False
+    #: only in a bitstream that names it (the deploy bitstreams), not in every one it fits
+    default = False
+
+    @classmethod
+    def fits(cls, lanes, width):
+        try:
+            params = bridge_engine(lanes, width)
+        except ValueError:
+            return False
+        return geometry(**params).acc_width <= 32      # results travel as 32-bit values
+
+    def __init__(self, *, lanes, width):
+        self.lanes, self.width = lanes, width
+        self.params = bridge_engine(lanes, width)
+        depths = {k: v for k, v in self.params.items() if k not in ("lanes", "width")}
+        self.beat_bytes = result_bytes(lanes)                       # the NE_RUN unit
+        self.data_bytes = program_beat_bytes(lanes, width, **depths)  # the NE_LOAD unit
+        self.unit = NetEngine(**self.params)
+        super().__init__({
+            "i_bytes": In(stream.Signature(8)),
+            "o_bytes": Out(stream.Signature(8)),
+            "config": In(8 * NE_CFG_LEN),
+            "load": In(1), "finish": In(1), "finished": Out(1),
+            "frame_end": In(1), "frame_ok": In(1), "dense": In(1),
+            "program": Out(1), "program_beats": Out(COUNTER_WIDTH), "program_crc": Out(32),
+            "vectors": Out(COUNTER_WIDTH), "compute": Out(COUNTER_WIDTH),
+            "beats": Out(COUNTER_WIDTH), "columns": Out(COUNTER_WIDTH),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, width = self.lanes, self.width
+        m.submodules.unit = unit = self.unit
+        for name in ("program", "vectors", "compute", "beats", "columns"):
+            m.d.comb += getattr(self, name).eq(getattr(unit, name))
+
+        # --- configuration -------------------------------------------------------------------
+        cfg = self.config
+        in_words, out_words, slot = Signal(16), Signal(16), Signal(16)
+        skip = Signal()
+        new_program = Signal()
+        with m.If(self.load):
+            m.d.sync += [in_words.eq(cfg[0:16]), out_words.eq(cfg[16:32]), slot.eq(cfg[32:48]),
+                         skip.eq(cfg[56])]
+        m.d.sync += new_program.eq(self.load & cfg[48])
+        m.d.comb += [unit.skip_zero.eq(skip), unit.clear.eq(new_program)]
+
+        shift = self.beat_bytes.bit_length() - 1
+        vbyte = Signal(16 + shift)           # an NE_RUN byte's place in its vector slot
+        xpos = Signal(range(lanes))          # ... in its input word
+        oword = Signal(16)                   # an answer word's place in its slot
+
+        # --- the frame buffer ----------------------------------------------------------------
+        frame_end, frame_ok, dense = Signal(), Signal(), Signal()
+        m.d.sync += [frame_end.eq(self.frame_end), frame_ok.eq(self.frame_ok),
+                     dense.eq(self.dense)]
+        m.submodules.frame = frame = Memory(shape=8, depth=MAX_PAYLOAD, init=[])
+        wp, rp = frame.write_port(), frame.read_port()
+        written = Signal(range(MAX_PAYLOAD + 1))
+        read = Signal(range(MAX_PAYLOAD + 1))
+        loading = Signal()       # replaying an NE_LOAD frame into the program stream
+        running = Signal()       # replaying an NE_RUN frame into the input stream
+        answering = Signal()     # an NE_RUN answer is being sent
+        zeros = Signal()         # ... made of zeros (a damaged frame, or no program)
+        words_left = Signal(range(MAX_PAYLOAD // self.beat_bytes + 1))
+        i = self.i_bytes
+        busy = loading | running | answering
+        m.d.comb += [i.ready.eq(~busy & (written != MAX_PAYLOAD)),
+                     wp.addr.eq(written), wp.data.eq(i.payload), wp.en.eq(i.valid & i.ready)]
+        with m.If(i.valid & i.ready):
+            m.d.sync += written.eq(written + 1)
+        with m.If(frame_end):
+            m.d.sync += read.eq(0)
+            with m.If(dense):
+                with m.If(frame_ok):
+                    m.d.sync += loading.eq(written != 0)
+                with m.Else():
+                    m.d.sync += written.eq(0)          # a damaged frame: nothing is written
+            with m.Else():
+                good = frame_ok & unit.program
+                m.d.sync += [running.eq(good & (written != 0)), answering.eq(written != 0),
+                             zeros.eq(~good), words_left.eq(written >> shift)]
+                # every NE_RUN frame starts at a vector slot's first byte
+                m.d.sync += [vbyte.eq(0), xpos.eq(0), oword.eq(0)]
+
+        replay = stream.Signature(8).create()
+        fetch = Signal()
+        m.d.comb += [fetch.eq((loading | running) & (read != written)
+                              & (~replay.valid | replay.ready)),
+                     rp.addr.eq(read), rp.en.eq(fetch), replay.payload.eq(rp.data)]
+        with m.If(fetch):
+            m.d.sync += [read.eq(read + 1), replay.valid.eq(1)]
+        with m.Elif(replay.ready):
+            m.d.sync += replay.valid.eq(0)
+        with m.If((loading | running) & (read == written) & ~replay.valid):
+            m.d.sync += [loading.eq(0), running.eq(0)]
+            with m.If(loading):
+                m.d.sync += written.eq(0)
+
+        # --- NE_LOAD: bytes -> program beats -------------------------------------------------
+        p = unit.p_stream
+        nbytes = self.data_bytes
+        asm = Signal(8 * nbytes)
+        asm_pos = Signal(range(nbytes))
+        hold = Signal(8 * nbytes)
+        hold_valid = Signal()
+        to_p = Signal()
+        m.d.comb += to_p.eq(replay.valid & loading & ((asm_pos != nbytes - 1) | ~hold_valid))
+        with m.If(to_p):
+            m.d.sync += [asm.eq(Cat(asm[8:], replay.payload)),
+                         asm_pos.eq(Mux(asm_pos == nbytes - 1, 0, asm_pos + 1))]
+            with m.If(asm_pos == nbytes - 1):
+                m.d.sync += [hold.eq(Cat(asm[8:], replay.payload)), hold_valid.eq(1)]
+        with m.If(p.valid & p.ready):
+            m.d.sync += hold_valid.eq(0)
+        m.d.comb += [p.valid.eq(hold_valid), p.payload.eq(hold[:len(Value.cast(p.payload))])]
+        program_beats = Signal(COUNTER_WIDTH)
+        with m.If(new_program):
+            m.d.sync += [program_beats.eq(0), asm_pos.eq(0), hold_valid.eq(0)]
+        with m.Elif(p.valid & p.ready):
+            m.d.sync += program_beats.eq(program_beats + 1)
+        m.d.comb += [self.program_beats.eq(program_beats),
+                     self.program_crc.eq(processor(m, "program_crc", CRC32, start=new_program,
+                                                   valid=to_p, data=replay.payload))]
+
+        # --- NE_RUN: bytes -> input words; result words -> bytes -----------------------------
+        x = unit.x_stream
+        slot_bytes = Signal(16 + shift)
+        in_bytes = Signal(16 + lanes.bit_length())
+        m.d.comb += [slot_bytes.eq(slot << shift), in_bytes.eq(in_words * lanes)]
+        xasm = Signal(8 * lanes)
+        xhold = Signal(8 * lanes)
+        xhold_valid, xhold_last = Signal(), Signal()
+        is_input = Signal()
+        to_x = Signal()
+        m.d.comb += [is_input.eq(vbyte < in_bytes),
+                     to_x.eq(replay.valid & running & (~is_input | (xpos != lanes - 1)
+                                                       | ~xhold_valid))]
+        with m.If(to_x):
+            m.d.sync += vbyte.eq(Mux(vbyte == slot_bytes - 1, 0, vbyte + 1))
+            with m.If(is_input):
+                m.d.sync += [xasm.eq(Cat(xasm[8:], replay.payload)),
+                             xpos.eq(Mux(xpos == lanes - 1, 0, xpos + 1))]
+                with m.If(xpos == lanes - 1):
+                    m.d.sync += [xhold.eq(Cat(xasm[8:], replay.payload)), xhold_valid.eq(1),
+                                 xhold_last.eq(vbyte == in_bytes - 1)]
+        with m.If(x.valid & x.ready):
+            m.d.sync += xhold_valid.eq(0)
+        m.d.comb += [x.valid.eq(xhold_valid), x.payload.last.eq(xhold_last)]
+        for k in range(lanes):
+            m.d.comb += x.payload.data[k].eq(xhold[8 * k:8 * k + width])
+        with m.If(self.load):
+            m.d.sync += [vbyte.eq(0), xpos.eq(0), xhold_valid.eq(0)]
+        m.d.comb += replay.ready.eq(to_p | to_x)
+
+        # The answer: per slot, the vector's result words from the engine, then zero words.
+        y = unit.y_stream
+        from_y = Signal()
+        m.d.comb += from_y.eq(~zeros & (oword < out_words))
+        values = []
+        for k in range(lanes):
+            v = Signal(signed(32), name=f"result{k}")
+            m.d.comb += v.eq(Mux(y.payload.valid[k], y.payload.value[k], 0))
+            values.append(v)
+        word = Mux(from_y, Cat(*values), 0)
+        offer_word = Signal()
+        m.d.comb += offer_word.eq(answering & (words_left != 0) & (~from_y | y.valid))
+        room, pop = _serialiser(m, self.o_bytes, self.beat_bytes, offer_word, word)
+        took = Signal()
+        m.d.comb += [took.eq(offer_word & room), y.ready.eq(took & from_y)]
+        with m.If(took):
+            m.d.sync += [words_left.eq(words_left - 1),
+                         oword.eq(Mux(oword == slot - 1, 0, oword + 1))]
+        with m.If(self.load):
+            m.d.sync += oword.eq(0)
+        with m.If(answering & (words_left == 0) & room & ~running):
+            m.d.sync += [answering.eq(0), written.eq(0)]
+
+        m.d.comb += self.finished.eq(~busy & ~frame_end & ~self.frame_end & ~hold_valid
+                                     & ~xhold_valid)
         return m

@@ -31,8 +31,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..contract import protocol
 from ..contract.protocol import INFO_FIELDS, MAX_PAYLOAD, PROTOCOL_VERSION, STATUS_FIELDS, Status
-from .adapters import (ChannelNormsAdapter, MagnitudeHistogramAdapter, NMSelectorAdapter,
-                       ThresholdEngineAdapter)
+from .adapters import (ChannelNormsAdapter, MagnitudeHistogramAdapter, NetEngineAdapter,
+                       NMSelectorAdapter, ThresholdEngineAdapter)
 from .framing import (AnswerFrame, Cmd, ErrorCode, FrameEncoder, FrameParser, Header,
                       PayloadByte, ReceiveQueue, Trailer, offer)
 from .store import WeightStore
@@ -43,7 +43,7 @@ __all__ = ["ADAPTERS", "Cmd", "ErrorCode", "Dispatcher", "CommandBridge", "UARTC
 
 #: The block adapters a bridge can hold, in INFO order.
 ADAPTERS = (ThresholdEngineAdapter, MagnitudeHistogramAdapter, NMSelectorAdapter,
-            ChannelNormsAdapter, WeightStore)
+            ChannelNormsAdapter, WeightStore, NetEngineAdapter)
 
 #: The error counters every STATUS answer carries (saturating, since reset).
 ERROR_COUNTERS = tuple(name for name, _ in protocol.ERROR_FIELDS)
@@ -61,9 +61,10 @@ def blocks_bitmap(names):
 
 def bridge_adapters(lanes, width, blocks=0):
     """The adapters of a bridge: those in the ``blocks`` bitmap (0: every one that fits
-    ``lanes`` and ``width``). ValueError naming a chosen block that does not fit."""
+    ``lanes`` and ``width``, except those only a bitstream naming them holds: the network
+    engine). ValueError naming a chosen block that does not fit."""
     if not blocks:
-        return [a for a in ADAPTERS if a.fits(lanes, width)]
+        return [a for a in ADAPTERS if a.fits(lanes, width) and getattr(a, "default", True)]
     chosen = [a for a in ADAPTERS if blocks >> a.block.bridge_bit & 1]
     unknown = blocks & ~sum(1 << a.block.bridge_bit for a in ADAPTERS)
     if unknown:
@@ -317,9 +318,13 @@ class Dispatcher(wiring.Component):
                 with m.Else():
                     # An echoing block answers its output beats and the status byte; the others
                     # the status byte alone.
+                    # (a DENSE frame's answer may differ: the network engine's NE_LOAD)
                     echo = Array(C(int(a.echo), 1) for a in adapters)[active]
+                    dense_echo = Array(C(int(getattr(a, "dense_echo", a.echo)), 1)
+                                       for a in adapters)[active]
                     m.d.sync += [answer.cmd.eq(cmd | 0x80),
-                                 answer.length.eq(Mux(echo, length + 1, 1)),
+                                 answer.length.eq(Mux(Mux(dense, dense_echo, echo), length + 1,
+                                                      1)),
                                  answer.small.eq(0), status.eq(0)]
                     m.next = "DATA_START"
             if store is not None:

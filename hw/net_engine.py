@@ -27,17 +27,55 @@ Ports (the contract with ``sim/``; from the block's description)::
     y_stream   the final layer's result words: value[lanes] (signed), valid[lanes]
     skip_zero  configuration: skip zero activations
     clear      strobe: zero the counters and forget the program (a pass loads its own)
-    compute, beats, columns, vectors, layer0..layer7: counters
+    program: a program is loaded; compute, beats, columns, vectors, layer0..layer7: counters
+               (compute and the layer clocks leave out clocks spent waiting for the reader)
 """
 
 from amaranth import *
-from amaranth.lib import data
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
 
 from ..contract import net_engine as contract
 from .component import BlockComponent
 
 __all__ = ["NetEngine"]
+
+
+class _BeatMemory(wiring.Component):
+    """The weight beats: one write port (program load) and one read port (data one clock after
+    its address; the column phase). Block RAM through ``lib.memory``, or on the UP5K its four
+    SPRAMs side by side (64 bits x 16 K words: one port, so the address is the write's while
+    ``w_en``; the engine never reads and loads at once). The SPRAM form is not simulated (no
+    model of the primitive here): the block RAM form is what every test runs."""
+
+    def __init__(self, shape, depth):
+        self.shape, self.depth = shape, depth
+        super().__init__({"w_addr": In(range(depth)), "w_data": In(shape.size), "w_en": In(1),
+                          "r_addr": In(range(depth)), "r_data": Out(shape.size)})
+
+    def elaborate(self, platform):
+        m = Module()
+        if (str(getattr(platform, "family", "")).lower() == "ice40" and self.shape.size <= 64
+                and self.depth <= 16384):
+            addr = Mux(self.w_en, self.w_addr, self.r_addr)
+            data = Cat(self.w_data, C(0, 64 - self.shape.size))
+            outs = []
+            for k in range(4):
+                out = Signal(16, name=f"spram{k}_out")
+                m.submodules[f"spram{k}"] = Instance(
+                    "SB_SPRAM256KA", i_ADDRESS=addr, i_DATAIN=data[16 * k:16 * k + 16],
+                    i_MASKWREN=C(0b1111, 4), i_WREN=self.w_en, i_CHIPSELECT=1,
+                    i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                    o_DATAOUT=out)
+                outs.append(out)
+            m.d.comb += self.r_data.eq(Cat(*outs))
+            return m
+        m.submodules.mem = mem = Memory(shape=self.shape.size, depth=self.depth, init=[])
+        wp, rp = mem.write_port(), mem.read_port()
+        m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en),
+                     rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
+        return m
 
 
 class NetEngine(BlockComponent):
@@ -76,7 +114,7 @@ class NetEngine(BlockComponent):
             "scale": unsigned(contract.SCALE_BITS), "shift": unsigned(contract.SHIFT_BITS),
             "relu": unsigned(1), "final": unsigned(1)})
         act_word = data.ArrayLayout(signed(width), lanes)
-        m.submodules.weights = weights = Memory(shape=beat_shape, depth=g.max_beats, init=[])
+        m.submodules.weights = weights = _BeatMemory(beat_shape, g.max_beats)
         m.submodules.cols = cols = Memory(shape=col_shape, depth=g.max_cols, init=[])
         m.submodules.colmask = colmask = Memory(shape=unsigned(lanes), depth=g.bias_words, init=[])
         m.submodules.bias = bias = Memory(shape=data.ArrayLayout(signed(acc_w), lanes),
@@ -96,8 +134,9 @@ class NetEngine(BlockComponent):
         p_fire = Signal()
         m.d.comb += [p.ready.eq(idle), p_fire.eq(p.valid & p.ready)]
         pl = p.payload
-        writes = [(weights, contract.MEM_WEIGHTS, Cat(pl.value, pl.row)),
-                  (cols, contract.MEM_COLS, Cat(pl.start, pl.count)),
+        m.d.comb += [weights.w_addr.eq(pl.addr), weights.w_data.eq(Cat(pl.value, pl.row)),
+                     weights.w_en.eq(p_fire & (pl.mem == contract.MEM_WEIGHTS))]
+        writes = [(cols, contract.MEM_COLS, Cat(pl.start, pl.count)),
                   (colmask, contract.MEM_COLMASK, pl.mask),
                   (bias, contract.MEM_BIAS, pl.bias),
                   (layers, contract.MEM_LAYERS,
@@ -109,6 +148,7 @@ class NetEngine(BlockComponent):
                          wp.en.eq(p_fire & (pl.mem == code))]
         # A program counts once its last beat is in; a new beat or `clear` forgets the old one
         # (inputs sent before a pass's program arrives would otherwise run on the previous).
+        m.d.comb += self.program.eq(loaded)
         with m.If(p_fire):
             m.d.sync += loaded.eq(pl.last)
         with m.Elif(self.clear):
@@ -125,7 +165,6 @@ class NetEngine(BlockComponent):
         act_rd = acts.read_port()
         cm_rd = colmask.read_port()
         col_rd = cols.read_port()
-        w_rd = weights.read_port()
         b_rd = bias.read_port()
         acc_wps = [mem.write_port() for mem in accs]
         acc_rds = [mem.read_port(transparent_for=(wp,)) for mem, wp in zip(accs, acc_wps)]
@@ -177,7 +216,7 @@ class NetEngine(BlockComponent):
             cm_rd.en.eq(b_load),
             col_rd.addr.eq(desc.cols_base + Cat(pick_lane, b_w)),
             col_rd.en.eq(b_emit),
-            w_rd.addr.eq(cur_addr),
+            weights.r_addr.eq(cur_addr),
         ]
         with m.If(b_load):
             m.d.sync += [fetch_w.eq(fetch_w + 1), b_valid.eq(1), b_w.eq(fetch_w), taken.eq(0)]
@@ -198,7 +237,7 @@ class NetEngine(BlockComponent):
 
         # mul: products and accumulator reads; acc: write back.
         beat = Signal(beat_shape)
-        m.d.comb += beat.eq(w_rd.data)
+        m.d.comb += beat.eq(weights.r_data)
         m.d.sync += m2_valid.eq(m1_valid)
         for lane in range(lanes):
             m.d.sync += [m2_prod[lane].eq(beat.value[lane] * m1_x), m2_row[lane].eq(beat.row[lane])]
@@ -291,7 +330,8 @@ class NetEngine(BlockComponent):
                 m.d.sync += self.columns.eq(self.columns + 1)
             with m.If(vec_done):
                 m.d.sync += self.vectors.eq(self.vectors + 1)
-            with m.If(~idle & ~init):
+            # compute: the engine's own clocks, not those it waits for its reader
+            with m.If(~idle & ~init & ~(y.valid & ~y.ready)):
                 m.d.sync += self.compute.eq(self.compute + 1)
                 with m.Switch(layer):
                     for i in range(contract.MAX_LAYERS):

@@ -131,14 +131,12 @@ def build_program(layers, *, lanes, width, balance=True, dense=False):
 
 # --- from a PyTorch model -----------------------------------------------------------------------
 
-#: Engine geometry of each board's deploy bitstream (lanes, widths, memory depths): the UP5K keeps
-#: its weight beats in the four SPRAMs (64 bits x 16 K: 4 lanes of 8-bit weights and 7-bit rows),
-#: the ECP5-85F in block RAM.
-BOARD_ENGINES = {
-    "icebreaker": {"lanes": 4, "width": 8, "max_rows": 512, "max_beats": 16384,
-                   "max_cols": 1024},
-    "ulx3s": {"lanes": 16, "width": 8, "max_rows": 1024, "max_beats": 8192, "max_cols": 2048},
-}
+#: The engine of each board's deploy bitstream (lanes, widths, memory depths: the bridge's,
+#: :func:`hwprune.contract.net_engine.bridge_engine`): the UP5K keeps its weight beats in the
+#: four SPRAMs (64 bits x 16 K: 4 lanes of 8-bit weights and 7-bit rows), the ECP5-85F in block
+#: RAM.
+BOARD_LANES = {"icebreaker": 4, "ulx3s": 16}
+BOARD_ENGINES = {board: contract.bridge_engine(lanes, 8) for board, lanes in BOARD_LANES.items()}
 
 
 def _layers_of(model):
@@ -262,7 +260,7 @@ def quantize_model(model, example_inputs, *, width=8):
 
 # --- the deployed model ---------------------------------------------------------------------------
 
-DEPLOY_BACKENDS = ("golden", "torch", "verilator", "cocotb")
+DEPLOY_BACKENDS = ("golden", "torch", "verilator", "cocotb", "uart-sim", "serial")
 
 
 @dataclass
@@ -427,13 +425,13 @@ def deploy(model, example_inputs, *, backend="verilator", board=None, lanes=None
     takes that board's engine (:data:`BOARD_ENGINES`: lanes and memory depths) and checks that
     the program fits it before anything runs; without it, ``lanes`` (default 8) and the
     engine's default memories. ``backend``: ``golden`` / ``torch`` (the integer reference),
-    ``verilator`` / ``cocotb`` (the RTL). Nothing is changed in ``model``.
+    ``verilator`` / ``cocotb`` (the RTL), ``uart-sim`` (the board's deploy bitstream verilated:
+    the program and the inputs cross a simulated 3 Mbit/s line) or ``serial`` (a board, with
+    ``port=``). Nothing is changed in ``model``.
     """
     from .backends import get_backend
     if backend not in DEPLOY_BACKENDS:
-        raise ValueError(f"deploy: backend must be one of {DEPLOY_BACKENDS}, not {backend!r} "
-                         f"(the UART backends need the deploy bitstream's bridge commands, not "
-                         f"built yet)")
+        raise ValueError(f"deploy: backend must be one of {DEPLOY_BACKENDS}, not {backend!r}")
     if board is not None:
         if board not in BOARD_ENGINES:
             raise ValueError(f"deploy: board must be one of {sorted(BOARD_ENGINES)}, not "
@@ -451,6 +449,11 @@ def deploy(model, example_inputs, *, backend="verilator", board=None, lanes=None
     program, positions = build_program(quantized.layers, lanes=engine["lanes"],
                                        width=engine["width"], balance=balance)
     contract.check_program(program, **engine)          # fits the board, or says what does not
+    if backend == "uart-sim":
+        # the board's deploy bitstream: the bridge with the network engine, its UART divisor
+        backend_options.setdefault("blocks", ("net_engine",))
+        if board is not None:
+            backend_options.setdefault("board", board)
     be = get_backend(backend, lanes=engine["lanes"], width=engine["width"], **backend_options)
     _, built = be.params("net_engine")
     contract.check_program(program, **built)           # and the engine the backend simulates

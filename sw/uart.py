@@ -26,7 +26,8 @@ from .contract.magnitude_histogram import HistogramResult
 from .contract.channel_norms import ChannelResult, check_job as check_channel_job
 from .contract.nm_selector import NMResult, check_job as check_nm_job, nm_compact
 from .contract.protocol import (CN_STATUS_FIELDS, DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD,
-                                MH_SELECT_FIELDS, MH_STATUS_FIELDS, NM_STATUS_FIELDS,
+                                MH_SELECT_FIELDS, MH_STATUS_FIELDS, NE_STATUS_FIELDS,
+                                NM_STATUS_FIELDS, result_bytes,
                                 STATUS_FIELDS, STORE_BIT, STORE_BYTES, WS_STATUS_FIELDS, Cmd, data_bytes,
                                 mask_bytes, ErrorCode, Status, beat_bytes, crc8, crc16,
                                 encode_frame, pack_beats, split_frames, unpack_beats,
@@ -343,7 +344,8 @@ class UartBackend(Backend):
         on_device = {"threshold_engine": self._threshold_pass,
                      "magnitude_histogram": self._histogram_pass,
                      "nm_selector": self._nm_pass,
-                     "channel_norms": self._channel_pass}
+                     "channel_norms": self._channel_pass,
+                     "net_engine": self._net_pass}
         if desc.name not in self.device_blocks or desc.name not in on_device:
             if not self.host_fallback:
                 raise BlockNotOnDevice(
@@ -613,6 +615,122 @@ class UartBackend(Backend):
         return ChannelResult(l1=np.concatenate(l1) if l1 else empty,
                              l2=np.concatenate(l2) if l2 else empty.copy(),
                              beats=int(tiles.shape[0]), cycles=cycles)
+
+    # --- the network engine: a deployed network --------------------------------------------
+    def _net_status(self):
+        return self.link.status(Cmd.NE_STATUS, NE_STATUS_FIELDS)
+
+    def _net_load(self, program, params):
+        """Load ``program`` into the device's engine unless it holds it already (known by its
+        content and the device's program flag). Frames are committed on their CRC; after each,
+        NE_STATUS says whether it was (a lost answer is not a lost frame); a device that reset
+        starts the load again; the end checks the beats and the CRC-32 of all of them."""
+        from .contract import net_engine as ne
+        fields, total = ne.program_beats(program, **params)
+        layout = ne.program_layout(**params)
+        nbytes = -(-layout.size // 8)
+        packed = np.ascontiguousarray(layout.pack(fields, total).view(np.uint8)
+                                      .reshape(total, -1)[:, :nbytes])
+        key = hashlib.blake2b(packed.tobytes(), digest_size=16).hexdigest()
+        if getattr(self, "_net_key", None) == key and self._net_status()["program"]:
+            return
+        self._net_key = None
+        per_frame = max(1, self.max_payload // nbytes)
+        # `pending`: the beats of the frame last sent, until NE_STATUS says whether they were
+        # committed; nothing is sent before that is known, so no frame is ever written twice.
+        failures, done, pending = 0, None, 0
+        while True:
+            try:
+                if done is None:
+                    self.link.configure_block(Cmd.NE_CONFIG, bytes(6) + b"\x01\x00")
+                    done, pending = 0, 0
+                st = self._net_status()
+                if pending and st["program_beats"] == done + pending:
+                    done += pending
+                    self.stats["bytes_sent"] += pending * nbytes
+                    self._frame_ok()
+                    failures = 0
+                elif st["program_beats"] != done:
+                    sent, done = done, None        # the device reset: start again
+                    raise IntegrityError(f"the device holds {st['program_beats']} program "
+                                         f"beats, the host sent {sent}")
+                elif pending:
+                    pending = 0                    # not committed: it is sent again
+                    raise PassError("an NE_LOAD frame was not committed")
+                pending = 0
+                if done == total:
+                    break
+                # frames as large as the link's current frame size (halved after a failure)
+                n = min(per_frame, max(1, self._chunk * self.nbytes // nbytes), total - done)
+                pending = n
+                answer = self.link.transact(Cmd.NE_LOAD, packed[done:done + n].tobytes())
+                if len(answer) != 1 or answer[0]:
+                    raise PassError(f"NE_LOAD answer {answer.hex()}")
+            except self._RETRIED as exc:
+                failures = self._failure(exc, failures, f"loading the program at beat {done}")
+        st = self._net_status()
+        want = zlib.crc32(packed.tobytes())
+        if not (st["program"] and st["program_beats"] == total and st["program_crc"] == want):
+            raise IntegrityError(f"the device's program check failed: {st}, host beats {total} "
+                                 f"crc {want:#010x}")
+        self._net_key = key
+
+    def _net_pass(self, job):
+        """Run a :class:`~hwprune.contract.net_engine.NetJob` on the device's engine: the
+        program loaded once, the inputs in NE_RUN frames of whole vector slots; each frame's
+        counters are the NE_STATUS difference around it (a frame retried counts once), and a
+        device that lost its program gets it again."""
+        import struct
+
+        from .contract import net_engine as ne
+        params = ne.bridge_engine(self.lanes, self.width)
+        program = job.program
+        ne.check_program(program, **params)
+        x = program.padded(job.inputs)
+        lanes = self.lanes
+        in_words, out_words = program.layers[0].in_words, program.layers[-1].out_words
+        rb = result_bytes(lanes)
+        slot = max(out_words, -(-in_words * lanes // rb))
+        per_frame = max(1, self.max_payload // (slot * rb))
+        config = struct.pack("<HHHBB", in_words, out_words, slot, 0, int(bool(job.skip_zero)))
+        vectors = len(x)
+        out = np.zeros((vectors, program.sent), dtype=np.int64)
+        totals = dict.fromkeys(("compute", "beats", "columns", "vectors"), 0)
+        done, failures = 0, 0
+        while done < vectors:
+            try:
+                self._net_load(program, params)
+                self.link.configure_block(Cmd.NE_CONFIG, config)
+                before = self._net_status()
+                n = min(per_frame, max(1, self._chunk * self.nbytes // (slot * rb)),
+                        vectors - done)
+                payload = np.zeros((n, slot * rb), dtype=np.uint8)
+                payload[:, :in_words * lanes] = x[done:done + n].astype(np.int8).view(np.uint8)
+                raw, status = self.link.data(payload.tobytes(), Cmd.NE_RUN)
+                after = self._net_status()
+                if not after["program"]:
+                    self._net_key = None
+                    raise IntegrityError("the device lost its program (a reset?)")
+                if status:
+                    flags = [f.name for f in Status if f & status]
+                    raise PassError(f"NE_RUN answer reports {'|'.join(flags) or hex(status)}")
+                delta = {k: (after[k] - before[k]) % 2 ** 32 for k in totals}
+                if delta["vectors"] != n:
+                    raise IntegrityError(f"the engine ran {delta['vectors']} vectors of {n}")
+                words = np.frombuffer(raw, dtype="<i4").reshape(n, slot, lanes)
+                out[done:done + n] = words[:, :out_words].reshape(n, -1)[:, :program.sent]
+                for k in totals:
+                    totals[k] += delta[k]
+                self.stats["bytes_sent"] += payload.size
+                self.stats["bytes_received"] += len(raw)
+                self._frame_ok()
+                done, failures = done + n, 0
+            except self._RETRIED as exc:
+                failures = self._failure(exc, failures, f"running vector {done} of {vectors}")
+        self.stats["passes"] += 1
+        return ne.NetResult(out=out[:, program.positions], columns=totals["columns"],
+                            beats=totals["beats"], vectors=totals["vectors"],
+                            busy_cycles=totals["compute"])
 
     def _unpack(self, raw):
         return unpack_beats(np.frombuffer(bytes(raw), dtype=np.uint8).reshape(-1, self.nbytes),

@@ -126,8 +126,9 @@ def test_bad_arguments_and_inputs(digits_mlp):
     model, splits = digits_mlp
     x = splits.train.tensors[0]
     with pytest.raises(ValueError, match=r"backend must be one of \('golden', 'torch', "
-                                         r"'verilator', 'cocotb'\), not 'uart-sim'"):
-        deploy(model, x, backend="uart-sim")
+                                         r"'verilator', 'cocotb', 'uart-sim', 'serial'\), not "
+                                         r"'fpga'"):
+        deploy(model, x, backend="fpga")
     with pytest.raises(ValueError, match=r"board must be one of \['icebreaker', 'ulx3s'\]"):
         deploy(model, x, board="arty")
     with pytest.raises(ValueError, match="the icebreaker engine has 4 lanes, not 8"):

@@ -40,6 +40,7 @@ TARGETS = {
     "magnitude_histogram": (["hw/magnitude_histogram.py"],
                             ["tests/test_magnitude_histogram_sim.py"]),
     "sparse_mac": (["hw/sparse_mac.py"], ["tests/test_sparse_mac_sim.py"]),
+    "net_engine": (["hw/net_engine.py"], ["tests/test_net_engine.py"]),
     "score_unit": (["hw/score_unit.py"], ["tests/test_row_blocks.py"]),
     "row_select": (["hw/row_select.py"], ["tests/test_row_blocks.py"]),
     "row_mask": (["hw/row_mask.py"], ["tests/test_row_blocks.py"]),

@@ -288,7 +288,8 @@ def _stat_counts(stat, family):
         return {"lut": cells.get("SB_LUT4", 0),
                 "ff": sum(n for c, n in cells.items() if c.startswith("SB_DFF")),
                 "carry": cells.get("SB_CARRY", 0),
-                "bram": cells.get("SB_RAM40_4K", 0), "dsp": cells.get("SB_MAC16", 0)}
+                "bram": cells.get("SB_RAM40_4K", 0), "dsp": cells.get("SB_MAC16", 0),
+                "spram": cells.get("SB_SPRAM256KA", 0)}
     return {"lut": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
             "ff": cells.get("TRELLIS_FF", 0),
             "bram": cells.get("DP16KD", 0),
@@ -306,7 +307,9 @@ def synth_block(block, family="ice40", *, build_dir="build", **params):
     tag = "_".join(f"{k}{v}" for k, v in sorted(params.items()))
     out = Path(build_dir) / f"synth_{block}_{family}_{tag}"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "top.v").write_text(to_verilog(block, **params))
+    # elaborated for the family: a block that instantiates its primitives (the UP5K's SPRAMs)
+    family_only = type("FamilyPlatform", (), {"family": family})()
+    (out / "top.v").write_text(to_verilog(block, platform=family_only, **params))
     cmd = "synth_ice40 -dsp" if family == "ice40" else "synth_ecp5"
     # YoWASP tools see a private /tmp: run inside `out` with relative paths.
     subprocess.run([os.environ["YOSYS"], "-q", "-p",

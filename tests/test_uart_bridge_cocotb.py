@@ -16,3 +16,14 @@ def test_uart_bridge_cocotb():
                    "HWPRUNE_TB_TIMEOUT": str(timeout)})
     assert tests == len(CHECKS)
     assert failed == 0
+
+
+def test_net_engine_behind_the_bridge_cocotb():
+    # A deploy bitstream's bridge: the network engine alone (INFO bit 5), 4 lanes x 8 bits.
+    lanes, width, timeout = 4, 8, 400
+    tests, failed = bridge_cocotb_test(
+        TB, testcase=["net_engine_with_random_stalls"], lanes=lanes, width=width,
+        timeout=timeout, fifo_depth=64, blocks=1 << 5,
+        extra_env={"HWPRUNE_TB_LANES": str(lanes), "HWPRUNE_TB_WIDTH": str(width),
+                   "HWPRUNE_TB_TIMEOUT": str(timeout)})
+    assert (tests, failed) == (1, 0)

@@ -247,3 +247,81 @@ async def store_runs_with_random_stalls(dut):
     cmd, answer = await bench.command(Cmd.TE_RUN, (20).to_bytes(4, "little")
                                       + (10).to_bytes(4, "little"))
     assert (cmd, answer[0], answer[1]) == (Cmd.ERROR, ErrorCode.BAD_LENGTH, Cmd.TE_RUN)
+
+
+@cocotb.test()
+async def net_engine_with_random_stalls(dut):
+    """The network engine behind the bridge (a deploy bitstream): a program loaded in NE_LOAD
+    frames (one damaged: not written, then sent again), checked by NE_STATUS; NE_RUN frames of
+    vector slots scored against the golden model; a damaged NE_RUN frame answered with zeros
+    and not run; stalls on both byte streams."""
+    import struct
+
+    from hwprune.contract import net_engine as ne
+    from hwprune.contract.protocol import NE_STATUS_FIELDS, result_bytes
+    from hwprune.deploy import build_program
+    from hwprune.sim.stimulus import random_network
+    bench = await start(dut, in_pause=0.3, out_pause=0.3, seed=7)
+    lanes, width = bench.lanes, bench.width
+    params = ne.bridge_engine(lanes, width)
+
+    async def ok(cmd, payload=b""):
+        got, answer = await bench.command(cmd, payload)
+        assert got == cmd | 0x80, (cmd, got, answer)
+        return answer
+
+    async def status():
+        answer, out, pos = await ok(Cmd.NE_STATUS), {}, 0
+        for name, n in NE_STATUS_FIELDS:
+            out[name] = int.from_bytes(answer[pos:pos + n], "little")
+            pos += n
+        return out
+
+    rng = np.random.default_rng(17)
+    program, _ = build_program(random_network(rng, [24, 30, 6], width), lanes=lanes,
+                               width=width)
+    fields, total = ne.program_beats(program, **params)
+    layout = ne.program_layout(**params)
+    nbytes = -(-layout.size // 8)
+    packed = layout.pack(fields, total).view(np.uint8).reshape(total, -1)[:, :nbytes]
+    assert await ok(Cmd.NE_CONFIG, bytes(6) + b"\x01\x00") == b"\0"
+    half = total // 2
+    assert await ok(Cmd.NE_LOAD, packed[:half].tobytes()) == b"\0"
+    bad = bytearray(encode_frame(Cmd.NE_LOAD, packed[half:].tobytes()))
+    bad[9] ^= 0x10                                   # a damaged frame: nothing of it is written
+    bench.send(bytes(bad))
+    cmd, answer = await bench.frame()
+    assert cmd == Cmd.NE_LOAD | 0x80 and answer[0] & Status.BAD_CRC
+    st = await status()
+    assert (st["program"], st["program_beats"]) == (0, half)
+    assert await ok(Cmd.NE_LOAD, packed[half:].tobytes()) == b"\0"
+    st = await status()
+    assert (st["program"], st["program_beats"]) == (1, total)
+    assert st["program_crc"] == zlib.crc32(packed.tobytes())
+
+    layers = program.layers
+    in_words, out_words = layers[0].in_words, layers[-1].out_words
+    rb = result_bytes(lanes)
+    slot = max(out_words, -(-in_words * lanes // rb))
+    x = rng.integers(-2 ** (width - 1), 2 ** (width - 1), size=(5, program.in_features))
+    x[rng.random(x.shape) < 0.4] = 0
+    frame = np.zeros((5, slot * rb), dtype=np.uint8)
+    frame[:, :in_words * lanes] = program.padded(x).astype(np.int8).view(np.uint8)
+    for skip in (1, 0):
+        assert await ok(Cmd.NE_CONFIG, struct.pack("<HHHBB", in_words, out_words, slot, 0,
+                                                   skip)) == b"\0"
+        answer = await ok(Cmd.NE_RUN, frame.tobytes())
+        assert len(answer) == frame.size + 1 and answer[-1] == 0
+        words = np.frombuffer(answer[:-1], dtype="<i4").reshape(5, slot, lanes)
+        got = words[:, :out_words].reshape(5, -1)[:, :program.sent][:, program.positions]
+        want = ne.run(ne.NetJob(program, x, bool(skip)))
+        np.testing.assert_array_equal(got, want.out)
+        assert not words[:, out_words:].any()       # the rest of each slot is zeros
+    before = await status()
+    bad = bytearray(encode_frame(Cmd.NE_RUN, frame.tobytes()))
+    bad[12] ^= 0x01
+    bench.send(bytes(bad))
+    cmd, answer = await bench.frame()
+    assert cmd == Cmd.NE_RUN | 0x80 and answer[-1] & Status.BAD_CRC
+    assert not any(answer[:-1])                      # zeros, and nothing ran
+    assert (await status())["vectors"] == before["vectors"] == 10

@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m hwprune prune --backend verilator --lanes $(LANES) --width $(WIDTH) --json results/prune_report.json
 	$(PY) -m hwprune experiment
-	$(PY) -m hwprune deploy --program results/deploy_mlp-digits.npz --json results/deploy_mlp-digits.json
+	$(PY) -m hwprune deploy --backend uart-sim --program results/deploy_mlp-digits.npz --json results/deploy_mlp-digits.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -164,12 +164,14 @@ def main(argv=None):
     print(f"\nline time per image at {BAUD / 1e6:g} Mbit/s (not in the latency): {line_us:.0f} us")
 
     print(f"\n{'pruned':>7} {'kept':>6} {'mem B':>7} {'weights B':>9} {'LUT':>6} {'FF':>6} "
-          f"{'BRAM':>5} {'DSP':>4} {'dense':>8} {'sparse':>8} {'dual':>8} {'acc %':>6}")
+          f"{'BRAM':>5} {'SPRAM':>5} {'DSP':>4} {'dense':>8} {'sparse':>8} {'dual':>8} "
+          f"{'acc %':>6}")
     for r in rows:
         res = r.get("resources", {})
         print(f"{int(100 * r['sparsity']):>6}% {r['kept']:>6} {r['memory']['total']:>7} "
               f"{r['weight_bytes']:>9} {res.get('lut', '-'):>6} {res.get('ff', '-'):>6} "
-              f"{res.get('bram', '-'):>5} {res.get('dsp', '-'):>4} {r['dense']:>8.1f} "
+              f"{res.get('bram', '-'):>5} {res.get('spram', '-'):>5} {res.get('dsp', '-'):>4} "
+              f"{r['dense']:>8.1f} "
               f"{r['sparse']:>8.1f} {r['dual']:>8.1f} {100 * r['acc_board']:>6.2f}")
     _plot(rows, args.png)
     print(f"plot: {args.png}")

@@ -341,7 +341,12 @@ def _add_deploy_command(sub):
                    "fine-tuned by default; other models: deployed as they are)")
     d.add_argument("--board", default="icebreaker", choices=["icebreaker", "ulx3s"],
                    help="the board whose engine (lanes, memories, clock) to compile for")
-    d.add_argument("--backend", default="verilator", help="verilator, golden, torch or cocotb")
+    d.add_argument("--backend", default="verilator",
+                   help="verilator, golden, torch, cocotb, uart-sim (the board's deploy "
+                        "bitstream verilated, behind its UART) or serial (with --port)")
+    d.add_argument("--port", help="serial backend: the board's port")
+    d.add_argument("--prune-backend", default="verilator",
+                   help="the engines that prune first (verilator; any prune backend)")
     d.add_argument("--inputs", type=Path, help="calibration inputs (a tensor saved with "
                    "torch.save); default: the digits training images for a 64-input model")
     d.add_argument("--out", type=Path, help="save the pruned model here (torch.save of the "
@@ -369,11 +374,11 @@ def _cmd_deploy(args):
         splits = load_digits_splits(args.seed)
         dense = train_dense(args.model, splits, seed=args.seed, progress=not args.no_progress)
         model, _ = one_shot(dense, splits, 0.92 if args.amount is None else args.amount,
-                            backend=args.backend, width=8, seed=args.seed, progress=not args.no_progress)
+                            backend=args.prune_backend, width=8, seed=args.seed, progress=not args.no_progress)
     else:
         model, _ = _load(args)
         if args.amount:
-            hwprune.prune(model, amount=args.amount, backend=args.backend, width=8,
+            hwprune.prune(model, amount=args.amount, backend=args.prune_backend, width=8,
                           progress=not args.no_progress)
     model.eval()
     if args.inputs:
@@ -387,7 +392,8 @@ def _cmd_deploy(args):
         if splits is None:
             splits = load_digits_splits(args.seed)
         calibration = splits.train.tensors[0]
-    board = deploy(model, calibration, backend=args.backend, board=args.board)
+    options = {"port": args.port} if args.port else {}
+    board = deploy(model, calibration, backend=args.backend, board=args.board, **options)
     mem = board.memory()
     print(f"{args.model} compiled for the {args.board} engine ({board.lanes} lanes x "
           f"{board.width} bits): {board.quantized.kept_weights:,} of "
@@ -402,15 +408,26 @@ def _cmd_deploy(args):
         with torch.no_grad():
             float_acc = (model(x).argmax(1) == y).float().mean().item()
         acc = float((run.predictions == y.numpy()).mean())
-        layers, totals, _ = board.profile(x)
+        # The per-layer profile runs the dense program too: over a UART that would send it
+        # down the line; the verilated engine is the same RTL (its counters equal the
+        # device's, tests/test_uart_deploy.py).
+        profiler = board if args.backend not in ("uart-sim", "serial") else deploy(
+            model, calibration, backend="verilator", board=args.board)
+        layers, totals, _ = profiler.profile(x)
         print(board.table(layers, totals))
-        per_image = f"{totals['dual'] / board.clock_mhz:.2f} us per image at " \
-            f"{board.clock_mhz:g} MHz, " if totals["dual"] else ""
+        if run.cycles:
+            totals["device"] = run.cycles / len(x)
+        per_image = f"{run.cycles / len(x) / board.clock_mhz:.2f} us per image at " \
+            f"{board.clock_mhz:g} MHz (the engine's counter), " if run.cycles else ""
+        link = getattr(board.backend, "link", None)
+        line = (f", {link.line_sent:,} bytes sent and {link.line_received:,} received on the "
+                f"line" if link is not None else "")
         print(f"{len(x)} digits test images on the {args.backend} engine: accuracy "
               f"{100 * acc:.2f} % (float model {100 * float_acc:.2f} %), {per_image}"
-              f"{len(x) / seconds:,.0f} images/s simulated on this host")
+              f"{len(x) / seconds:,.0f} images/s simulated on this host{line}")
         figures = {"accuracy": acc, "float_accuracy": float_acc, "cycles": totals,
-                   "us_per_image": totals["dual"] / board.clock_mhz if totals["dual"] else None,
+                   "us_per_image": (run.cycles / len(x) / board.clock_mhz if run.cycles
+                                    else None),
                    "layers": [vars(f) for f in layers]}
     if args.out:
         keep = copy.deepcopy(model)

@@ -61,11 +61,12 @@ def test_deploy_trains_prunes_and_runs_the_digits_mlp_on_the_engine(tmp_path):
     back, and the engine's results equal the integer reference on the saved program."""
     from hwprune.contract import net_engine as ne
     from hwprune.deploy import load_program
-    proc = run_cli("deploy", "--backend", "verilator", "--amount", "0.9", "--program",
+    proc = run_cli("deploy", "--backend", "uart-sim", "--amount", "0.9", "--program",
                    str(tmp_path / "p.npz"), "--out", str(tmp_path / "m.pt"), "--json",
                    str(tmp_path / "d.json"), "--no-progress")
     assert proc.returncode == 0, proc.stderr
-    assert "450 digits test images on the verilator engine: accuracy" in proc.stdout
+    assert "450 digits test images on the uart-sim engine: accuracy" in proc.stdout
+    assert "us per image at 27 MHz (the engine's counter)" in proc.stdout
     figures = json.loads((tmp_path / "d.json").read_text())
     assert figures["accuracy"] > 0.9 and abs(figures["accuracy"] - figures["float_accuracy"]) < 0.02
     assert figures["cycles"]["dense"] > figures["cycles"]["sparse"] > figures["cycles"]["dual"]

@@ -347,6 +347,9 @@ def _add_deploy_command(sub):
     d.add_argument("--port", help="serial backend: the board's port")
     d.add_argument("--prune-backend", default="verilator",
                    help="the engines that prune first (verilator; any prune backend)")
+    d.add_argument("--act-l1", type=float, default=1e-2,
+                   help="built-in digits models: fine-tune with this activation-sparsity "
+                        "penalty (more zero activations for the engine to skip; 0.01)")
     d.add_argument("--inputs", type=Path, help="calibration inputs (a tensor saved with "
                    "torch.save); default: the digits training images for a 64-input model")
     d.add_argument("--out", type=Path, help="save the pruned model here (torch.save of the "
@@ -374,7 +377,8 @@ def _cmd_deploy(args):
         splits = load_digits_splits(args.seed)
         dense = train_dense(args.model, splits, seed=args.seed, progress=not args.no_progress)
         model, _ = one_shot(dense, splits, 0.92 if args.amount is None else args.amount,
-                            backend=args.prune_backend, width=8, seed=args.seed, progress=not args.no_progress)
+                            backend=args.prune_backend, width=8, act_l1=args.act_l1,
+                            seed=args.seed, progress=not args.no_progress)
     else:
         model, _ = _load(args)
         if args.amount:

@@ -59,11 +59,12 @@ def _result(method, model, splits, dense_accuracy, report=None, **extra):
 
 
 def one_shot(dense, splits, amount, *, finetune_epochs=20, lr=5e-4, seed=0,
-             backend="verilator", width=16, progress=False, **prune_options):
+             backend="verilator", width=16, progress=False, act_l1=0.0, **prune_options):
     """Prune a copy of ``dense`` once through the engine, then fine-tune it with its masks.
 
     ``prune_options`` go to :func:`hwprune.prune` (``pattern="2:4"``, ``pattern="channel"``, ...
-    where available). Returns ``(model, result)``.
+    where available); ``act_l1`` fine-tunes with an activation-sparsity penalty
+    (:func:`hwprune.train.train`). Returns ``(model, result)``.
     """
     model = copy.deepcopy(dense)
     dense_accuracy = evaluate(dense, splits.test)
@@ -73,7 +74,7 @@ def one_shot(dense, splits, amount, *, finetune_epochs=20, lr=5e-4, seed=0,
     report = prune(model, amount=amount, backend=backend, width=width, **prune_options)
     before = evaluate(model, splits.test)
     train(model, splits.train, epochs=finetune_epochs, lr=lr, batch_size=_BATCH, seed=seed,
-          progress=progress, desc="fine-tune")
+          progress=progress, desc="fine-tune", act_l1=act_l1)
     extra = {}
     if label == "channel":
         extra["channels"] = {layer.name: [layer.shape[0], layer.shape_after[0]]

@@ -56,7 +56,8 @@ def _check_positive(name, value, kind=int):
 
 
 def train(model, dataset, *, epochs, lr=1e-3, batch_size=32, seed=0, l1=0.0, weight_decay=0.0,
-          on_step=None, val=None, checkpoint=None, loss_fn=None, progress=False, desc="train"):
+          act_l1=0.0, on_step=None, val=None, checkpoint=None, loss_fn=None, progress=False,
+          desc="train"):
     """Train ``model`` in place with Adam on a ``TensorDataset`` of (x, label).
 
     Parameters
@@ -68,6 +69,10 @@ def train(model, dataset, *, epochs, lr=1e-3, batch_size=32, seed=0, l1=0.0, wei
     l1 : float
         L1 regularisation strength λ: the loss is ``cross_entropy + λ·Σ|w|`` over the prunable
         weights (:func:`hwprune.prunable_parameters`).
+    act_l1 : float
+        Activation sparsity strength μ: adds ``μ`` times the mean over the batch of ``Σ|a|``
+        over the outputs of every ``nn.ReLU`` (more of them exactly zero: the network engine
+        skips zero activations).
     on_step : callable, optional
         Called as ``on_step(step)`` before every optimizer step (steps count from 0 over all
         epochs). Return True when the call changed the model (a new mask, say): the model is then
@@ -94,9 +99,23 @@ def train(model, dataset, *, epochs, lr=1e-3, batch_size=32, seed=0, l1=0.0, wei
     _check_positive("epochs", epochs)
     _check_positive("batch_size", batch_size)
     _check_positive("lr", lr, float)
-    if isinstance(l1, bool) or not isinstance(l1, (int, float)) or not math.isfinite(l1) \
-            or l1 < 0:
-        raise ValueError(f"l1 must be a non-negative number, not {l1!r}")
+    for name, value in (("l1", l1), ("act_l1", act_l1)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a non-negative number, not {value!r}")
+    acts = []
+    hooks = [m.register_forward_hook(lambda mod, args, out: acts.append(out))
+             for m in model.modules() if isinstance(m, torch.nn.ReLU)] if act_l1 else []
+    try:
+        return _train(model, dataset, epochs, lr, batch_size, seed, l1, weight_decay, act_l1,
+                      acts, on_step, val, checkpoint, loss_fn, progress, desc)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _train(model, dataset, epochs, lr, batch_size, seed, l1, weight_decay, act_l1, acts,
+           on_step, val, checkpoint, loss_fn, progress, desc):
     loss_fn = loss_fn or F.cross_entropy
     x_all, y_all = dataset.tensors
     generator = torch.Generator().manual_seed(seed)
@@ -126,10 +145,13 @@ def train(model, dataset, *, epochs, lr=1e-3, batch_size=32, seed=0, l1=0.0, wei
             if on_step is not None and on_step(step):
                 save(f"after the model changed at step {step}")
             idx = order[start:start + batch_size]
+            acts.clear()
             logits = model(x_all[idx])
             loss = loss_fn(logits, y_all[idx])
             if l1:
                 loss = loss + l1 * l1_penalty(model)
+            if act_l1:
+                loss = loss + act_l1 * sum(a.abs().sum() for a in acts) / len(idx)
             if not torch.isfinite(loss):
                 model.load_state_dict(good["state"])
                 saved = f", saved at {checkpoint}" if checkpoint is not None else ""

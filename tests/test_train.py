@@ -126,6 +126,7 @@ def test_nan_input_at_first_step_restores_initial_weights(splits):
     ({"epochs": 1, "lr": -1.0}, "lr must be a positive number, not -1.0"),
     ({"epochs": 1, "l1": float("nan")}, "l1 must be a non-negative number, not nan"),
     ({"epochs": 1, "batch_size": 2.0}, "batch_size must be a positive integer, not 2.0"),
+    ({"epochs": 1, "act_l1": -1}, "act_l1 must be a non-negative number, not -1"),
 ])
 def test_bad_training_parameters(kwargs, message, splits):
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
@@ -137,6 +138,25 @@ def test_l1_regularisation_shrinks_weights(splits):
     sparse = train_dense("mlp-digits", splits, seed=3, epochs=3, l1=1e-4)
     with torch.no_grad():
         assert float(l1_penalty(sparse)) < 0.8 * float(l1_penalty(plain))
+
+
+def test_activation_penalty_makes_more_activations_zero(splits):
+    """act_l1 (what deploy's fine-tuning uses): more hidden ReLU outputs exactly zero, which
+    the network engine skips; the hooks it installs are gone afterwards."""
+    def zeros(model):
+        seen = []
+        hooks = [m.register_forward_hook(lambda mod, a, out: seen.append(out))
+                 for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+        with torch.no_grad():
+            model(splits.test.tensors[0])
+        for h in hooks:
+            h.remove()
+        return float(torch.cat([s.flatten() for s in seen]).eq(0).float().mean())
+    plain = train_dense("mlp-digits", splits, seed=3, epochs=3)
+    sparse = build_model("mlp-digits", seed=3)
+    train(sparse, splits.train, epochs=3, act_l1=1e-2, batch_size=32, seed=3)
+    assert zeros(sparse) > zeros(plain) + 0.1
+    assert all(not m._forward_hooks for m in sparse.modules())
 
 
 def test_storage_accounting_by_definition():

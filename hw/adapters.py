@@ -44,6 +44,27 @@ __all__ = ["ThresholdEngineAdapter", "MagnitudeHistogramAdapter", "NMSelectorAda
            "ChannelNormsAdapter", "NetEngineAdapter"]
 
 
+def _byte_assembler(m, valid, byte, nbytes, taken, name="asm"):
+    """Bytes (``byte`` on ``valid``) shifted into a beat of ``8 * nbytes`` bits, first byte
+    lowest; a completed beat waits in a hold register until ``taken``. Returns ``(room, push,
+    hold, hold_valid, pos)``: a byte can go in (unless it would complete a beat while the hold
+    register is full: a beat taken and a new one completing never meet in one cycle), a byte
+    went in, the beat, its valid flag, and the next byte's place in its beat."""
+    asm = Signal(8 * nbytes, name=f"{name}_shift")
+    pos = Signal(range(nbytes), name=f"{name}_pos")
+    hold = Signal(8 * nbytes, name=f"{name}_hold")
+    hold_valid = Signal(name=f"{name}_hold_valid")
+    room, push = Signal(name=f"{name}_room"), Signal(name=f"{name}_push")
+    m.d.comb += [room.eq((pos != nbytes - 1) | ~hold_valid), push.eq(valid & room)]
+    with m.If(push):
+        m.d.sync += [asm.eq(Cat(asm[8:], byte)), pos.eq(Mux(pos == nbytes - 1, 0, pos + 1))]
+        with m.If(pos == nbytes - 1):
+            m.d.sync += [hold.eq(Cat(asm[8:], byte)), hold_valid.eq(1)]
+    with m.If(taken):
+        m.d.sync += hold_valid.eq(0)
+    return room, push, hold, hold_valid, pos
+
+
 def _assemble_beats(m, i_bytes, sink, lanes, width, nbytes, hold_back=C(0)):
     """DATA payload bytes (the wire layout of a tile) into beats on ``sink`` (a block's tile
     stream). ``i_bytes.ready`` never waits on the block: a completed beat waits in a hold
@@ -51,22 +72,10 @@ def _assemble_beats(m, i_bytes, sink, lanes, width, nbytes, hold_back=C(0)):
     the pass's CRC-32)."""
     bpw = 2 if width == 16 else 1
     data_bytes = lanes * bpw
-    asm = Signal(8 * nbytes)
-    asm_pos = Signal(range(nbytes))
-    hold = Signal(8 * nbytes)
-    hold_valid = Signal()
-    # Room for the next byte unless it would complete a beat while the hold register is full:
-    # a beat taken by the block and a new beat completing never meet in one cycle.
-    m.d.comb += i_bytes.ready.eq((asm_pos != nbytes - 1) | ~hold_valid)
-    push = Signal()
-    m.d.comb += push.eq(i_bytes.valid & i_bytes.ready)
-    with m.If(push):
-        m.d.sync += [asm.eq(Cat(asm[8:], i_bytes.payload)),
-                     asm_pos.eq(Mux(asm_pos == nbytes - 1, 0, asm_pos + 1))]
-        with m.If(asm_pos == nbytes - 1):
-            m.d.sync += [hold.eq(Cat(asm[8:], i_bytes.payload)), hold_valid.eq(1)]
-    with m.If(sink.valid & sink.ready):
-        m.d.sync += hold_valid.eq(0)
+    taken = Signal()
+    room, push, hold, hold_valid, _ = _byte_assembler(m, i_bytes.valid, i_bytes.payload,
+                                                      nbytes, taken)
+    m.d.comb += [i_bytes.ready.eq(room), taken.eq(sink.valid & sink.ready)]
     hold_bytes = [hold[8 * k:8 * k + 8] for k in range(nbytes)]
     m.d.comb += sink.valid.eq(hold_valid & ~hold_back)
     for k in range(lanes):
@@ -654,21 +663,11 @@ class NetEngineAdapter(wiring.Component):
 
         # --- NE_LOAD: bytes -> program beats -------------------------------------------------
         p = unit.p_stream
-        nbytes = self.data_bytes
-        asm = Signal(8 * nbytes)
-        asm_pos = Signal(range(nbytes))
-        hold = Signal(8 * nbytes)
-        hold_valid = Signal()
-        to_p = Signal()
-        m.d.comb += to_p.eq(replay.valid & loading & ((asm_pos != nbytes - 1) | ~hold_valid))
-        with m.If(to_p):
-            m.d.sync += [asm.eq(Cat(asm[8:], replay.payload)),
-                         asm_pos.eq(Mux(asm_pos == nbytes - 1, 0, asm_pos + 1))]
-            with m.If(asm_pos == nbytes - 1):
-                m.d.sync += [hold.eq(Cat(asm[8:], replay.payload)), hold_valid.eq(1)]
-        with m.If(p.valid & p.ready):
-            m.d.sync += hold_valid.eq(0)
-        m.d.comb += [p.valid.eq(hold_valid), p.payload.eq(hold[:len(Value.cast(p.payload))])]
+        p_taken = Signal()
+        _, to_p, hold, hold_valid, asm_pos = _byte_assembler(
+            m, replay.valid & loading, replay.payload, self.data_bytes, p_taken, "program")
+        m.d.comb += [p_taken.eq(p.valid & p.ready), p.valid.eq(hold_valid),
+                     p.payload.eq(hold[:len(Value.cast(p.payload))])]
         program_beats = Signal(COUNTER_WIDTH)
         with m.If(new_program):
             m.d.sync += [program_beats.eq(0), asm_pos.eq(0), hold_valid.eq(0)]

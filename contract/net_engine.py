@@ -56,7 +56,8 @@ from .params import Domain, Param
 
 __all__ = ["MAX_LAYERS", "SCALE_BITS", "SHIFT_BITS", "MEMORIES", "DOMAIN", "Geometry",
            "geometry", "NetLayer", "NetProgram", "NetJob", "NetResult", "check_program",
-           "memory_bytes", "requantize", "dense_weights", "forward", "run", "BLOCK"]
+           "memory_bytes", "requantize", "column_beats", "dense_weights", "forward", "run",
+           "program_bytes", "run_slot", "ne_config", "run_frame", "run_results", "BLOCK"]
 
 MAX_LAYERS = 8
 SCALE_BITS = 16
@@ -288,8 +289,7 @@ def check_program(program, **params):
         if (c < 0).any() or (c[:, 1] > layer.out_words).any() or \
                 (c.sum(axis=1) > len(value)).any():
             _fail(f"{where}: a column's beats lie outside the weight memory")
-        beats = np.concatenate([np.arange(s, s + n) for s, n in c]) if c[:, 1].sum() else \
-            np.zeros(0, dtype=np.int64)
+        beats, _ = column_beats(c)
         if beats.size and (row[beats] >= layer.out_words).any():
             _fail(f"{where}: a weight adds to a row beyond its {layer.out_words} output words")
     return g
@@ -303,16 +303,22 @@ def requantize(y, scale, shift, relu, width):
     return np.clip(q, -2 ** (width - 1), 2 ** (width - 1) - 1)
 
 
+def column_beats(cols):
+    """The weight beats of column table entries ``cols`` (``(columns, 2)``: start, count), in
+    order: ``(beat address, column)`` of each (vectorised)."""
+    cols = np.asarray(cols, dtype=np.int64).reshape(-1, 2)
+    counts = cols[:, 1]
+    beat_col = np.repeat(np.arange(len(cols)), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    return cols[beat_col, 0] + np.arange(beat_col.size) - first, beat_col
+
+
 def dense_weights(program, i):
     """Layer ``i``'s weight matrix (int64, ``out_words*lanes x in_words*lanes``), decoded from
     the weight and column memories."""
     lanes, layer = program.lanes, program.layers[i]
-    cols = np.asarray(program.cols, dtype=np.int64)[
-        layer.cols_base:layer.cols_base + layer.in_words * lanes]
-    counts = cols[:, 1]
-    beat_col = np.repeat(np.arange(len(cols)), counts)
-    beat = cols[beat_col, 0] + (np.arange(beat_col.size) - np.repeat(np.cumsum(counts) - counts,
-                                                                        counts))
+    beat, beat_col = column_beats(np.asarray(program.cols)[
+        layer.cols_base:layer.cols_base + layer.in_words * lanes])
     value = np.asarray(program.value, dtype=np.int64)[beat]
     out = np.asarray(program.row, dtype=np.int64)[beat] * lanes + np.arange(lanes)
     w = np.zeros((layer.out_words * lanes, layer.in_words * lanes), dtype=np.int64)
@@ -460,6 +466,53 @@ def program_beats(program, **params):
         at += n
     out["last"][-1] = 1
     return out, total
+
+
+def program_bytes(program, **params):
+    """The program as NE_LOAD wire bytes: ``(beats, bytes a beat)`` uint8, each beat the program
+    layout packed little-endian and cut to whole bytes (``protocol.program_beat_bytes``)."""
+    fields, total = program_beats(program, **params)
+    layout = program_layout(**params)
+    nbytes = -(-layout.size // 8)
+    return np.ascontiguousarray(layout.pack(fields, total).view(np.uint8)
+                                .reshape(total, -1)[:, :nbytes])
+
+
+# --- the NE_RUN wire format (docs/uart_protocol.md) ----------------------------------------------
+
+def run_slot(program):
+    """Result words a vector's slot takes in an NE_RUN frame: room for its input words
+    (``lanes`` bytes each) and for its result words (``4 * lanes`` bytes each)."""
+    from .protocol import result_bytes
+    lanes = program.lanes
+    in_words, out_words = program.layers[0].in_words, program.layers[-1].out_words
+    return max(out_words, -(-in_words * lanes // result_bytes(lanes)))
+
+
+def ne_config(program, *, skip_zero=True, new_program=False):
+    """The NE_CONFIG payload that runs ``program`` (or, ``new_program``, that starts its load)."""
+    import struct
+    return struct.pack("<HHHBB", program.layers[0].in_words, program.layers[-1].out_words,
+                       run_slot(program), int(bool(new_program)), int(bool(skip_zero)))
+
+
+def run_frame(program, inputs):
+    """The NE_RUN payload of ``inputs`` (vectors x in_features codes): a vector slot each,
+    its input words first, zeros after."""
+    from .protocol import result_bytes
+    x = program.padded(inputs)
+    frame = np.zeros((len(x), run_slot(program) * result_bytes(program.lanes)), dtype=np.uint8)
+    frame[:, :x.shape[1]] = x.astype(np.int8).view(np.uint8)
+    return frame
+
+
+def run_results(program, answer, vectors):
+    """The results (vectors x out_features, int64) in an NE_RUN answer's bytes (the status
+    byte left off)."""
+    words = np.frombuffer(bytes(answer), dtype="<i4").reshape(vectors, run_slot(program),
+                                                             program.lanes)
+    sent = words[:, :program.layers[-1].out_words].reshape(vectors, -1)[:, :program.sent]
+    return sent[:, program.positions].astype(np.int64)
 
 
 def encode(job, **params):

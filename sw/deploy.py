@@ -11,12 +11,12 @@ the inputs and reads back only the logits; every layer runs back to back on the 
 Everything on the host is vectorised: the compiler's work is a few sorts over the kept weights.
 """
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .contract import net_engine as contract
+from .quant import quantize
 
 __all__ = ["ProgramLayer", "build_program", "Deployment", "deploy", "quantize_model",
            "load_program", "BOARD_ENGINES"]
@@ -180,7 +180,9 @@ def _layers_of(model):
 
 
 def _code_scale(max_abs, width):
-    return max(float(max_abs), 1e-12) / (2 ** (width - 1) - 1)
+    """An activation scale: :func:`hwprune.quant.quantize`'s rule (the largest magnitude on the
+    largest code; 1 when everything is zero), from a maximum the calibration already has."""
+    return float(max_abs) / (2 ** (width - 1) - 1) if float(max_abs) > 0 else 1.0
 
 
 def _requant(m):
@@ -235,14 +237,12 @@ def quantize_model(model, example_inputs, *, width=8):
     # Activation codes: the inputs of every layer (after the previous ReLU) on their own scale.
     act_scales = [_code_scale(a.abs().max(), width) for a in seen]
     layers, dense, kept = [], 0, 0
-    hi = 2 ** (width - 1) - 1
     for i, (name, lin, relu) in enumerate(steps):
         w = lin.weight.detach().double().cpu().numpy()
         if not np.isfinite(w).all():
             raise ValueError(f"deploy: layer '{name}' has NaN or Inf weights")
-        sw = _code_scale(np.abs(w).max(), width)
-        wq = np.clip(np.rint(w / sw), -hi - 1, hi).astype(np.int64)
-        wq[w == 0] = 0
+        q = quantize(w, width)                  # the engines' own per-tensor quantization
+        wq, sw = q.codes.astype(np.int64), float(q.scale)
         acc_scale = sw * act_scales[i]
         b = lin.bias.detach().double().cpu().numpy() if lin.bias is not None else \
             np.zeros(w.shape[0])
@@ -336,13 +336,12 @@ class Deployment:
                              f"{self.program.in_features}")
         if not np.isfinite(flat).all():
             raise ValueError("deploy: inputs hold NaN or Inf")
-        hi = 2 ** (self.width - 1)
-        return np.clip(np.rint(flat / self.quantized.input_scale), -hi, hi - 1).astype(np.int64)
+        return quantize(flat, self.width, scale=self.quantized.input_scale).codes.astype(np.int64)
 
     def run(self, x, *, skip_zero=True, program=None):
         """Run a batch (real inputs, or integer codes when ``x`` is an integer array)."""
-        codes = np.asarray(x) if isinstance(x, np.ndarray) and np.issubdtype(
-            np.asarray(x).dtype, np.integer) else self.codes(x)
+        integer = isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.integer)
+        codes = x if integer else self.codes(x)
         job = contract.NetJob(program or self.program, codes, skip_zero=skip_zero)
         result = self.backend.run("net_engine", [job])[0]
         out = result.out

@@ -27,7 +27,7 @@ from .contract.channel_norms import ChannelResult, check_job as check_channel_jo
 from .contract.nm_selector import NMResult, check_job as check_nm_job, nm_compact
 from .contract.protocol import (CN_STATUS_FIELDS, DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD,
                                 MH_SELECT_FIELDS, MH_STATUS_FIELDS, NE_STATUS_FIELDS,
-                                NM_STATUS_FIELDS, result_bytes,
+                                NM_STATUS_FIELDS,
                                 STATUS_FIELDS, STORE_BIT, STORE_BYTES, WS_STATUS_FIELDS, Cmd, data_bytes,
                                 mask_bytes, ErrorCode, Status, beat_bytes, crc8, crc16,
                                 encode_frame, pack_beats, split_frames, unpack_beats,
@@ -626,11 +626,8 @@ class UartBackend(Backend):
         NE_STATUS says whether it was (a lost answer is not a lost frame); a device that reset
         starts the load again; the end checks the beats and the CRC-32 of all of them."""
         from .contract import net_engine as ne
-        fields, total = ne.program_beats(program, **params)
-        layout = ne.program_layout(**params)
-        nbytes = -(-layout.size // 8)
-        packed = np.ascontiguousarray(layout.pack(fields, total).view(np.uint8)
-                                      .reshape(total, -1)[:, :nbytes])
+        packed = ne.program_bytes(program, **params)
+        total, nbytes = packed.shape
         key = hashlib.blake2b(packed.tobytes(), digest_size=16).hexdigest()
         if getattr(self, "_net_key", None) == key and self._net_status()["program"]:
             return
@@ -642,7 +639,8 @@ class UartBackend(Backend):
         while True:
             try:
                 if done is None:
-                    self.link.configure_block(Cmd.NE_CONFIG, bytes(6) + b"\x01\x00")
+                    self.link.configure_block(Cmd.NE_CONFIG,
+                                              ne.ne_config(program, new_program=True))
                     done, pending = 0, 0
                 st = self._net_status()
                 if pending and st["program_beats"] == done + pending:
@@ -680,21 +678,15 @@ class UartBackend(Backend):
         program loaded once, the inputs in NE_RUN frames of whole vector slots; each frame's
         counters are the NE_STATUS difference around it (a frame retried counts once), and a
         device that lost its program gets it again."""
-        import struct
-
         from .contract import net_engine as ne
         params = ne.bridge_engine(self.lanes, self.width)
         program = job.program
         ne.check_program(program, **params)
-        x = program.padded(job.inputs)
-        lanes = self.lanes
-        in_words, out_words = program.layers[0].in_words, program.layers[-1].out_words
-        rb = result_bytes(lanes)
-        slot = max(out_words, -(-in_words * lanes // rb))
-        per_frame = max(1, self.max_payload // (slot * rb))
-        config = struct.pack("<HHHBB", in_words, out_words, slot, 0, int(bool(job.skip_zero)))
-        vectors = len(x)
-        out = np.zeros((vectors, program.sent), dtype=np.int64)
+        frames = ne.run_frame(program, job.inputs)
+        per_frame = max(1, self.max_payload // frames.shape[1])
+        config = ne.ne_config(program, skip_zero=job.skip_zero)
+        vectors = len(frames)
+        out = np.zeros((vectors, program.out_features), dtype=np.int64)
         totals = dict.fromkeys(("compute", "beats", "columns", "vectors"), 0)
         done, failures = 0, 0
         while done < vectors:
@@ -702,11 +694,10 @@ class UartBackend(Backend):
                 self._net_load(program, params)
                 self.link.configure_block(Cmd.NE_CONFIG, config)
                 before = self._net_status()
-                n = min(per_frame, max(1, self._chunk * self.nbytes // (slot * rb)),
+                n = min(per_frame, max(1, self._chunk * self.nbytes // frames.shape[1]),
                         vectors - done)
-                payload = np.zeros((n, slot * rb), dtype=np.uint8)
-                payload[:, :in_words * lanes] = x[done:done + n].astype(np.int8).view(np.uint8)
-                raw, status = self.link.data(payload.tobytes(), Cmd.NE_RUN)
+                payload = frames[done:done + n].tobytes()
+                raw, status = self.link.data(payload, Cmd.NE_RUN)
                 after = self._net_status()
                 if not after["program"]:
                     self._net_key = None
@@ -717,18 +708,17 @@ class UartBackend(Backend):
                 delta = {k: (after[k] - before[k]) % 2 ** 32 for k in totals}
                 if delta["vectors"] != n:
                     raise IntegrityError(f"the engine ran {delta['vectors']} vectors of {n}")
-                words = np.frombuffer(raw, dtype="<i4").reshape(n, slot, lanes)
-                out[done:done + n] = words[:, :out_words].reshape(n, -1)[:, :program.sent]
+                out[done:done + n] = ne.run_results(program, raw, n)
                 for k in totals:
                     totals[k] += delta[k]
-                self.stats["bytes_sent"] += payload.size
+                self.stats["bytes_sent"] += len(payload)
                 self.stats["bytes_received"] += len(raw)
                 self._frame_ok()
                 done, failures = done + n, 0
             except self._RETRIED as exc:
                 failures = self._failure(exc, failures, f"running vector {done} of {vectors}")
         self.stats["passes"] += 1
-        return ne.NetResult(out=out[:, program.positions], columns=totals["columns"],
+        return ne.NetResult(out=out, columns=totals["columns"],
                             beats=totals["beats"], vectors=totals["vectors"],
                             busy_cycles=totals["compute"])
 

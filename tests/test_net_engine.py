@@ -8,17 +8,9 @@ import pytest
 from hwprune import get_backend
 from hwprune.contract import net_engine as ne
 from hwprune.deploy import ProgramLayer, build_program
+# the integer network from its layers, not from the compiled program (the cocotb bench's too)
+from hwprune.sim.cocotb_tb.net_engine_tb import reference
 from hwprune.sim.stimulus import random_network
-
-
-def reference(layers, x, width):
-    """The integer network from its layers (not from the compiled program)."""
-    x = np.asarray(x, dtype=np.int64)
-    for i, layer in enumerate(layers):
-        y = x @ np.asarray(layer.weight, dtype=np.int64).T + np.asarray(layer.bias)
-        x = y if i == len(layers) - 1 else ne.requantize(y, layer.scale, layer.shift, layer.relu,
-                                                         width)
-    return x
 
 
 def _inputs(rng, vectors, k, width, zeros=0.5):

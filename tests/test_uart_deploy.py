@@ -9,11 +9,15 @@ import torch
 
 from hwprune import get_backend
 from hwprune.contract import net_engine as ne
+from hwprune.contract.protocol import program_beat_bytes
 from hwprune.deploy import build_program, deploy
 from hwprune.sim.stimulus import random_network
 from hwprune.uart import DeviceTimeout, UartSimBackend
 
 LANES, WIDTH = 4, 8
+#: bytes of one program beat on the line, for the deploy bitstream's engine
+BEAT_BYTES = program_beat_bytes(LANES, WIDTH, **{
+    k: v for k, v in ne.bridge_engine(LANES, WIDTH).items() if k not in ("lanes", "width")})
 
 
 def _job(rng, sizes, vectors=7, skip=True):
@@ -53,7 +57,7 @@ def test_the_program_is_sent_once(rng):
     job = _job(rng, [64, 80, 10])
     backend.run("net_engine", [job])
     first = backend.link.line_sent
-    assert first > len(job.program.value) * 34         # the program's beats, 34 bytes each
+    assert first > len(job.program.value) * BEAT_BYTES    # at least the weight beats
     again = ne.NetJob(job.program, job.inputs[:3], True)
     _same(backend.run("net_engine", [again])[0], ne.run(again))
     # the second run sends three vector slots and a few commands: the program stayed on chip
@@ -84,7 +88,7 @@ def test_a_device_reset_is_survived(rng):
     backend.lib.reset_device_after(300 * byte)        # inside the first NE_RUN frame
     _same(backend.run("net_engine", [job])[0], ne.run(job))
     assert backend.lib.faults["resets"] == 2
-    program = len(job.program.value) * 34
+    program = len(job.program.value) * BEAT_BYTES
     assert backend.link.line_sent - sent > program    # the program went again
 
 

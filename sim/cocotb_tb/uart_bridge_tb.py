@@ -255,8 +255,6 @@ async def net_engine_with_random_stalls(dut):
     frames (one damaged: not written, then sent again), checked by NE_STATUS; NE_RUN frames of
     vector slots scored against the golden model; a damaged NE_RUN frame answered with zeros
     and not run; stalls on both byte streams."""
-    import struct
-
     from hwprune.contract import net_engine as ne
     from hwprune.contract.protocol import NE_STATUS_FIELDS, result_bytes
     from hwprune.deploy import build_program
@@ -280,11 +278,9 @@ async def net_engine_with_random_stalls(dut):
     rng = np.random.default_rng(17)
     program, _ = build_program(random_network(rng, [24, 30, 6], width), lanes=lanes,
                                width=width)
-    fields, total = ne.program_beats(program, **params)
-    layout = ne.program_layout(**params)
-    nbytes = -(-layout.size // 8)
-    packed = layout.pack(fields, total).view(np.uint8).reshape(total, -1)[:, :nbytes]
-    assert await ok(Cmd.NE_CONFIG, bytes(6) + b"\x01\x00") == b"\0"
+    packed = ne.program_bytes(program, **params)
+    total = len(packed)
+    assert await ok(Cmd.NE_CONFIG, ne.ne_config(program, new_program=True)) == b"\0"
     half = total // 2
     assert await ok(Cmd.NE_LOAD, packed[:half].tobytes()) == b"\0"
     bad = bytearray(encode_frame(Cmd.NE_LOAD, packed[half:].tobytes()))
@@ -299,24 +295,18 @@ async def net_engine_with_random_stalls(dut):
     assert (st["program"], st["program_beats"]) == (1, total)
     assert st["program_crc"] == zlib.crc32(packed.tobytes())
 
-    layers = program.layers
-    in_words, out_words = layers[0].in_words, layers[-1].out_words
-    rb = result_bytes(lanes)
-    slot = max(out_words, -(-in_words * lanes // rb))
     x = rng.integers(-2 ** (width - 1), 2 ** (width - 1), size=(5, program.in_features))
     x[rng.random(x.shape) < 0.4] = 0
-    frame = np.zeros((5, slot * rb), dtype=np.uint8)
-    frame[:, :in_words * lanes] = program.padded(x).astype(np.int8).view(np.uint8)
+    frame = ne.run_frame(program, x)
+    out_bytes = program.layers[-1].out_words * result_bytes(lanes)
     for skip in (1, 0):
-        assert await ok(Cmd.NE_CONFIG, struct.pack("<HHHBB", in_words, out_words, slot, 0,
-                                                   skip)) == b"\0"
+        assert await ok(Cmd.NE_CONFIG, ne.ne_config(program, skip_zero=skip)) == b"\0"
         answer = await ok(Cmd.NE_RUN, frame.tobytes())
         assert len(answer) == frame.size + 1 and answer[-1] == 0
-        words = np.frombuffer(answer[:-1], dtype="<i4").reshape(5, slot, lanes)
-        got = words[:, :out_words].reshape(5, -1)[:, :program.sent][:, program.positions]
-        want = ne.run(ne.NetJob(program, x, bool(skip)))
-        np.testing.assert_array_equal(got, want.out)
-        assert not words[:, out_words:].any()       # the rest of each slot is zeros
+        np.testing.assert_array_equal(ne.run_results(program, answer[:-1], 5),
+                                      ne.run(ne.NetJob(program, x, bool(skip))).out)
+        slots = np.frombuffer(answer[:-1], dtype=np.uint8).reshape(5, -1)
+        assert not slots[:, out_bytes:].any()        # the rest of each slot is zeros
     before = await status()
     bad = bytearray(encode_frame(Cmd.NE_RUN, frame.tobytes()))
     bad[12] ^= 0x01

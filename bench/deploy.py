@@ -16,8 +16,10 @@ iCEBreaker's engine (4 lanes, 8-bit weights and activations, memories of the UP5
   and logits at 3 Mbit/s is printed beside it);
 - memory bytes of the program, and LUT / FF / BRAM / DSP of the engine synthesized (yosys
   ``synth_ice40``, no placement) with its weight memory sized for that program;
-  ``mlp_fits_up5k`` needs both the program to fit the engine's memories and the synthesized
-  engine to fit the UP5K's cells, block RAMs and DSPs;
+  ``mlp_fits_up5k`` needs the program to fit the engine's memories, the synthesized engine
+  to fit the UP5K's cells, block RAMs and DSPs, and the iCEBreaker's deploy top (the UART
+  bridge with the engine, ``--blocks net_engine``) to place with nextpnr and meet its clock
+  (``up5k_top_cells``: the logic cells it takes, and the device's);
 - a PNG of memory, logic and cycles against sparsity (``results/deploy_sparsity.png``).
 
 Also: host time of ``hwprune.run`` on a 4096x4096 Linear over the verilated sparse MAC's time
@@ -26,7 +28,7 @@ Also: host time of ``hwprune.run`` on a 4096x4096 Linear over the verilated spar
     {"mlp_fits_up5k": .., "cnn_fits_ecp5": .., "board_matches_ref": .., "mlp_acc_board": ..,
      "mlp_acc_float": .., "cnn_acc_board": .., "mlp_speedup_sparse": .., "mlp_speedup_dual": ..,
      "act_skip_gain": .., "mlp_us_per_image_up5k": .., "mem_ratio_u90_u50": ..,
-     "host_over_sim_4096": ..}
+     "host_over_sim_4096": .., "up5k_top_cells": [used, available]}
 
 ``board_matches_ref``: the verilated engine (every sparsity) and the deploy bitstream through
 ``uart-sim`` (92 %) against the integer reference, image for image. The CNN cannot be deployed
@@ -47,7 +49,7 @@ import torch
 import hwprune
 from hwprune.contract import net_engine as ne
 from hwprune.data import load_digits_splits
-from hwprune.deploy import BOARD_ENGINES, deploy
+from hwprune.deploy import BOARD_ENGINES, BOARD_LANES, deploy
 from hwprune.experiments import one_shot, train_dense
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.92)
@@ -69,6 +71,22 @@ def _synth(program):
     beats = len(program.value)
     engine["max_beats"] = max(64, 1 << (beats - 1).bit_length())
     return synth_block("net_engine", "ice40", build_dir="build/bench-deploy", **engine)
+
+
+def _deploy_top():
+    """The iCEBreaker's deploy bitstream (the UART bridge and the network engine, the board's
+    engine geometry) through yosys and nextpnr: placed with its Fmax, or the cells it is over."""
+    from hwprune.hw.boards import DoesNotFit, synth
+    try:
+        report = synth(BOARD, lanes=BOARD_LANES[BOARD], width=8, blocks=["net_engine"],
+                       build_dir="build/bench-deploy")
+    except DoesNotFit as exc:
+        return {"placed": False, "error": str(exc), "utilisation": exc.utilisation,
+                "cells": exc.utilisation.get("ICESTORM_LC")}
+    cells = report["resources"]["cells"]
+    return {"placed": True, "meets_timing": report["meets_timing"],
+            "fmax_mhz": report["core_fmax_mhz"], "resources": report["resources"],
+            "cells": (cells["used"], cells["available"])}
 
 
 def _host_over_sim(seed=0):
@@ -163,6 +181,22 @@ def main(argv=None):
                   f"images), {link.line_received:,} received; {uart_s:.1f} s")
     dep, figures, totals = main_run
     mhz = dep.clock_mhz
+    top = None
+    if not args.no_synth:
+        # What runs on the board is the bridge and the engine together: the deploy top placed.
+        top = _deploy_top()
+        main_row = next(r for r in rows if r["sparsity"] == 0.92)
+        if top["placed"]:
+            print(f"\nthe iCEBreaker deploy top (UART bridge + engine) placed: "
+                  f"{top['cells'][0]:,} of {top['cells'][1]:,} logic cells, Fmax "
+                  f"{top['fmax_mhz']} MHz ({'meets' if top['meets_timing'] else 'MISSES'} "
+                  f"{mhz} MHz)")
+        else:
+            print(f"\nthe iCEBreaker deploy top does not place: {top['error']}")
+        if main_row["fits"] and not (top["placed"] and top["meets_timing"]):
+            main_row["fits"] = False
+            main_row["fit_error"] = ("the deploy top (bridge + engine) " + (
+                "misses its clock" if top["placed"] else top["error"].split(": ", 1)[1]))
     # The baseline: the same 92 % model fine-tuned without the activation penalty.
     plain, _ = one_shot(dense, splits, 0.92, finetune_epochs=20, backend="torch", width=8,
                         seed=args.seed)
@@ -212,6 +246,7 @@ def main(argv=None):
         "host_over_sim_4096": round(ratio, 3),
         "act_skip_gain_no_penalty": round(plain_totals["sparse"] / plain_totals["dual"], 3),
         "mlp_acc_board_no_penalty": round(plain_acc, 4),
+        "up5k_top_cells": list(top["cells"]) if top and top["cells"] else None,
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

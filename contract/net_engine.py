@@ -60,7 +60,10 @@ __all__ = ["MAX_LAYERS", "SCALE_BITS", "SHIFT_BITS", "MEMORIES", "DOMAIN", "Geom
            "program_bytes", "run_slot", "ne_config", "run_frame", "run_results", "BLOCK"]
 
 MAX_LAYERS = 8
-SCALE_BITS = 16
+#: a layer's requantization scale: unsigned, 15 bits, so that it and a signed weight share one
+#: signed 16-bit multiplier operand (the engine multiplies weights in the column phase and
+#: requantizes in the output phase on the same multiplier, one per lane)
+SCALE_BITS = 15
 SHIFT_BITS = 6
 #: memory select codes of the program stream
 MEM_WEIGHTS, MEM_COLS, MEM_COLMASK, MEM_BIAS, MEM_LAYERS = range(5)
@@ -107,12 +110,15 @@ class Geometry:
     #: accumulator and result bits: products are 2 * width bits, at most max_rows of them, plus
     #: a bias of the same bound
     acc_width = property(lambda self: 2 * self.width + _log2(self.max_rows) + 1)
+    #: bias bits (signed): up to 16 times the largest product (the accumulator's full width
+    #: would take the UP5K's engine two more block RAMs: 4 x 20 bits is five 16-bit wide ones)
+    bias_width = property(lambda self: 2 * self.width + 4)
 
     def entry_bits(self):
         """Bits of one entry of each memory."""
         return {"weights": self.lanes * (self.width + self.row_bits),
                 "cols": self.beat_bits + self.word_bits, "colmask": self.lanes,
-                "bias": self.lanes * self.acc_width,
+                "bias": self.lanes * self.bias_width,
                 "layers": 2 * self.word_bits + _bits_for(self.lanes) + self.col_bits
                 + self.bias_bits + SCALE_BITS + SHIFT_BITS + 2}
 
@@ -122,10 +128,11 @@ class Geometry:
 
 
 #: The engine behind a board's UART bridge, by lanes (the iCEBreaker's 4 lanes keep their weight
-#: beats in the UP5K's SPRAMs: 16 K beats of 4 x (8 + 7) bits; the ULX3S's 16 lanes in block
-#: RAM); other lane counts get the default depths.
+#: beats in the UP5K's SPRAMs: 16 K beats of 4 x (8 + 7) bits, and 512 columns keep its column
+#: table in 3 of the UP5K's 30 block RAMs; the ULX3S's 16 lanes in block RAM); other lane
+#: counts get the default depths.
 BRIDGE_ENGINES = {
-    4: {"max_rows": 512, "max_beats": 16384, "max_cols": 1024},
+    4: {"max_rows": 512, "max_beats": 16384, "max_cols": 512},
     16: {"max_rows": 1024, "max_beats": 8192, "max_cols": 2048},
 }
 
@@ -259,9 +266,11 @@ def check_program(program, **params):
         _fail(f"biases must be (words, {lanes})")
     if value.size and (value.min() < -2 ** (w - 1) or value.max() >= 2 ** (w - 1)):
         _fail(f"a weight does not fit {w} signed bits")
-    bias_bound = 2 ** (g.acc_width - 2)
-    if bias.size and np.abs(bias).max() > bias_bound:
-        _fail(f"a bias exceeds the accumulator's bound 2**{g.acc_width - 2}")
+    lo, hi = -2 ** (g.bias_width - 1), 2 ** (g.bias_width - 1) - 1
+    if bias.size and (bias.min() < lo or bias.max() > hi):
+        worst = int(bias.max()) if bias.max() > hi else int(bias.min())
+        _fail(f"a bias ({worst}) does not fit the bias memory's {g.bias_width} signed bits "
+              f"({lo} to {hi})")
     if program.outputs is not None:
         pos = np.asarray(program.outputs)
         if pos.ndim != 1 or not len(pos) or pos.min() < 0 or pos.max() >= program.sent:
@@ -414,7 +423,7 @@ def program_layout(**params):
         Field("mem", 3), Field("addr", 16), Field("last", 1),
         Field("value", g.width, g.lanes, signed=True), Field("row", max(1, g.row_bits), g.lanes),
         Field("start", g.beat_bits), Field("count", g.word_bits), Field("mask", 1, g.lanes),
-        Field("bias", g.acc_width, g.lanes, signed=True),
+        Field("bias", g.bias_width, g.lanes, signed=True),
         Field("in_words", g.word_bits), Field("out_words", g.word_bits),
         Field("out_valid", _bits_for(g.lanes)), Field("cols_base", g.col_bits),
         Field("bias_base", max(1, g.bias_bits)), Field("scale", SCALE_BITS),

@@ -18,7 +18,10 @@ Pipeline of the column phase (one weight beat per clock once it runs)::
 Output phase (one word of ``lanes`` outputs a clock): accumulators and biases read (and the
 accumulators cleared for the next layer), ``y = acc + bias``, ``y * scale``, rounding shift,
 ReLU and clamp, written into the other activation bank; the final layer's ``y`` go out on
-``y_stream`` instead. After reset, the engine clears its accumulators (``init_busy``).
+``y_stream`` instead. The two phases never overlap, so each lane has one multiplier for both:
+``value * x`` in the column phase, ``y * scale`` in the output phase (``acc_width`` x 16 bits
+signed: two SB_MAC16 a lane on the UP5K instead of three). After reset, the engine clears its
+accumulators (``init_busy``).
 
 Ports (the contract with ``sim/``; from the block's description)::
 
@@ -117,10 +120,11 @@ class NetEngine(BlockComponent):
         m.submodules.weights = weights = _BeatMemory(beat_shape, g.max_beats)
         m.submodules.cols = cols = Memory(shape=col_shape, depth=g.max_cols, init=[])
         m.submodules.colmask = colmask = Memory(shape=unsigned(lanes), depth=g.bias_words, init=[])
-        m.submodules.bias = bias = Memory(shape=data.ArrayLayout(signed(acc_w), lanes),
+        m.submodules.bias = bias = Memory(shape=data.ArrayLayout(signed(g.bias_width), lanes),
                                           depth=g.bias_words, init=[])
+        # (eight entries: registers, not a block RAM)
         m.submodules.layers = layers = Memory(shape=layer_shape, depth=contract.MAX_LAYERS,
-                                              init=[])
+                                              init=[], attrs={"ram_style": "logic"})
         m.submodules.acts = acts = Memory(shape=act_word, depth=2 * g.words, init=[])
         accs = []
         for lane in range(lanes):
@@ -240,7 +244,7 @@ class NetEngine(BlockComponent):
         m.d.comb += beat.eq(weights.r_data)
         m.d.sync += m2_valid.eq(m1_valid)
         for lane in range(lanes):
-            m.d.sync += [m2_prod[lane].eq(beat.value[lane] * m1_x), m2_row[lane].eq(beat.row[lane])]
+            m.d.sync += m2_row[lane].eq(beat.row[lane])
 
         # --- output phase state ----------------------------------------------------------------
         out_on = Signal()
@@ -250,6 +254,18 @@ class NetEngine(BlockComponent):
         o2_y = Signal(data.ArrayLayout(signed(acc_w), lanes))
         o3_valid, o3_w = Signal(), Signal(g.word_bits)
         o3_p = Signal(data.ArrayLayout(signed(acc_w + contract.SCALE_BITS + 1), lanes))
+
+        # One multiplier a lane for both phases (they never overlap: the output phase starts
+        # once the column pipeline is empty): weight x activation in the column phase,
+        # y x scale in the output phase. On the UP5K that is two SB_MAC16 a lane, not three.
+        for lane in range(lanes):
+            mul_a = Signal(signed(acc_w), name=f"mul_a{lane}")
+            mul_b = Signal(signed(contract.SCALE_BITS + 1), name=f"mul_b{lane}")
+            product = Signal(signed(acc_w + contract.SCALE_BITS + 1), name=f"product{lane}")
+            m.d.comb += [mul_a.eq(Mux(o2_valid, o2_y[lane], m1_x)),
+                         mul_b.eq(Mux(o2_valid, desc.scale, beat.value[lane])),
+                         m2_prod[lane].eq(product), o3_p[lane].eq(product)]
+            m.d.sync += product.eq(mul_a * mul_b)
         o4_valid, o4_w = Signal(), Signal(g.word_bits)
         o4_q = Signal(act_word)
         final = desc.final
@@ -284,7 +300,6 @@ class NetEngine(BlockComponent):
                 wp.en.eq(init | Mux(out_on, o1_valid, m2_valid)),
             ]
             m.d.sync += o2_y[lane].eq(rd.data + b_rd.data[lane])
-            m.d.sync += o3_p[lane].eq(o2_y[lane] * desc.scale)
             shifted = Signal(signed(acc_w + contract.SCALE_BITS + 2), name=f"shifted{lane}")
             m.d.comb += shifted.eq((o3_p[lane] + ((C(1, 64) << desc.shift) >> 1)) >> desc.shift)
             hi, lo = 2 ** (width - 1) - 1, -2 ** (width - 1)

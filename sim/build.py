@@ -19,7 +19,7 @@ from pathlib import Path
 from filelock import FileLock
 
 __all__ = ["BuildError", "cache_dir", "setup_verilator", "verilog_file", "shared_library",
-           "load_library", "SHIM_DIR", "VERILATOR_WARNINGS"]
+           "native_library", "load_library", "SHIM_DIR", "VERILATOR_WARNINGS"]
 
 SHIM_DIR = Path(__file__).parent / "shim"
 HW_DIR = Path(__file__).resolve().parent.parent / "hw"
@@ -193,6 +193,36 @@ def shared_library(block, shim, *, defines=None, generated=None, **params):
             shutil.rmtree(tmp, ignore_errors=True)
             raise BuildError(f"Verilator build of {block} {params} failed "
                              f"(exit {proc.returncode}):\n{tail}")
+        (tmp / "BUILD_OK").write_text(_file_digest(tmp_lib))
+        tmp.rename(build_dir)
+    return lib
+
+
+def native_library(source):
+    """Build (once) and return the path of a plain C++ source compiled into a shared library
+    (``g++ -O3 -shared -pthread``), cached like the Verilator builds (by the source's hash and the
+    compiler; built in a temporary folder, renamed into place, checksum beside it)."""
+    cxx = _compiler()
+    source = Path(source)
+    key = _digest(source.read_bytes(), sys.version_info[:2], cxx)
+    build_dir = cache_dir() / "lib" / f"{source.stem}-{key}"
+    lib = build_dir / f"lib{source.stem}.so"
+    with FileLock(str(build_dir) + ".lock"):
+        if _cached(build_dir, lib):
+            return lib
+        tmp = build_dir.with_name(f"{build_dir.name}.tmp{os.getpid()}")
+        for stale in (tmp, build_dir):
+            if stale.exists():
+                shutil.rmtree(stale)
+        tmp.mkdir(parents=True)
+        tmp_lib = tmp / lib.name
+        proc = subprocess.run([cxx, "-O3", "-fPIC", "-shared", "-pthread", "-o", str(tmp_lib),
+                               str(source)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not tmp_lib.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise BuildError(f"C++ build of {source.name} failed (exit {proc.returncode}):\n"
+                             + (proc.stdout + proc.stderr).strip()[-4000:])
         (tmp / "BUILD_OK").write_text(_file_digest(tmp_lib))
         tmp.rename(build_dir)
     return lib

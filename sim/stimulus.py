@@ -54,7 +54,8 @@ def random_acts(rng, vectors, k, act_width):
 def random_network(rng, sizes, width, *, density=0.3, relu=True):
     """Integer layers (:class:`hwprune.deploy.ProgramLayer`) of a network with ``sizes`` (inputs,
     hidden..., outputs), salted with corner values, an all-zero row, an all-zero column and
-    biases at the accumulator's bound; requantization scales that keep activations busy."""
+    biases at the bias memory's bounds; requantization scales that keep activations busy."""
+    from hwprune.contract.net_engine import SCALE_BITS, geometry
     from hwprune.deploy import ProgramLayer
     hi = 2 ** (width - 1)
     layers = []
@@ -67,8 +68,10 @@ def random_network(rng, sizes, width, *, density=0.3, relu=True):
             w[rng.integers(rows)] = 0
         if k > 1:
             w[:, rng.integers(k)] = 0
-        bias = rng.integers(-hi * hi, hi * hi, size=rows)
-        scale = int(rng.integers(1, 2 ** 16))
+        bound = 2 ** (geometry(lanes=4, width=width).bias_width - 1)
+        bias = rng.integers(-bound // 8, bound // 8, size=rows)
+        bias[rng.integers(rows)], bias[rng.integers(rows)] = -bound, bound - 1
+        scale = int(rng.integers(1, 2 ** SCALE_BITS))
         shift = int(np.log2(scale * hi * max(1, k) * density) + 1)
         layers.append(ProgramLayer(w, bias, scale=scale, shift=max(0, shift - 2),
                                    relu=relu and i % 2 == 0))

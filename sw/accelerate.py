@@ -32,6 +32,7 @@ from .compress import (compress, compress_nm, parse_format, reduction_matrix,
                        reduction_vectors)
 from .contract.sparse_mac import make_job, stall_free_cycles
 from .contract.sparse_mac import DEFAULT_MAX_K, PIPELINE_LATENCY, check_mac_params
+from .native import quantize_compress
 from .quant import GRANULARITIES, quantize
 
 __all__ = ["run", "reference", "compile_layer", "LayerProgram", "LayerRun", "RunReport",
@@ -49,7 +50,7 @@ class LayerProgram:
 
     name: str
     kind: str
-    codes: np.ndarray        # int64, the quantized weight in the layer's own shape
+    codes: np.ndarray        # int16, the quantized weight in the layer's own shape
     weight_scale: np.ndarray  # float64 (rows,)
     bias: object             # float64 tensor (rows,) or None
     compressed: object       # CompressedWeights
@@ -246,32 +247,54 @@ def _unsupported_reason(module, k, max_k):
 
 
 def _weight(module):
-    return module.weight.detach().to("cpu", torch.float64).numpy()
+    """The weight as a CPU array: float32 as it is (no copy; :func:`quantize` computes
+    float32 weights in float32), any other dtype in float64."""
+    w = module.weight.detach().cpu()
+    return (w if w.dtype == torch.float32 else w.to(torch.float64)).numpy()
 
 
 def _is_nm_sparse(codes, n, m):
+    """No group of ``m`` consecutive inputs of a row holds more than ``n`` non-zeros."""
     k = codes.shape[1]
-    padded = np.zeros((codes.shape[0], -(-k // m) * m), dtype=bool)
-    padded[:, :k] = codes != 0
-    return bool((padded.reshape(codes.shape[0], -1, m).sum(axis=2) <= n).all())
+    if k % m:
+        padded = np.zeros((codes.shape[0], -(-k // m) * m), dtype=codes.dtype)
+        padded[:, :k] = codes
+        codes = padded
+    if int(np.count_nonzero(codes)) > n * codes.size // m:
+        return False                       # more non-zeros than any N:M pattern holds
+    groups = (codes != 0).view(np.uint8).reshape(codes.shape[0], -1, m)
+    if m == 4:     # a group's four 0/1 bytes summed by one multiply of their 32-bit word
+        return bool(((groups.view(np.uint32)[..., 0] * np.uint32(0x01010101)) >> 24 <= n).all())
+    return bool((groups.sum(axis=2) <= n).all())
 
 
 def compile_layer(name, module, *, lanes, width, fmt="auto", granularity="tensor"):
     """Quantize and compress one Linear/Conv2d layer (see the module docstring)."""
     w = _weight(module)
-    if not np.isfinite(w).all():
-        raise ValueError(f"layer {name!r} has NaN or Inf weights")
-    q = quantize(w, width, granularity)
-    codes = q.codes.astype(np.int64)
+    native = w.ndim == 2 and w.dtype == np.float32 and fmt in ("auto", "unstructured")
+    if native:      # a Linear: quantized and compressed in C++, one pass each (hwprune.native)
+        try:
+            q, unstructured, nm_ok = quantize_compress(w, width, lanes, granularity=granularity)
+        except ValueError:
+            raise ValueError(f"layer {name!r} has NaN or Inf weights") from None
+    else:
+        if not torch.isfinite(torch.from_numpy(w)).all():
+            raise ValueError(f"layer {name!r} has NaN or Inf weights")
+        q = quantize(w, width, granularity)
+    codes = q.codes                         # int16
     scale = np.broadcast_to(np.asarray(q.scale, dtype=np.float64).reshape(-1, 1),
                             (w.shape[0], 1))[:, 0].copy()
     if fmt == "auto":
-        pad_m, compressed = 0, compress(reduction_matrix(codes), lanes, "unstructured")
+        pad_m, compressed = 0, (unstructured if native else
+                                compress(reduction_matrix(codes), lanes, "unstructured"))
         nm_codes = reduction_matrix(codes, 4)
-        if _is_nm_sparse(nm_codes, 2, 4) and nm_codes.shape[1] <= DEFAULT_MAX_K:
+        if (nm_ok if native else _is_nm_sparse(nm_codes, 2, 4)) and \
+                nm_codes.shape[1] <= DEFAULT_MAX_K:
             nm = compress_nm(nm_codes, 2, 4, lanes)
             if nm.beats <= compressed.beats:      # same work, fewer metadata bits
                 pad_m, compressed = 4, nm
+    elif native:
+        pad_m, compressed = 0, unstructured
     else:
         _, _, pad_m = parse_format(fmt)
         compressed = compress(reduction_matrix(codes, pad_m), lanes, fmt)

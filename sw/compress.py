@@ -127,7 +127,7 @@ def _check_codes(codes, lanes):
         raise TypeError(f"weights must be integer codes, not {codes.dtype}")
     if codes.shape[0] == 0 or codes.shape[1] == 0:
         raise ValueError(f"weights must have at least one row and one column, not {codes.shape}")
-    return codes.astype(np.int64)
+    return codes             # read only: no int64 copy of a large matrix
 
 
 def _pack_slots(entry_value, entry_index, entry_end, lanes):

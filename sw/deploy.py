@@ -186,7 +186,7 @@ def _code_scale(max_abs, width):
 
 
 def _requant(m):
-    """``scale / 2**shift`` closest to the real multiplier ``m`` with a 16-bit scale."""
+    """``scale / 2**shift`` closest to the real multiplier ``m`` (a ``SCALE_BITS`` scale)."""
     if m <= 0:
         return 0, 0
     shift = int(np.clip(np.floor(np.log2((2 ** contract.SCALE_BITS - 1) / m)), 0,
@@ -210,7 +210,7 @@ class Quantized:
 def quantize_model(model, example_inputs, *, width=8):
     """Quantize a (pruned) model to ``width``-bit weights (per layer) and activations (per
     layer, from the largest value ``example_inputs`` give); biases in accumulator units; the
-    requantization between layers a 16-bit scale and a shift. Zero weights stay zero."""
+    requantization between layers a 15-bit scale and a shift. Zero weights stay zero."""
     import torch
     steps = _layers_of(model)
     x = torch.as_tensor(example_inputs, dtype=torch.float32)

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 import hwprune
-from hwprune.deploy import deploy, quantize_model
+from hwprune.contract import net_engine as ne
+from hwprune.deploy import BOARD_ENGINES, deploy, quantize_model
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +101,19 @@ def test_memory_follows_the_kept_weights(digits_mlp):
 
 def test_a_model_that_does_not_fit_is_named_before_anything_runs():
     torch.manual_seed(0)
-    big = nn.Sequential(nn.Linear(64, 600), nn.ReLU(), nn.Linear(600, 10))
-    with pytest.raises(ValueError, match=r"layer 0: 16 input and 150 output words, the engine "
-                                         r"holds 1 to 128 \(512 values\)"):
+    big = nn.Sequential(nn.Linear(64, 600))
+    over_bytes = -(-22 * ne.geometry(**BOARD_ENGINES["icebreaker"]).entry_bits()["bias"] // 8)
+    with pytest.raises(ValueError, match=r"^the program needs 150 bias entries, the engine's "
+                                         rf"bias memory holds 128 \(22 over; {over_bytes} bytes\)"):
         deploy(big, torch.randn(8, 64), backend="verilator", board="icebreaker")
-    dense = nn.Sequential(nn.Linear(512, 500), nn.ReLU(), nn.Linear(500, 10))
+    dense = nn.Sequential(nn.Linear(256, 512))
     with pytest.raises(ValueError, match=r"^the program needs [\d,]+ weights entries, the "
                                          r"engine's weights memory holds 16,384 \([\d,]+ over"):
-        deploy(dense, torch.randn(8, 512), backend="golden", board="icebreaker")
+        deploy(dense, torch.randn(8, 256), backend="golden", board="icebreaker")
+    wide = nn.Sequential(nn.Linear(500, 16), nn.ReLU(), nn.Linear(16, 10))
+    with pytest.raises(ValueError, match=r"^the program needs 516 cols entries, the engine's "
+                                         r"cols memory holds 512 \(4 over"):
+        deploy(wide, torch.randn(8, 500), backend="golden", board="icebreaker")
 
 
 @pytest.mark.parametrize("model,message", [

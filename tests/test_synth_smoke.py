@@ -6,7 +6,8 @@ cache; bench/board.py builds both boards' default tops (the ULX3S's takes minute
 import json
 from pathlib import Path
 
-from hwprune.hw.boards import BOARDS, DEFAULT_BLOCKS, DEFAULT_LANES, synth
+from hwprune.hw.boards import (BOARDS, DEFAULT_BLOCKS, DEFAULT_LANES, DoesNotFit,
+                              placement_utilisation, synth)
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "synth-smoke"
 
@@ -29,3 +30,19 @@ def test_the_icebreaker_default_top_fits_and_meets_its_clock():
     assert report["meets_timing"], (report["fmax_mhz"], report["clock_mhz"])
     saved = json.loads((BUILD / "icebreaker_l8_w8" / "report.json").read_text())
     assert saved["core_fmax_mhz"] == report["core_fmax_mhz"]
+
+
+def test_a_top_that_does_not_fit_is_named_from_nextpnrs_log(tmp_path):
+    """nextpnr's "Device utilisation" table is read back (a top it could not place raises
+    DoesNotFit with it); the log is nextpnr's own wording, as the UP5K deploy top gave it."""
+    log = tmp_path / "top.tim"
+    log.write_text("Info: Device utilisation:\n"
+                   "Info: \t         ICESTORM_LC:    7568/   5280   143%\n"
+                   "Info: \t        ICESTORM_RAM:      28/     30    93%\n"
+                   "Info: \t        ICESTORM_DSP:       8/      8   100%\n"
+                   "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type "
+                   "'ICESTORM_LC'\n")
+    assert placement_utilisation(log) == {"ICESTORM_LC": (7568, 5280),
+                                          "ICESTORM_RAM": (28, 30), "ICESTORM_DSP": (8, 8)}
+    assert placement_utilisation(tmp_path / "missing.tim") == {}
+    assert issubclass(DoesNotFit, ValueError)

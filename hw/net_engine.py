@@ -25,7 +25,8 @@ accumulators (``init_busy``).
 
 Ports (the contract with ``sim/``; from the block's description)::
 
-    p_stream   program beats: memory select, address, that memory's entry fields, last
+    p_stream   program beats: memory select, address, last and that memory's entry (its layout
+               from the contract's entry_layouts, LSB first in the beat's entry bytes)
     x_stream   input words (lanes activations), last on a vector's final word
     y_stream   the final layer's result words: value[lanes] (signed), valid[lanes]
     skip_zero  configuration: skip zero activations
@@ -41,6 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..contract import net_engine as contract
 from .component import BlockComponent
+from .layouts import amaranth_layout
 
 __all__ = ["NetEngine"]
 
@@ -106,16 +108,11 @@ class NetEngine(BlockComponent):
         p, x, y = self.p_stream, self.x_stream, self.y_stream
 
         # --- memories --------------------------------------------------------------------------
-        beat_shape = data.StructLayout({"value": data.ArrayLayout(signed(width), lanes),
-                                        "row": data.ArrayLayout(unsigned(row_bits), lanes)})
-        col_shape = data.StructLayout({"start": unsigned(g.beat_bits),
-                                       "count": unsigned(g.word_bits)})
-        layer_shape = data.StructLayout({
-            "in_words": unsigned(g.word_bits), "out_words": unsigned(g.word_bits),
-            "out_valid": p.payload.out_valid.shape(), "cols_base": unsigned(g.col_bits),
-            "bias_base": p.payload.bias_base.shape(),
-            "scale": unsigned(contract.SCALE_BITS), "shift": unsigned(contract.SHIFT_BITS),
-            "relu": unsigned(1), "final": unsigned(1)})
+        # memory entries: the contract's entry layouts (a program beat carries one of them)
+        entries = {name: amaranth_layout(layout)
+                   for name, layout in contract.entry_layouts(**self.params).items()}
+        beat_shape, col_shape, layer_shape = (entries["weights"], entries["cols"],
+                                              entries["layers"])
         act_word = data.ArrayLayout(signed(width), lanes)
         m.submodules.weights = weights = _BeatMemory(beat_shape, g.max_beats)
         m.submodules.cols = cols = Memory(shape=col_shape, depth=g.max_cols, init=[])
@@ -138,17 +135,14 @@ class NetEngine(BlockComponent):
         p_fire = Signal()
         m.d.comb += [p.ready.eq(idle), p_fire.eq(p.valid & p.ready)]
         pl = p.payload
-        m.d.comb += [weights.w_addr.eq(pl.addr), weights.w_data.eq(Cat(pl.value, pl.row)),
+        entry = Value.cast(pl.entry)          # the selected memory's entry, LSB first
+        m.d.comb += [weights.w_addr.eq(pl.addr), weights.w_data.eq(entry[:beat_shape.size]),
                      weights.w_en.eq(p_fire & (pl.mem == contract.MEM_WEIGHTS))]
-        writes = [(cols, contract.MEM_COLS, Cat(pl.start, pl.count)),
-                  (colmask, contract.MEM_COLMASK, pl.mask),
-                  (bias, contract.MEM_BIAS, pl.bias),
-                  (layers, contract.MEM_LAYERS,
-                   Cat(pl.in_words, pl.out_words, pl.out_valid, pl.cols_base, pl.bias_base,
-                       pl.scale, pl.shift, pl.relu, pl.final))]
-        for mem, code, entry in writes:
+        writes = [(cols, contract.MEM_COLS), (colmask, contract.MEM_COLMASK),
+                  (bias, contract.MEM_BIAS), (layers, contract.MEM_LAYERS)]
+        for mem, code in writes:
             wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(pl.addr), wp.data.eq(entry),
+            m.d.comb += [wp.addr.eq(pl.addr), wp.data.eq(entry[:len(Value.cast(wp.data))]),
                          wp.en.eq(p_fire & (pl.mem == code))]
         # A program counts once its last beat is in; a new beat or `clear` forgets the old one
         # (inputs sent before a pass's program arrives would otherwise run on the previous).

@@ -117,11 +117,13 @@ class NetEngine(BlockComponent):
         m.submodules.weights = weights = _BeatMemory(beat_shape, g.max_beats)
         m.submodules.cols = cols = Memory(shape=col_shape, depth=g.max_cols, init=[])
         m.submodules.colmask = colmask = Memory(shape=unsigned(lanes), depth=g.bias_words, init=[])
-        m.submodules.bias = bias = Memory(shape=data.ArrayLayout(signed(g.bias_width), lanes),
-                                          depth=g.bias_words, init=[])
-        # (eight entries: registers, not a block RAM)
-        m.submodules.layers = layers = Memory(shape=layer_shape, depth=contract.MAX_LAYERS,
-                                              init=[], attrs={"ram_style": "logic"})
+        # The bias memory also holds the layer table, after the biases (bias_words + layer):
+        # a layer's entry is read once as the layer starts, when the output phase does not
+        # use the port; on the UP5K the eight entries would otherwise take 4 more block RAMs,
+        # or ~500 flip-flops.
+        bias_shape = data.ArrayLayout(signed(g.bias_width), lanes)
+        m.submodules.bias = bias = Memory(shape=max(bias_shape.size, layer_shape.size),
+                                          depth=g.bias_words + contract.MAX_LAYERS, init=[])
         m.submodules.acts = acts = Memory(shape=act_word, depth=2 * g.words, init=[])
         accs = []
         for lane in range(lanes):
@@ -138,12 +140,16 @@ class NetEngine(BlockComponent):
         entry = Value.cast(pl.entry)          # the selected memory's entry, LSB first
         m.d.comb += [weights.w_addr.eq(pl.addr), weights.w_data.eq(entry[:beat_shape.size]),
                      weights.w_en.eq(p_fire & (pl.mem == contract.MEM_WEIGHTS))]
-        writes = [(cols, contract.MEM_COLS), (colmask, contract.MEM_COLMASK),
-                  (bias, contract.MEM_BIAS), (layers, contract.MEM_LAYERS)]
-        for mem, code in writes:
+        for mem, code in [(cols, contract.MEM_COLS), (colmask, contract.MEM_COLMASK)]:
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(pl.addr), wp.data.eq(entry[:len(Value.cast(wp.data))]),
                          wp.en.eq(p_fire & (pl.mem == code))]
+        b_wp = bias.write_port()
+        m.d.comb += [b_wp.addr.eq(Mux(pl.mem == contract.MEM_LAYERS, g.bias_words + pl.addr,
+                                      pl.addr)),
+                     b_wp.data.eq(entry[:len(b_wp.data)]),
+                     b_wp.en.eq(p_fire & ((pl.mem == contract.MEM_BIAS)
+                                          | (pl.mem == contract.MEM_LAYERS)))]
         # A program counts once its last beat is in; a new beat or `clear` forgets the old one
         # (inputs sent before a pass's program arrives would otherwise run on the previous).
         m.d.comb += self.program.eq(loaded)
@@ -156,14 +162,14 @@ class NetEngine(BlockComponent):
         layer = Signal(range(contract.MAX_LAYERS))
         inbank = Signal()
         desc = Signal(layer_shape)
-        lrd = layers.read_port()
-        m.d.comb += lrd.addr.eq(layer)
+        desc_read = Signal()               # the bias port reads the layer's entry
 
         act_wp = acts.write_port()
         act_rd = acts.read_port()
         cm_rd = colmask.read_port()
         col_rd = cols.read_port()
         b_rd = bias.read_port()
+        b_bias = data.View(bias_shape, b_rd.data[:bias_shape.size])
         acc_wps = [mem.write_port() for mem in accs]
         acc_rds = [mem.read_port(transparent_for=(wp,)) for mem, wp in zip(accs, acc_wps)]
 
@@ -268,7 +274,7 @@ class NetEngine(BlockComponent):
         m.d.comb += [
             o_busy.eq(o1_valid | o2_valid | o3_valid | o4_valid | y.valid),
             o_issue.eq(out_on & (o_w < desc.out_words) & (~final | ~o_busy)),
-            b_rd.addr.eq(desc.bias_base + o_w),
+            b_rd.addr.eq(Mux(desc_read, g.bias_words + layer, desc.bias_base + o_w)),
         ]
         with m.If(o_issue):
             m.d.sync += o_w.eq(o_w + 1)
@@ -293,9 +299,13 @@ class NetEngine(BlockComponent):
                 wp.data.eq(Mux(init | out_on, 0, rd.data + m2_prod[lane])),
                 wp.en.eq(init | Mux(out_on, o1_valid, m2_valid)),
             ]
-            m.d.sync += o2_y[lane].eq(rd.data + b_rd.data[lane])
-            shifted = Signal(signed(acc_w + contract.SCALE_BITS + 2), name=f"shifted{lane}")
-            m.d.comb += shifted.eq((o3_p[lane] + ((C(1, 64) << desc.shift) >> 1)) >> desc.shift)
+            m.d.sync += o2_y[lane].eq(rd.data + b_bias[lane])
+            # (p + 2**(s-1)) >> s, rounded half up, as ((2p >> s) + 1) >> 1: one shifter of
+            # the product's width, no 64-bit rounding constant to decode and add
+            halves = Signal(signed(len(o3_p[lane]) + 1), name=f"halves{lane}")
+            shifted = Signal(signed(len(o3_p[lane]) + 1), name=f"shifted{lane}")
+            m.d.comb += [halves.eq((o3_p[lane] << 1) >> desc.shift),
+                         shifted.eq((halves + 1) >> 1)]
             hi, lo = 2 ** (width - 1) - 1, -2 ** (width - 1)
             with m.If(shifted > hi):
                 m.d.sync += o4_q[lane].eq(hi)
@@ -362,10 +372,12 @@ class NetEngine(BlockComponent):
                     with m.If(x.payload.last):
                         m.d.sync += [xw.eq(0), layer.eq(0), inbank.eq(0)]
                         m.next = "LAYER"
-            with m.State("LAYER"):         # the layer table's read address changes here
+            with m.State("LAYER"):         # the layer's entry is read
+                m.d.comb += desc_read.eq(1)
                 m.next = "DESC"
             with m.State("DESC"):
-                m.d.sync += [desc.eq(lrd.data), fetch_w.eq(0), cols_on.eq(1)]
+                m.d.sync += [desc.eq(b_rd.data[:layer_shape.size]), fetch_w.eq(0),
+                             cols_on.eq(1)]
                 m.next = "COLUMNS"
             with m.State("COLUMNS"):
                 with m.If(cols_done):

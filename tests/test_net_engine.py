@@ -44,6 +44,32 @@ def test_requantize_rounds_half_up_and_clamps():
     np.testing.assert_array_equal(ne.requantize(y, 3, 0, False, 16), 3 * y)
 
 
+@pytest.mark.parametrize("width", [8, 16])
+def test_the_engines_requantization_at_every_shift(width, rng):
+    """A hidden layer requantized at shifts from 0 to the largest, with the largest scale and
+    ties (odd products at shift 1), read out through an identity layer: the verilated engine
+    against the contract's requantize."""
+    lanes, k = 4, 8
+    hi = 2 ** (width - 1)
+    bound = 2 ** (ne.geometry(lanes=lanes, width=width).bias_width - 1)
+    backend = get_backend("verilator", lanes=lanes, width=width)
+    jobs = []
+    for shift in (0, 1, 2, 7, 2 * width + 3, 40, 2 ** ne.SHIFT_BITS - 1):
+        for scale in (1, 3, 2 ** ne.SCALE_BITS - 1):
+            w = rng.integers(-hi, hi, size=(k, k))
+            w[0] = -hi                                  # the most negative products
+            bias = rng.integers(-bound, bound, size=k)
+            bias[1] = bound - 1
+            layers = [ProgramLayer(w, bias, scale=scale, shift=shift, relu=bool(shift % 2)),
+                      ProgramLayer(np.eye(k, dtype=np.int64), np.zeros(k, dtype=np.int64))]
+            program, _ = build_program(layers, lanes=lanes, width=width)
+            jobs.append(ne.NetJob(program, _inputs(rng, 3, k, width, zeros=0.2), True))
+    for job, got in zip(jobs, backend.run("net_engine", jobs)):
+        want = ne.run(job)
+        np.testing.assert_array_equal(got.out, want.out)
+        assert np.abs(want.out).max() <= hi
+
+
 def test_backends_are_bit_identical(rng, simulators_agree):
     width = 8
     jobs = []

@@ -162,15 +162,8 @@ def shared_library(block, shim, *, defines=None, generated=None, **params):
                   *(h.read_bytes() for h in headers), json.dumps(macros, sort_keys=True),
                   json.dumps(generated, sort_keys=True),
                   verilator.parent.parent.name, sys.version_info[:2], cxx)
-    build_dir = cache_dir() / "lib" / f"{block}-{key}"
-    lib = build_dir / f"lib{block}.so"
-    with FileLock(str(build_dir) + ".lock"):
-        if _cached(build_dir, lib):
-            return lib
-        tmp = build_dir.with_name(f"{build_dir.name}.tmp{os.getpid()}")
-        for stale in (tmp, build_dir):
-            if stale.exists():
-                shutil.rmtree(stale)
+
+    def make(tmp):
         gen_dir = tmp / "gen"
         gen_dir.mkdir(parents=True)
         for name, text in generated.items():
@@ -184,15 +177,31 @@ def shared_library(block, shim, *, defines=None, generated=None, **params):
                "-Mdir", str(tmp), "-j", str(os.cpu_count() or 2),
                # verilated.mk hard-codes `c++`: pass the chosen compiler on make's command line.
                "-MAKEFLAGS", f"CXX={cxx}", "-MAKEFLAGS", f"LINK={cxx}"]
-        env = dict(os.environ, CXX=cxx)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        tmp_lib = tmp / lib.name
+        return (subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, CXX=cxx)),
+                f"Verilator build of {block} {params}")
+    return _build_once(cache_dir() / "lib" / f"{block}-{key}", f"lib{block}.so", make)
+
+
+def _build_once(build_dir, name, make):
+    """``build_dir / name``, built by ``make(tmp)`` (returns the compiler's process and what it
+    built, for an error) in a temporary folder renamed into place, unless a complete build is
+    cached there; under a file lock, so that parallel workers wait for one build."""
+    lib = build_dir / name
+    with FileLock(str(build_dir) + ".lock"):
+        if _cached(build_dir, lib):
+            return lib
+        tmp = build_dir.with_name(f"{build_dir.name}.tmp{os.getpid()}")
+        for stale in (tmp, build_dir):
+            if stale.exists():
+                shutil.rmtree(stale)
+        tmp.mkdir(parents=True)
+        proc, what = make(tmp)
+        tmp_lib = tmp / name
         if proc.returncode != 0 or not tmp_lib.exists():
             output = (proc.stdout + proc.stderr).strip().splitlines()
             tail = "\n".join(output[-40:])
             shutil.rmtree(tmp, ignore_errors=True)
-            raise BuildError(f"Verilator build of {block} {params} failed "
-                             f"(exit {proc.returncode}):\n{tail}")
+            raise BuildError(f"{what} failed (exit {proc.returncode}):\n{tail}")
         (tmp / "BUILD_OK").write_text(_file_digest(tmp_lib))
         tmp.rename(build_dir)
     return lib
@@ -205,27 +214,12 @@ def native_library(source):
     cxx = _compiler()
     source = Path(source)
     key = _digest(source.read_bytes(), sys.version_info[:2], cxx)
-    build_dir = cache_dir() / "lib" / f"{source.stem}-{key}"
-    lib = build_dir / f"lib{source.stem}.so"
-    with FileLock(str(build_dir) + ".lock"):
-        if _cached(build_dir, lib):
-            return lib
-        tmp = build_dir.with_name(f"{build_dir.name}.tmp{os.getpid()}")
-        for stale in (tmp, build_dir):
-            if stale.exists():
-                shutil.rmtree(stale)
-        tmp.mkdir(parents=True)
-        tmp_lib = tmp / lib.name
-        proc = subprocess.run([cxx, "-O3", "-fPIC", "-shared", "-pthread", "-o", str(tmp_lib),
-                               str(source)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0 or not tmp_lib.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise BuildError(f"C++ build of {source.name} failed (exit {proc.returncode}):\n"
-                             + (proc.stdout + proc.stderr).strip()[-4000:])
-        (tmp / "BUILD_OK").write_text(_file_digest(tmp_lib))
-        tmp.rename(build_dir)
-    return lib
+
+    def make(tmp):
+        cmd = [cxx, "-O3", "-fPIC", "-shared", "-pthread", "-o", str(tmp / f"lib{source.stem}.so"),
+               str(source)]
+        return subprocess.run(cmd, capture_output=True, text=True), f"C++ build of {source.name}"
+    return _build_once(cache_dir() / "lib" / f"{source.stem}-{key}", f"lib{source.stem}.so", make)
 
 
 def load_library(path, rebuild):

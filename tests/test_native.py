@@ -59,3 +59,14 @@ def test_nan_or_inf_weights_are_refused(bad):
     for granularity in ("tensor", "channel"):
         with pytest.raises(ValueError, match="NaN or Inf"):
             quantize_compress(w, 8, 4, granularity=granularity)
+
+
+def test_a_source_that_does_not_compile_is_a_clear_build_error(tmp_path, monkeypatch):
+    from hwprune.sim.build import BuildError, native_library
+    monkeypatch.setenv("HWPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    bad = tmp_path / "broken.cpp"
+    bad.write_text("int f( {\n")
+    with pytest.raises(BuildError, match=r"(?s)C\+\+ build of broken.cpp failed \(exit \d+\):.*"
+                                         r"broken.cpp"):
+        native_library(bad)
+    assert not list((tmp_path / "cache" / "lib").glob("broken-*/BUILD_OK"))

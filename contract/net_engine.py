@@ -23,11 +23,17 @@ and outputs are grouped in *words* of ``lanes`` values; position ``q`` of a vect
 ``colmask`` (``max_cols / lanes`` words)
     one bit per column: the column has kept weights (``count > 0``).
 ``bias`` (``max_cols / lanes`` words)
-    per output word of every layer (from ``bias_base``): ``lanes`` biases in accumulator units.
+    per output word of every layer (from ``bias_base``): ``lanes`` biases in accumulator units,
+    ``2 * width + 4`` bits signed each.
 ``layers`` (:data:`MAX_LAYERS` entries)
     per layer: ``in_words``, ``out_words``, ``cols_base``, ``bias_base``, the requantization
-    ``scale`` / ``shift`` / ``relu``, ``final`` on the last layer and, for it, ``out_valid``
-    (lanes holding results in its last output word).
+    ``scale`` (:data:`SCALE_BITS`) / ``shift`` / ``relu``, ``final`` on the last layer and, for
+    it, ``out_valid`` (lanes holding results in its last output word).
+
+Each memory's entry has its layout (:func:`entry_layouts`); a program beat (the ``p_stream``
+payload, and an NE_LOAD frame's unit) is a memory select, an address, ``last`` and the selected
+memory's entry. (Where the RTL keeps a memory is its own choice: the layer table shares the
+bias memory's block RAMs.)
 
 Semantics (:func:`run`, the golden model; the integer reference of a deployed model)
 -----------------------------------------------------------------------------------

@@ -44,12 +44,12 @@ def test_requantize_rounds_half_up_and_clamps():
     np.testing.assert_array_equal(ne.requantize(y, 3, 0, False, 16), 3 * y)
 
 
-@pytest.mark.parametrize("width", [8, 16])
-def test_the_engines_requantization_at_every_shift(width, rng):
+@pytest.mark.parametrize("lanes,width", [(4, 8), (16, 4)])   # the stall test's builds
+def test_the_engines_requantization_at_every_shift(lanes, width, rng):
     """A hidden layer requantized at shifts from 0 to the largest, with the largest scale and
     ties (odd products at shift 1), read out through an identity layer: the verilated engine
     against the contract's requantize."""
-    lanes, k = 4, 8
+    k = 8
     hi = 2 ** (width - 1)
     bound = 2 ** (ne.geometry(lanes=lanes, width=width).bias_width - 1)
     backend = get_backend("verilator", lanes=lanes, width=width)

@@ -9,6 +9,11 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _progress(args):
+    """Progress bars on a terminal only (quiet in logs and pipes), unless --no-progress."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _add_engine_options(p):
     p.add_argument("--lanes", type=int, default=16, help="weights per beat, 4 to 64 (16)")
     p.add_argument("--width", type=int, default=8, help="bits per weight: 4, 8 or 16 (8)")
@@ -151,7 +156,7 @@ def _cmd_train(args):
 
     splits = load_digits_splits(args.seed)
     model = train_dense(args.model, splits, seed=args.seed, epochs=args.epochs, lr=args.lr,
-                        l1=args.l1, progress=not args.no_progress)
+                        l1=args.l1, progress=_progress(args))
     print(f"{args.model}: test accuracy {100 * evaluate(model, splits.test):.2f} % "
           f"(validation {100 * evaluate(model, splits.val):.2f} %)")
     if args.out:
@@ -166,7 +171,7 @@ def _cmd_experiment(args):
 
     _one_thread()
     epochs = {"dense_epochs": 4, "epochs": 3} if args.quick else {}
-    progress = not args.no_progress
+    progress = _progress(args)
     result = ex.demo(args.model, seed=args.seed, sparsity=args.sparsity, scope=args.scope,
                      backend=args.backend, out=args.out, progress=progress, **epochs)
     if args.mixed_precision:
@@ -221,7 +226,7 @@ def _cmd_prune(args):
     report = hwprune.prune(model, amount=args.amount, pattern=args.pattern, scope=args.scope,
                            backend=args.backend, lanes=args.lanes, width=args.width,
                            granularity=args.granularity, write_back=args.write_back,
-                           example_inputs=example, progress=not args.no_progress,
+                           example_inputs=example, progress=_progress(args),
                            cluster=args.cluster, address=args.address,
                            criterion=args.criterion, calibration=calibration,
                            group=args.group, **options)
@@ -375,15 +380,15 @@ def _cmd_deploy(args):
     splits = None
     if args.model in DIGITS_MODELS:
         splits = load_digits_splits(args.seed)
-        dense = train_dense(args.model, splits, seed=args.seed, progress=not args.no_progress)
+        dense = train_dense(args.model, splits, seed=args.seed, progress=_progress(args))
         model, _ = one_shot(dense, splits, 0.92 if args.amount is None else args.amount,
                             backend=args.prune_backend, width=8, act_l1=args.act_l1,
-                            seed=args.seed, progress=not args.no_progress)
+                            seed=args.seed, progress=_progress(args))
     else:
         model, _ = _load(args)
         if args.amount:
             hwprune.prune(model, amount=args.amount, backend=args.prune_backend, width=8,
-                          progress=not args.no_progress)
+                          progress=_progress(args))
     model.eval()
     if args.inputs:
         try:

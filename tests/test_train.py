@@ -258,3 +258,12 @@ def test_train_cli_saves_a_loadable_state_dict(tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
     model = build_model("mlp-digits")
     model.load_state_dict(torch.load(path))
+
+
+def test_progress_bars_are_quiet_off_a_terminal(tmp_path, capsys):
+    """Without --no-progress the bars still stay out of logs and pipes (stderr here is
+    pytest's capture, not a terminal)."""
+    assert main(["train", "--epochs", "2", "--out", str(tmp_path / "dense.pt")]) == 0
+    captured = capsys.readouterr()
+    assert "test accuracy" in captured.out
+    assert "epoch" not in captured.err

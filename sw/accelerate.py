@@ -32,7 +32,7 @@ from .compress import (compress, compress_nm, parse_format, reduction_matrix,
                        reduction_vectors)
 from .contract.sparse_mac import make_job, stall_free_cycles
 from .contract.sparse_mac import DEFAULT_MAX_K, PIPELINE_LATENCY, check_mac_params
-from .native import quantize_compress
+from .native import NonFiniteWeights, quantize_compress
 from .quant import GRANULARITIES, quantize
 
 __all__ = ["run", "reference", "compile_layer", "LayerProgram", "LayerRun", "RunReport",
@@ -254,18 +254,12 @@ def _weight(module):
 
 
 def _is_nm_sparse(codes, n, m):
-    """No group of ``m`` consecutive inputs of a row holds more than ``n`` non-zeros."""
+    """No group of ``m`` consecutive inputs of a row holds more than ``n`` non-zeros (the
+    numpy path, for convolutions; a Linear's check is part of :mod:`hwprune.native`'s pass)."""
     k = codes.shape[1]
-    if k % m:
-        padded = np.zeros((codes.shape[0], -(-k // m) * m), dtype=codes.dtype)
-        padded[:, :k] = codes
-        codes = padded
-    if int(np.count_nonzero(codes)) > n * codes.size // m:
-        return False                       # more non-zeros than any N:M pattern holds
-    groups = (codes != 0).view(np.uint8).reshape(codes.shape[0], -1, m)
-    if m == 4:     # a group's four 0/1 bytes summed by one multiply of their 32-bit word
-        return bool(((groups.view(np.uint32)[..., 0] * np.uint32(0x01010101)) >> 24 <= n).all())
-    return bool((groups.sum(axis=2) <= n).all())
+    padded = np.zeros((codes.shape[0], -(-k // m) * m), dtype=bool)
+    padded[:, :k] = codes != 0
+    return bool((padded.reshape(codes.shape[0], -1, m).sum(axis=2) <= n).all())
 
 
 def compile_layer(name, module, *, lanes, width, fmt="auto", granularity="tensor"):
@@ -275,7 +269,7 @@ def compile_layer(name, module, *, lanes, width, fmt="auto", granularity="tensor
     if native:      # a Linear: quantized and compressed in C++, one pass each (hwprune.native)
         try:
             q, unstructured, nm_ok = quantize_compress(w, width, lanes, granularity=granularity)
-        except ValueError:
+        except NonFiniteWeights:
             raise ValueError(f"layer {name!r} has NaN or Inf weights") from None
     else:
         if not torch.isfinite(torch.from_numpy(w)).all():

@@ -314,6 +314,16 @@ def test_bad_activations_name_the_layer():
         hwprune.run(linear, torch.zeros(4, 9), backend="golden")
     with pytest.raises(ValueError, match=r"^layer '0' \(Linear\) got NaN or Inf activations$"):
         hwprune.run(linear, torch.full((1, 10), float("nan")), backend="golden")
+    # NaN / Inf weights: a Linear (compiled in C++) and a Conv2d (numpy), the model untouched
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3))
+    for bad, x in ((linear, torch.zeros(1, 10)), (conv, torch.zeros(1, 2, 5, 5))):
+        with torch.no_grad():
+            bad[0].weight[1, 0] = float("inf") if bad is linear else float("nan")
+        before = bad[0].weight.clone()
+        with pytest.raises(ValueError, match=r"^layer '0' has NaN or Inf weights$"):
+            hwprune.run(bad, x, backend="golden")
+        assert torch.equal(bad[0].weight.isnan(), before.isnan())
+        assert torch.equal(bad[0].weight.nan_to_num(), before.nan_to_num())
 
 
 def test_clock_from_the_synthesis_report_of_a_design_with_the_mac(tmp_path):

@@ -14,9 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["quantize_compress"]
+__all__ = ["quantize_compress", "NonFiniteWeights"]
 
 SOURCE = Path(__file__).with_name("compile.cpp")
+
+
+class NonFiniteWeights(ValueError):
+    """The weights hold NaN or Inf (nothing was computed)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -25,7 +29,7 @@ def _lib():
     lib = load_library(native_library(SOURCE), lambda: native_library(SOURCE))
     p = ctypes.c_void_p
     i64 = ctypes.c_int64
-    lib.hp_absmax_f32.argtypes = [p, i64, p]
+    lib.hp_absmax_f32.argtypes = [p, i64, i64, p]
     lib.hp_absmax_f32.restype = ctypes.c_int
     lib.hp_quantize_f32.argtypes = [p, i64, i64, p, ctypes.c_int, ctypes.c_int, p, p, p]
     lib.hp_quantize_f32.restype = None
@@ -51,8 +55,8 @@ def quantize_compress(w, width, lanes, *, granularity="tensor", nm=(2, 4)):
     unstructured format with ``lanes`` slots a beat.
 
     Returns ``(Quantized, CompressedWeights, nm_ok)``; ``nm_ok``: no aligned group of
-    ``nm[1]`` inputs holds more than ``nm[0]`` non-zeros. ValueError when ``w`` holds NaN or
-    Inf (nothing is computed).
+    ``nm[1]`` inputs holds more than ``nm[0]`` non-zeros. :class:`NonFiniteWeights` (a
+    ValueError) when ``w`` holds NaN or Inf (nothing is computed).
     """
     from ..compress import MAX_SKIP, CompressedWeights
     from ..quant import GRANULARITIES, Quantized
@@ -64,20 +68,16 @@ def quantize_compress(w, width, lanes, *, granularity="tensor", nm=(2, 4)):
     lib = _lib()
     rows, k = w.shape
     qmax = 2 ** (width - 1) - 1
+    amax = np.zeros(rows, dtype=np.float32)            # per row, in one pass over the cores
+    bad = lib.hp_absmax_f32(_ptr(w), rows, k, _ptr(amax))
     if granularity == "tensor":
-        amax = np.zeros(1, dtype=np.float32)
-        bad = lib.hp_absmax_f32(_ptr(w), w.size, _ptr(amax))
-        scale = np.asarray(float(amax[0]) / qmax if amax[0] > 0 else 1.0, dtype=np.float64)
+        top = amax.max()
+        scale = np.asarray(float(top) / qmax if top > 0 else 1.0, dtype=np.float64)
     else:
-        amax = np.zeros(rows, dtype=np.float32)
-        bad = 0
-        for r in range(rows):      # one call a row (rows, not weights)
-            bad |= lib.hp_absmax_f32(_ptr(w[r]), k, _ptr(amax[r:]))
         scale = np.where(amax > 0, amax.astype(np.float64) / qmax, 1.0).reshape(-1, 1)
     if bad:
-        raise ValueError("weights hold NaN or Inf")
-    scale32 = np.ascontiguousarray(np.broadcast_to(scale, (rows, 1) if scale.ndim else (1,)),
-                                   dtype=np.float32).reshape(-1)
+        raise NonFiniteWeights("weights hold NaN or Inf")
+    scale32 = np.ascontiguousarray(scale, dtype=np.float32).reshape(-1)   # 1 or rows values
     codes = np.empty((rows, k), dtype=np.int16)
     row_nnz = np.empty(rows, dtype=np.int64)
     pos = np.empty(rows * k, dtype=np.int32)     # only the pages the non-zeros need are touched

@@ -29,27 +29,28 @@ void parallel_rows(int64_t n, F f) {
 
 extern "C" {
 
-// Largest |w| of n values into *amax; returns 1 when a value is NaN or Inf, else 0. The bits
-// of |w| (sign cleared) order like the values for finite ones; NaN and Inf lie above them all.
-int hp_absmax_f32(const float* w, int64_t n, float* amax) {
+// Largest |w| of each of `rows` rows of k values into amax[r]; returns 1 when a value is NaN or
+// Inf, else 0. The bits of |w| (sign cleared) order like the values for finite ones; NaN and
+// Inf lie above them all.
+int hp_absmax_f32(const float* w, int64_t rows, int64_t k, float* amax) {
     const uint32_t* bits = reinterpret_cast<const uint32_t*>(w);
-    const int64_t chunk = 1 << 16;
-    std::vector<uint32_t> maxes((n + chunk - 1) / chunk, 0);
-    parallel_rows((int64_t)maxes.size(), [&](int64_t first, int64_t last) {
-        for (int64_t c = first; c < last; ++c) {
+    std::vector<uint32_t> maxes(rows, 0);
+    parallel_rows(rows, [&](int64_t first, int64_t last) {
+        for (int64_t r = first; r < last; ++r) {
             uint32_t m = 0;
-            for (int64_t i = c * chunk, end = std::min(n, (c + 1) * chunk); i < end; ++i) {
+            for (int64_t i = r * k, end = (r + 1) * k; i < end; ++i) {
                 uint32_t a = bits[i] & 0x7fffffffu;
                 m = a > m ? a : m;
             }
-            maxes[c] = m;
+            maxes[r] = m;
         }
     });
-    uint32_t m = 0;
-    for (uint32_t x : maxes)
-        m = x > m ? x : m;
-    std::memcpy(amax, &m, sizeof m);
-    return m >= 0x7f800000u;
+    uint32_t worst = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+        worst = maxes[r] > worst ? maxes[r] : worst;
+        std::memcpy(amax + r, &maxes[r], sizeof(float));
+    }
+    return worst >= 0x7f800000u;
 }
 
 // codes = clip(rint(w / scale), -qmax, qmax) (float32 division, round half to even); scale is

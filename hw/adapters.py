@@ -36,7 +36,7 @@ from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
 from .channel_norms import ChannelNorms, ChannelTileLayout
 from .crc import CRC32, processor
 from .magnitude_histogram import MagnitudeHistogram
-from .net_engine import NetEngine
+from .net_engine import NO_RW_CHECK, NetEngine
 from .nm_selector import NMSelector
 from .threshold_engine import ThresholdEngine
 
@@ -44,25 +44,35 @@ __all__ = ["ThresholdEngineAdapter", "MagnitudeHistogramAdapter", "NMSelectorAda
            "ChannelNormsAdapter", "NetEngineAdapter"]
 
 
-def _byte_assembler(m, valid, byte, nbytes, taken, name="asm"):
+def _byte_assembler(m, valid, byte, nbytes, taken, name="asm", hold=True):
     """Bytes (``byte`` on ``valid``) shifted into a beat of ``8 * nbytes`` bits, first byte
     lowest; a completed beat waits in a hold register until ``taken``. Returns ``(room, push,
     hold, hold_valid, pos)``: a byte can go in (unless it would complete a beat while the hold
     register is full: a beat taken and a new one completing never meet in one cycle), a byte
-    went in, the beat, its valid flag, and the next byte's place in its beat."""
+    went in, the beat, its valid flag, and the next byte's place in its beat.
+
+    ``hold=False``: no hold register (``8 * nbytes`` flip-flops fewer); the completed beat waits
+    in the shift register itself and no byte goes in until it is taken (one clock a beat where
+    the sink takes it at once)."""
     asm = Signal(8 * nbytes, name=f"{name}_shift")
     pos = Signal(range(nbytes), name=f"{name}_pos")
-    hold = Signal(8 * nbytes, name=f"{name}_hold")
+    held = Signal(8 * nbytes, name=f"{name}_hold") if hold else asm
     hold_valid = Signal(name=f"{name}_hold_valid")
     room, push = Signal(name=f"{name}_room"), Signal(name=f"{name}_push")
-    m.d.comb += [room.eq((pos != nbytes - 1) | ~hold_valid), push.eq(valid & room)]
+    if hold:
+        m.d.comb += room.eq((pos != nbytes - 1) | ~hold_valid)
+    else:
+        m.d.comb += room.eq(~hold_valid)
+    m.d.comb += push.eq(valid & room)
     with m.If(push):
         m.d.sync += [asm.eq(Cat(asm[8:], byte)), pos.eq(Mux(pos == nbytes - 1, 0, pos + 1))]
         with m.If(pos == nbytes - 1):
-            m.d.sync += [hold.eq(Cat(asm[8:], byte)), hold_valid.eq(1)]
+            m.d.sync += hold_valid.eq(1)
+            if hold:
+                m.d.sync += held.eq(Cat(asm[8:], byte))
     with m.If(taken):
         m.d.sync += hold_valid.eq(0)
-    return room, push, hold, hold_valid, pos
+    return room, push, held, hold_valid, pos
 
 
 def _assemble_beats(m, i_bytes, sink, lanes, width, nbytes, hold_back=C(0)):
@@ -102,6 +112,19 @@ def _serialiser(m, o, nbytes, load, value, count=None):
     with m.Elif(pop):
         m.d.sync += [ser.eq(ser[8:]), ser_left.eq(ser_left - 1), ser_full.eq(ser_left != 1)]
     return ~ser_full, pop
+
+
+def _byte_select(m, o, nbytes, offer, value):
+    """Bytes out of a beat that holds still while it is offered (``value``, ``8 * nbytes``
+    bits, steady while ``offer``): each byte picked by its index, no shift register. Returns
+    the strobe of the beat's last byte taken (the beat is done)."""
+    pos = Signal(range(nbytes))
+    done = Signal()
+    m.d.comb += [o.valid.eq(offer), o.payload.eq(value.word_select(pos, 8)),
+                 done.eq(o.valid & o.ready & (pos == nbytes - 1))]
+    with m.If(o.valid & o.ready):
+        m.d.sync += pos.eq(Mux(pos == nbytes - 1, 0, pos + 1))
+    return done
 
 
 def _run_source(m, i_bytes, r_bytes, run):
@@ -452,7 +475,9 @@ class MagnitudeHistogramAdapter(wiring.Component):
                      frame_ok.eq(self.frame_ok)]
 
         # --- the frame buffer: a frame's bytes, replayed into the unit once the frame is good --
-        m.submodules.frame = frame = Memory(shape=8, depth=MAX_PAYLOAD, init=[])
+        # written while a frame comes in, read while it is replayed (never both: `busy`)
+        m.submodules.frame = frame = Memory(shape=8, depth=MAX_PAYLOAD, init=[],
+                                            attrs=NO_RW_CHECK)
         wp = frame.write_port()
         rp = frame.read_port()
         written = Signal(range(MAX_PAYLOAD + 1))
@@ -618,7 +643,9 @@ class NetEngineAdapter(wiring.Component):
         frame_end, frame_ok, dense = Signal(), Signal(), Signal()
         m.d.sync += [frame_end.eq(self.frame_end), frame_ok.eq(self.frame_ok),
                      dense.eq(self.dense)]
-        m.submodules.frame = frame = Memory(shape=8, depth=MAX_PAYLOAD, init=[])
+        # written while a frame comes in, read while it is replayed (never both: `busy`)
+        m.submodules.frame = frame = Memory(shape=8, depth=MAX_PAYLOAD, init=[],
+                                            attrs=NO_RW_CHECK)
         wp, rp = frame.write_port(), frame.read_port()
         written = Signal(range(MAX_PAYLOAD + 1))
         read = Signal(range(MAX_PAYLOAD + 1))
@@ -665,7 +692,8 @@ class NetEngineAdapter(wiring.Component):
         p = unit.p_stream
         p_taken = Signal()
         _, to_p, hold, hold_valid, asm_pos = _byte_assembler(
-            m, replay.valid & loading, replay.payload, self.data_bytes, p_taken, "program")
+            m, replay.valid & loading, replay.payload, self.data_bytes, p_taken, "program",
+            hold=False)
         m.d.comb += [p_taken.eq(p.valid & p.ready), p.valid.eq(hold_valid),
                      p.payload.eq(hold[:len(Value.cast(p.payload))])]
         program_beats = Signal(COUNTER_WIDTH)
@@ -682,22 +710,21 @@ class NetEngineAdapter(wiring.Component):
         slot_bytes = Signal(16 + shift)
         in_bytes = Signal(16 + lanes.bit_length())
         m.d.comb += [slot_bytes.eq(slot << shift), in_bytes.eq(in_words * lanes)]
-        xasm = Signal(8 * lanes)
+        # an input word is assembled in place and offered from there (no byte goes into it
+        # until the engine took it)
         xhold = Signal(8 * lanes)
         xhold_valid, xhold_last = Signal(), Signal()
         is_input = Signal()
         to_x = Signal()
         m.d.comb += [is_input.eq(vbyte < in_bytes),
-                     to_x.eq(replay.valid & running & (~is_input | (xpos != lanes - 1)
-                                                       | ~xhold_valid))]
+                     to_x.eq(replay.valid & running & (~is_input | ~xhold_valid))]
         with m.If(to_x):
             m.d.sync += vbyte.eq(Mux(vbyte == slot_bytes - 1, 0, vbyte + 1))
             with m.If(is_input):
-                m.d.sync += [xasm.eq(Cat(xasm[8:], replay.payload)),
+                m.d.sync += [xhold.eq(Cat(xhold[8:], replay.payload)),
                              xpos.eq(Mux(xpos == lanes - 1, 0, xpos + 1))]
                 with m.If(xpos == lanes - 1):
-                    m.d.sync += [xhold.eq(Cat(xasm[8:], replay.payload)), xhold_valid.eq(1),
-                                 xhold_last.eq(vbyte == in_bytes - 1)]
+                    m.d.sync += [xhold_valid.eq(1), xhold_last.eq(vbyte == in_bytes - 1)]
         with m.If(x.valid & x.ready):
             m.d.sync += xhold_valid.eq(0)
         m.d.comb += [x.valid.eq(xhold_valid), x.payload.last.eq(xhold_last)]
@@ -719,15 +746,15 @@ class NetEngineAdapter(wiring.Component):
         word = Mux(from_y, Cat(*values), 0)
         offer_word = Signal()
         m.d.comb += offer_word.eq(answering & (words_left != 0) & (~from_y | y.valid))
-        room, pop = _serialiser(m, self.o_bytes, self.beat_bytes, offer_word, word)
         took = Signal()
-        m.d.comb += [took.eq(offer_word & room), y.ready.eq(took & from_y)]
+        m.d.comb += [took.eq(_byte_select(m, self.o_bytes, self.beat_bytes, offer_word, word)),
+                     y.ready.eq(took & from_y)]
         with m.If(took):
             m.d.sync += [words_left.eq(words_left - 1),
                          oword.eq(Mux(oword == slot - 1, 0, oword + 1))]
         with m.If(self.load):
             m.d.sync += oword.eq(0)
-        with m.If(answering & (words_left == 0) & room & ~running):
+        with m.If(answering & (words_left == 0) & ~running):
             m.d.sync += [answering.eq(0), written.eq(0)]
 
         m.d.comb += self.finished.eq(~busy & ~frame_end & ~self.frame_end & ~hold_valid

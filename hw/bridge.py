@@ -148,14 +148,30 @@ class Dispatcher(wiring.Component):
             m.d.sync += bump("framing_errors")
         m.d.comb += self.error.eq(Cat(*errors.values()).any())
 
-        # --- the answer's short payload (INFO, STATUS, CONFIG, ERROR), shifted out --------------
+        # --- the answer's short payload (INFO, STATUS, CONFIG, ERROR) --------------------------
+        # Read out byte by byte from its fields where they live (a snapshot register of the
+        # longest answer and its load multiplexers took ~500 logic cells on the iCE40). The
+        # fields hold still while the answer goes out: a block starts nothing new before the
+        # encoder is idle again; the ERROR answer's code, which the next header overwrites, is
+        # the one thing copied. Sources are added below (`small_source`) as the answers are.
         small_len = max(*(_fields_len(a.status_fields) for a in adapters),
                         *(_fields_len(a.finish_fields) for a in adapters),
                         _fields_len(INFO_FIELDS), 2)
-        small = Signal(8 * small_len)
-        m.d.comb += [self.o_small.valid.eq(1), self.o_small.payload.eq(small[:8])]
+        small_sources = []        # per source, its bytes (8-bit values)
+        small_src = Signal(8)     # the answer's source (unused high bits are constants)
+        small_pos = Signal(range(small_len + 1))
+
+        def small_source(value, nbytes):
+            """The source number of an answer made of ``value``'s first ``nbytes`` bytes."""
+            v = _bytes(value, nbytes)
+            small_sources.append([v[8 * i:8 * i + 8] for i in range(nbytes)])
+            return len(small_sources) - 1
+
+        def load_small(source):
+            return [small_src.eq(source), small_pos.eq(0)]
+        m.d.comb += self.o_small.valid.eq(1)
         with m.If(self.o_small.ready):
-            m.d.sync += small.eq(small[8:])
+            m.d.sync += small_pos.eq(small_pos + 1)
         answer = Signal(AnswerFrame)
         m.d.comb += self.o_frame.payload.eq(answer)
         idle = Signal()      # the encoder is idle: a new answer may be loaded
@@ -184,6 +200,11 @@ class Dispatcher(wiring.Component):
         length = Signal(16)
         code = Signal(ErrorCode)     # the ERROR answer's code
         code_cmd = Signal(8)         # and the command byte it names
+        error_answer = Signal(16)    # both, held while the ERROR answer goes out
+        zero_src = small_source(C(0, 8), 1)
+        info_src = small_source(Cat(*(info[n] for n, _ in INFO_FIELDS)),
+                                _fields_len(INFO_FIELDS))
+        error_src = small_source(error_answer, 2)
         left = Signal(signed(18))
         diff = Signal(signed(18))
         config = Signal(8 * max(protocol.RUN_LEN, *(a.config_len for a in adapters)))
@@ -407,11 +428,11 @@ class Dispatcher(wiring.Component):
                 with m.Else():
                     m.next = "EXECUTE"
             with m.State("EXECUTE"):
-                # Answers are loaded only while the encoder is idle: it shifts `small` out.
+                # Answers are loaded only while the encoder is idle: it reads `small_src` out.
                 with m.If(idle):
                     m.d.sync += [answer.cmd.eq(cmd | 0x80), answer.small.eq(1)]
                     with m.If(is_info):
-                        m.d.sync += [small.eq(Cat(*(info[n] for n, _ in INFO_FIELDS))),
+                        m.d.sync += [*load_small(info_src),
                                      answer.length.eq(_fields_len(INFO_FIELDS))]
                     for k, adapter in enumerate(adapters):
                         with m.Elif(is_[k, "STATUS"] | is_[k, "FINISH"]):
@@ -424,7 +445,7 @@ class Dispatcher(wiring.Component):
                             if adapter.config_len:
                                 m.d.comb += adapter.config.eq(config[-8 * adapter.config_len:])
                             m.d.comb += adapter.load.eq(1)
-                            m.d.sync += [small.eq(0), answer.length.eq(1),
+                            m.d.sync += [*load_small(zero_src), answer.length.eq(1),
                                          *(flag.eq(0) for flag in run_flags.values())]
                         if runs(adapter):
                             with m.Elif(is_[k, "RUN"]):
@@ -454,17 +475,25 @@ class Dispatcher(wiring.Component):
                         values = {**errors, **{n: getattr(adapter, n) for n, _ in fields
                                                if n in adapter.signature.members}}
                         with m.If(is_[k, kind] & adapter.finished):
-                            m.d.sync += [small.eq(Cat(*(_bytes(values[n], w)
-                                                        for n, w in fields))),
+                            src = small_source(Cat(*(_bytes(values[n], w)
+                                                     for n, w in fields)),
+                                               _fields_len(fields))
+                            m.d.sync += [*load_small(src),
                                          answer.length.eq(_fields_len(fields))]
                             m.next = "RESPOND"
             with m.State("ERROR"):
                 with m.If(idle):
                     m.d.sync += [answer.cmd.eq(Cmd.ERROR), answer.small.eq(1),
-                                 answer.length.eq(2), small.eq(Cat(code, code_cmd))]
+                                 answer.length.eq(2), error_answer.eq(Cat(code, code_cmd)),
+                                 *load_small(error_src)]
                     m.next = "RESPOND"
             with m.State("RESPOND"):
                 offer(m, self.o_frame, "IDLE")
+        with m.Switch(small_src):
+            for k, source in enumerate(small_sources):
+                with m.Case(k):
+                    m.d.comb += self.o_small.payload.eq(
+                        source[0] if len(source) == 1 else Array(source)[small_pos])
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         return m
 

@@ -46,6 +46,15 @@ from .layouts import amaranth_layout
 
 __all__ = ["NetEngine"]
 
+#: Memories that are never read and written at the same address in one clock: the program is
+#: written only while the engine is idle (no read port enabled, or its data unused), and the
+#: activation banks are written in the output phase (the other bank) and read in the column
+#: phase. Yosys then maps them to block RAM as they are; without it, it builds read-first
+#: logic around every iCE40 block RAM (~40 flip-flops and ~27 LUTs each). Simulation keeps
+#: Amaranth's read-first semantics either way. The accumulators stay transparent (their
+#: read-modify-write does meet its own write).
+NO_RW_CHECK = {"no_rw_check": 1}
+
 
 class _BeatMemory(wiring.Component):
     """The weight beats: one write port (program load) and one read port (data one clock after
@@ -76,7 +85,8 @@ class _BeatMemory(wiring.Component):
                 outs.append(out)
             m.d.comb += self.r_data.eq(Cat(*outs))
             return m
-        m.submodules.mem = mem = Memory(shape=self.shape.size, depth=self.depth, init=[])
+        m.submodules.mem = mem = Memory(shape=self.shape.size, depth=self.depth, init=[],
+                                        attrs=NO_RW_CHECK)
         wp, rp = mem.write_port(), mem.read_port()
         m.d.comb += [wp.addr.eq(self.w_addr), wp.data.eq(self.w_data), wp.en.eq(self.w_en),
                      rp.addr.eq(self.r_addr), self.r_data.eq(rp.data)]
@@ -115,16 +125,20 @@ class NetEngine(BlockComponent):
                                               entries["layers"])
         act_word = data.ArrayLayout(signed(width), lanes)
         m.submodules.weights = weights = _BeatMemory(beat_shape, g.max_beats)
-        m.submodules.cols = cols = Memory(shape=col_shape, depth=g.max_cols, init=[])
-        m.submodules.colmask = colmask = Memory(shape=unsigned(lanes), depth=g.bias_words, init=[])
+        m.submodules.cols = cols = Memory(shape=col_shape, depth=g.max_cols, init=[],
+                                          attrs=NO_RW_CHECK)
+        m.submodules.colmask = colmask = Memory(shape=unsigned(lanes), depth=g.bias_words,
+                                                init=[], attrs=NO_RW_CHECK)
         # The bias memory also holds the layer table, after the biases (bias_words + layer):
         # a layer's entry is read once as the layer starts, when the output phase does not
         # use the port; on the UP5K the eight entries would otherwise take 4 more block RAMs,
         # or ~500 flip-flops.
         bias_shape = data.ArrayLayout(signed(g.bias_width), lanes)
         m.submodules.bias = bias = Memory(shape=max(bias_shape.size, layer_shape.size),
-                                          depth=g.bias_words + contract.MAX_LAYERS, init=[])
-        m.submodules.acts = acts = Memory(shape=act_word, depth=2 * g.words, init=[])
+                                          depth=g.bias_words + contract.MAX_LAYERS, init=[],
+                                          attrs=NO_RW_CHECK)
+        m.submodules.acts = acts = Memory(shape=act_word, depth=2 * g.words, init=[],
+                                          attrs=NO_RW_CHECK)
         accs = []
         for lane in range(lanes):
             mem = Memory(shape=signed(acc_w), depth=g.words, init=[])
@@ -266,13 +280,14 @@ class NetEngine(BlockComponent):
                          mul_b.eq(Mux(o2_valid, desc.scale, beat.value[lane])),
                          m2_prod[lane].eq(product), o3_p[lane].eq(product)]
             m.d.sync += product.eq(mul_a * mul_b)
+        o35_valid, o35_w = Signal(), Signal(g.word_bits)   # the product's window, registered
         o4_valid, o4_w = Signal(), Signal(g.word_bits)
         o4_q = Signal(act_word)
         final = desc.final
         o_issue = Signal()
         o_busy = Signal()
         m.d.comb += [
-            o_busy.eq(o1_valid | o2_valid | o3_valid | o4_valid | y.valid),
+            o_busy.eq(o1_valid | o2_valid | o3_valid | o35_valid | o4_valid | y.valid),
             o_issue.eq(out_on & (o_w < desc.out_words) & (~final | ~o_busy)),
             b_rd.addr.eq(Mux(desc_read, g.bias_words + layer, desc.bias_base + o_w)),
         ]
@@ -281,7 +296,8 @@ class NetEngine(BlockComponent):
         m.d.sync += [o1_valid.eq(o_issue), o1_w.eq(o_w),
                      o2_valid.eq(o1_valid), o2_w.eq(o1_w),
                      o3_valid.eq(o2_valid & ~final), o3_w.eq(o2_w),
-                     o4_valid.eq(o3_valid), o4_w.eq(o3_w)]
+                     o35_valid.eq(o3_valid), o35_w.eq(o3_w),
+                     o4_valid.eq(o35_valid), o4_w.eq(o35_w)]
 
         init = Signal(init=1)
         init_w = Signal(g.word_bits)
@@ -291,6 +307,12 @@ class NetEngine(BlockComponent):
             with m.If(init_w == g.words - 1):
                 m.d.sync += init.eq(0)
 
+        # The product's bits at or above shift + width (a layer's constant, registered: the
+        # column phase runs for clocks before the first output).
+        p_bits = acc_w + contract.SCALE_BITS + 1
+        over_mask = Signal(p_bits)
+        m.d.sync += over_mask.eq(Cat(*(desc.shift + width <= j for j in range(p_bits))))
+
         for lane in range(lanes):
             wp, rd = acc_wps[lane], acc_rds[lane]
             m.d.comb += [
@@ -299,23 +321,37 @@ class NetEngine(BlockComponent):
                 wp.data.eq(Mux(init | out_on, 0, rd.data + m2_prod[lane])),
                 wp.en.eq(init | Mux(out_on, o1_valid, m2_valid)),
             ]
-            m.d.sync += o2_y[lane].eq(rd.data + b_bias[lane])
-            # (p + 2**(s-1)) >> s, rounded half up, as ((2p >> s) + 1) >> 1: one shifter of
-            # the product's width, no 64-bit rounding constant to decode and add
-            halves = Signal(signed(len(o3_p[lane]) + 1), name=f"halves{lane}")
-            shifted = Signal(signed(len(o3_p[lane]) + 1), name=f"shifted{lane}")
-            m.d.comb += [halves.eq((o3_p[lane] << 1) >> desc.shift),
-                         shifted.eq((halves + 1) >> 1)]
+            with m.If(o1_valid):        # held after: the final layer's result word
+                m.d.sync += o2_y[lane].eq(rd.data + b_bias[lane])
+            # (p + 2**(s-1)) >> s, rounded half up, as ((2p >> s) + 1) >> 1, clamped to `width`
+            # bits. Only a window of width + 2 bits of 2p >> s is computed (a full-width shifter
+            # of the product is ~250 LUTs a lane on the iCE40): a p whose bits at or above
+            # s + width are not all its sign lies outside the window and saturates.
+            # (two clocks: the window's shifter, then rounding and clamping; in one, the
+            # path missed the UP5K top's 27 MHz)
+            pv = o3_p[lane]
+            outside = Signal(name=f"outside{lane}")
+            sign = Signal(name=f"sign{lane}")
+            window = Signal(signed(width + 2), name=f"window{lane}")
+            rounded = Signal(signed(width + 2), name=f"rounded{lane}")
+            m.d.sync += [outside.eq(((pv ^ pv[-1].replicate(len(pv))) & over_mask).any()),
+                         sign.eq(pv[-1]), window.eq((pv << 1) >> desc.shift)]
+            m.d.comb += rounded.eq((window + 1) >> 1)
             hi, lo = 2 ** (width - 1) - 1, -2 ** (width - 1)
-            with m.If(shifted > hi):
+            with m.If(outside):
+                m.d.sync += o4_q[lane].eq(Mux(sign, Mux(desc.relu, 0, lo), hi))
+            with m.Elif(rounded > hi):
                 m.d.sync += o4_q[lane].eq(hi)
-            with m.Elif((shifted < 0) & desc.relu):
+            with m.Elif((rounded < 0) & desc.relu):
                 m.d.sync += o4_q[lane].eq(0)
-            with m.Elif(shifted < lo):
+            with m.Elif(rounded < lo):
                 m.d.sync += o4_q[lane].eq(lo)
             with m.Else():
-                m.d.sync += o4_q[lane].eq(shifted)
+                m.d.sync += o4_q[lane].eq(rounded)
 
+        # The final layer's result word is o2_y itself: o2_y changes only as a word enters the
+        # output pipeline, and the final layer issues its next word once y was taken.
+        m.d.comb += y.payload.value.eq(o2_y)
         vec_done = Signal()
         # Final layer: results out (one word at a time; the pipeline waits for the reader).
         with m.If(y.valid & y.ready):
@@ -325,7 +361,7 @@ class NetEngine(BlockComponent):
         m.d.comb += vec_done.eq(y.valid & y.ready & y_last)
         with m.If(o2_valid & final & (~y.valid | y.ready)):
             last_word = o2_w == desc.out_words - 1
-            m.d.sync += [y.valid.eq(1), y.payload.value.eq(o2_y), y_last.eq(last_word),
+            m.d.sync += [y.valid.eq(1), y_last.eq(last_word),
                          y.payload.valid.eq(Mux(last_word & (desc.out_valid != 0),
                                                 (C(1, lanes + 1) << desc.out_valid) - 1,
                                                 ~C(0, lanes)))]

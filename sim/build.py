@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,39 @@ def _hw_sources_digest():
 
 
 def _params_key(block, params):
-    return f"{block}-" + _digest(_hw_sources_digest(), block, json.dumps(params, sort_keys=True))
+    return f"{block}-" + _digest(_hw_sources_digest(), block, json.dumps(params, sort_keys=True),
+                                 _SIM_VERILOG_VERSION)
+
+
+#: Bumped when :func:`sim_verilog` changes what it makes of the generated Verilog.
+_SIM_VERILOG_VERSION = 1
+_ZERO_INIT = re.compile(r"(?m)^([ \t]*)initial begin\n((?:[ \t]*[A-Za-z_][\w$]*\[\d+\] = "
+                        r"\d+'[hdb]0+;\n)+)[ \t]*end\n")
+_ZERO_LINE = re.compile(r"[ \t]*([A-Za-z_][\w$]*)\[(\d+)\] = (\d+'[hdb]0+);")
+
+
+def sim_verilog(text):
+    """The generated Verilog with every all-zero memory initialiser written as one loop.
+
+    Amaranth writes a memory's initial contents one word a line (the network engine's 16 K
+    weight words and its other memories: ~18,000 lines); Verilator turns each line into a C++
+    statement of one function, and g++ -O3 took minutes over it. A loop is the same contents
+    (every word zero) in a few lines."""
+    count = 0
+
+    def loop(match):
+        nonlocal count
+        lines = [_ZERO_LINE.fullmatch(line) for line in match.group(2).splitlines()]
+        names = {line.group(1) for line in lines}
+        if len(names) != 1 or [int(line.group(2)) for line in lines] != list(range(len(lines))):
+            return match.group(0)
+        name, zero, indent = names.pop(), lines[0].group(3), match.group(1)
+        count += 1
+        i = f"hwprune_zero_{count}"
+        return (f"{indent}integer {i};\n"
+                f"{indent}initial for ({i} = 0; {i} < {len(lines)}; {i} = {i} + 1) "
+                f"{name}[{i}] = {zero};\n")
+    return _ZERO_INIT.sub(loop, text)
 
 
 def verilog_file(block, **params):
@@ -100,7 +133,7 @@ def verilog_file(block, **params):
                 return path
             warnings.warn(f"cached Verilog {path} is damaged (checksum mismatch); regenerating",
                           RuntimeWarning, stacklevel=2)
-        text = to_verilog(block, **params)
+        text = sim_verilog(to_verilog(block, **params))
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(text)
         tmp.replace(path)

@@ -296,6 +296,34 @@ def _stat_counts(stat, family):
             "dsp": cells.get("MULT18X18D", 0)}
 
 
+_RTLIL_MEMORY = re.compile(r"attribute \\no_rw_check 1\n\s*memory [^\n]*? (\S+)\n")
+_RTLIL_COLLISION = re.compile(r"(cell \$memrd_v2 \S+\n(?:\s+parameter [^\n]*\n)*?"
+                              r"\s+parameter \\MEMID \"(?P<id>[^\"]+)\"\n"
+                              r"(?:\s+parameter [^\n]*\n)*?\s+parameter \\COLLISION_X_MASK )"
+                              r"(?P<n>\d+)'(?P<bits>[01]+)")
+
+
+def no_rw_check(text):
+    """The RTLIL ``text`` with every read port of a memory marked ``no_rw_check`` (a memory
+    that is never read and written at one address in the same clock) declared don't-care on a
+    collision, as yosys does for that attribute on Verilog input.
+
+    Amaranth puts the attribute on the memory, but yosys reads it only where it makes a read
+    port synchronous (``memory_dff``); Amaranth's RTLIL ports are synchronous already, so
+    without this yosys builds read-first logic around every iCE40 block RAM (~40 flip-flops
+    and ~27 LUTs each)."""
+    out = []
+    for module in re.split(r"(?m)^(?=module )", text):
+        names = {n.replace("\\\\", "\\") for n in _RTLIL_MEMORY.findall(module)}
+        if names:
+            module = _RTLIL_COLLISION.sub(
+                lambda mt: (mt.group(1) + f"{mt.group('n')}'" + "1" * len(mt.group("bits"))
+                            if mt.group("id").replace("\\\\", "\\") in names
+                            else mt.group(0)), module)
+        out.append(module)
+    return "".join(out)
+
+
 def synth_block(block, family="ice40", *, build_dir="build", **params):
     """Synthesize one hardware block alone (yosys ``synth_ice40 -dsp`` / ``synth_ecp5``, no
     placement) and return its LUT / FF / BRAM / DSP counts (the resources a block's parameters
@@ -329,7 +357,7 @@ _AVAILABLE = {
 #: Lanes of each board's default bitstream.
 DEFAULT_LANES = {"icebreaker": 8, "ulx3s": 16}
 #: The blocks of each board's default bitstream (None: every block whose adapter fits). The UP5K
-#: (5,280 logic cells) holds the threshold engine and the weight store at 8 lanes (3,904 cells);
+#: (5,280 logic cells) holds the threshold engine and the weight store at 8 lanes (3,671 cells);
 #: with the width-8 histogram it needs 6,343 cells even at 4 lanes, so the threshold search
 #: runs on the host there (``host_fallback=True``).
 DEFAULT_BLOCKS = {"icebreaker": ("threshold_engine", "weight_store"), "ulx3s": None}
@@ -374,10 +402,13 @@ def synth(board, *, lanes=None, width=8, freq=None, baud=DEFAULT_BAUD, build_dir
     # flattened, abc9 -dff ran for over 36 minutes on the 16-lane top (7 minutes per module).
     (out / "top.tim").unlink(missing_ok=True)
     try:
-        platform.build(top, name="top", build_dir=str(out), do_program=False, verbose=verbose,
-                       synth_opts=SYNTH_OPTS[family],
-                       script_after_synth="tee -q -o top_stat.json stat -json",
-                       nextpnr_opts=f"--report top_report.json --seed {seed} --timing-allow-fail")
+        plan = platform.build(top, name="top", do_build=False, verbose=verbose,
+                              synth_opts=SYNTH_OPTS[family],
+                              script_after_synth="tee -q -o top_stat.json stat -json",
+                              nextpnr_opts=f"--report top_report.json --seed {seed} "
+                                           "--timing-allow-fail")
+        plan.files["top.il"] = no_rw_check(plan.files["top.il"])
+        plan.execute_local(str(out))
     except subprocess.CalledProcessError:
         util = placement_utilisation(out / "top.tim")
         over = {k: v for k, v in util.items() if v[0] > v[1]}

@@ -321,7 +321,9 @@ class NetEngine(BlockComponent):
                 wp.data.eq(Mux(init | out_on, 0, rd.data + m2_prod[lane])),
                 wp.en.eq(init | Mux(out_on, o1_valid, m2_valid)),
             ]
-            with m.If(o1_valid):        # held after: the final layer's result word
+            # held after: the final layer's result word (and never while y offers it, which
+            # a word entering the pipeline cannot do anyway: stated for the stream rules' proof)
+            with m.If(o1_valid & ~y.valid):
                 m.d.sync += o2_y[lane].eq(rd.data + b_bias[lane])
             # (p + 2**(s-1)) >> s, rounded half up, as ((2p >> s) + 1) >> 1, clamped to `width`
             # bits. Only a window of width + 2 bits of 2p >> s is computed (a full-width shifter

@@ -21,22 +21,25 @@ from sim.build import sim_verilog
 BUILD = Path(__file__).resolve().parent.parent / "build" / "memories"
 
 
+#: (name, attrs, transparent read port, initial contents) of each memory of a test design
+SPECS = (("marked", NO_RW_CHECK, False, []), ("plain", None, False, []),
+         ("bypass", None, True, []), ("lookup", None, False, [1, 2, 3] * 85))
+
+
 class _Memories(wiring.Component):
-    """A memory marked NO_RW_CHECK, a plain one, and one with a transparent read port (and one
-    with non-zero initial contents)."""
-    wa: In(8)
-    wd: In(16)
-    we: In(1)
-    ra: In(8)
-    rd: Out(64)
+    """16 x 256 memories, one write port and one read port each, their read data side by side:
+    by default one marked NO_RW_CHECK, a plain one, one with a transparent read port and one
+    with non-zero initial contents."""
+
+    def __init__(self, specs=SPECS):
+        self.specs = specs
+        super().__init__({"wa": In(8), "wd": In(16), "we": In(1), "ra": In(8),
+                          "rd": Out(16 * len(specs))})
 
     def elaborate(self, platform):
         m = Module()
         outs = []
-        for name, attrs, transparent, init in (("marked", NO_RW_CHECK, False, []),
-                                               ("plain", None, False, []),
-                                               ("bypass", None, True, []),
-                                               ("lookup", None, False, [1, 2, 3] * 85)):
+        for name, attrs, transparent, init in self.specs:
             mem = Memory(shape=16, depth=256, init=init, attrs=attrs)
             m.submodules[name] = mem
             wp = mem.write_port()
@@ -75,23 +78,9 @@ def test_the_marked_memory_maps_to_block_ram_without_read_first_logic():
     BUILD.mkdir(parents=True, exist_ok=True)
 
     def cells(marked):
-        class One(wiring.Component):
-            wa: In(8)
-            wd: In(16)
-            we: In(1)
-            ra: In(8)
-            rd: Out(16)
-
-            def elaborate(self, platform):
-                m = Module()
-                m.submodules.mem = mem = Memory(shape=16, depth=256, init=[],
-                                                attrs=NO_RW_CHECK if marked else None)
-                wp, rp = mem.write_port(), mem.read_port()
-                m.d.comb += [wp.addr.eq(self.wa), wp.data.eq(self.wd), wp.en.eq(self.we),
-                             rp.addr.eq(self.ra), self.rd.eq(rp.data)]
-                return m
+        design = _Memories([("mem", NO_RW_CHECK if marked else None, False, [])])
         name = "marked" if marked else "plain"
-        (BUILD / f"{name}.il").write_text(no_rw_check(rtlil.convert(One(), name="top")))
+        (BUILD / f"{name}.il").write_text(no_rw_check(rtlil.convert(design, name="top")))
         # YoWASP tools see a private /tmp: relative paths inside the folder
         subprocess.run([os.environ["YOSYS"], "-q", "-p",
                         f"read_rtlil {name}.il; synth_ice40 -top top; "

@@ -25,10 +25,13 @@ def cocotb_build(block, **params):
     setup_verilator()
     vfile = verilog_file(block, **params)
     # Keyed by the Verilog itself: an edit elsewhere in hw/ that leaves this block's Verilog
-    # unchanged reuses the simulator.
+    # unchanged reuses the simulator. And by where cocotb is installed: the simulator loads
+    # cocotb's VPI library from that environment by path, so a build made from another
+    # (since deleted) virtual environment does not run here.
     import cocotb
     build_dir = cache_dir() / "cocotb" / (
         f"{block}-" + _digest(vfile.read_bytes(), *VERILATOR_WARNINGS, cocotb.__version__,
+                              Path(cocotb.__file__).resolve().parent,
                               setup_verilator().parent.parent.name))
     with FileLock(str(build_dir) + ".lock"):
         done = build_dir / ".built"       # the simulator's checksum, written when it is complete

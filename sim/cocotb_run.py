@@ -15,7 +15,16 @@ from filelock import FileLock
 from .build import (VERILATOR_WARNINGS, BuildError, _digest, _file_digest, cache_dir,
                     setup_verilator, verilog_file)
 
-__all__ = ["cocotb_build", "cocotb_test"]
+__all__ = ["cocotb_build", "cocotb_test", "simulator_dir"]
+
+
+def simulator_dir(block, vfile):
+    """The cache folder of the cocotb simulator of ``block`` built from Verilog ``vfile``."""
+    import cocotb
+    return cache_dir() / "cocotb" / (
+        f"{block}-" + _digest(Path(vfile).read_bytes(), *VERILATOR_WARNINGS, cocotb.__version__,
+                              Path(cocotb.__file__).resolve().parent,
+                              setup_verilator().parent.parent.name))
 
 
 def cocotb_build(block, **params):
@@ -28,11 +37,7 @@ def cocotb_build(block, **params):
     # unchanged reuses the simulator. And by where cocotb is installed: the simulator loads
     # cocotb's VPI library from that environment by path, so a build made from another
     # (since deleted) virtual environment does not run here.
-    import cocotb
-    build_dir = cache_dir() / "cocotb" / (
-        f"{block}-" + _digest(vfile.read_bytes(), *VERILATOR_WARNINGS, cocotb.__version__,
-                              Path(cocotb.__file__).resolve().parent,
-                              setup_verilator().parent.parent.name))
+    build_dir = simulator_dir(block, vfile)
     with FileLock(str(build_dir) + ".lock"):
         done = build_dir / ".built"       # the simulator's checksum, written when it is complete
         binary = build_dir / block

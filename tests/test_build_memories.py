@@ -1,5 +1,6 @@
-"""Memories as the tools see them: the simulation Verilog's initialisers (sim.build.sim_verilog)
-and the board flow's read-during-write declaration (hw.boards.no_rw_check)."""
+"""What the build tools are given: the simulation Verilog's memory initialisers
+(sim.build.sim_verilog), the board flow's read-during-write declaration (hw.boards.no_rw_check),
+and the cocotb simulator cache's key (sim.cocotb_run.simulator_dir)."""
 
 import json
 import os
@@ -107,3 +108,19 @@ def test_sim_verilog_writes_zero_initialisers_as_loops_and_keeps_the_rest():
     # non-zero contents stay word by word
     assert "lookup[1] = 16'h0002;" in out and "lookup[254] = 16'h0003;" in out
     assert len(out.splitlines()) < len(text.splitlines()) - 700
+
+
+def test_a_cocotb_simulator_is_cached_per_environment(tmp_path, monkeypatch):
+    """The simulator loads cocotb's VPI library from the environment that built it: another
+    cocotb installation (another virtual environment) gets its own build, not that one."""
+    import cocotb
+
+    from sim.cocotb_run import simulator_dir
+    monkeypatch.setenv("HWPRUNE_CACHE_DIR", str(tmp_path))
+    vfile = tmp_path / "block.v"
+    vfile.write_text("module block; endmodule\n")
+    here = simulator_dir("block", vfile)
+    assert here == simulator_dir("block", vfile)          # stable
+    monkeypatch.setattr(cocotb, "__file__", str(tmp_path / "other-venv" / "cocotb" /
+                                                "__init__.py"))
+    assert simulator_dir("block", vfile) != here

@@ -34,9 +34,10 @@ from ..contract.protocol import (CFG_LEN, CN_CFG_LEN, CN_STATUS_FIELDS, MAX_PAYL
                                  result_bytes)
 from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
 from .channel_norms import ChannelNorms, ChannelTileLayout
+from .component import NO_RW_CHECK
 from .crc import CRC32, processor
 from .magnitude_histogram import MagnitudeHistogram
-from .net_engine import NO_RW_CHECK, NetEngine
+from .net_engine import NetEngine
 from .nm_selector import NMSelector
 from .threshold_engine import ThresholdEngine
 
@@ -475,7 +476,7 @@ class MagnitudeHistogramAdapter(wiring.Component):
                      frame_ok.eq(self.frame_ok)]
 
         # --- the frame buffer: a frame's bytes, replayed into the unit once the frame is good --
-        # written while a frame comes in, read while it is replayed (never both: `busy`)
+        # written while a frame comes in, read while it is replayed (never both: `replaying`)
         m.submodules.frame = frame = Memory(shape=8, depth=MAX_PAYLOAD, init=[],
                                             attrs=NO_RW_CHECK)
         wp = frame.write_port()

@@ -12,7 +12,14 @@ from amaranth.lib.wiring import In, Out
 
 from .layouts import amaranth_layout
 
-__all__ = ["BlockComponent"]
+__all__ = ["BlockComponent", "NO_RW_CHECK"]
+
+#: ``attrs`` of a ``Memory`` that is never read and written at the same address in one clock
+#: (each use says why). Yosys then maps it to block RAM as it is: without it, it builds
+#: read-first logic around every iCE40 block RAM (~40 flip-flops and ~27 LUTs each); the board
+#: flow passes the mark on to yosys (:func:`hwprune.hw.boards.no_rw_check`). Simulation keeps
+#: Amaranth's read-first semantics either way.
+NO_RW_CHECK = {"no_rw_check": 1}
 
 
 class BlockComponent(wiring.Component):

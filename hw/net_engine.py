@@ -41,19 +41,16 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..contract import net_engine as contract
-from .component import BlockComponent
+from .component import NO_RW_CHECK, BlockComponent
 from .layouts import amaranth_layout
 
 __all__ = ["NetEngine"]
 
-#: Memories that are never read and written at the same address in one clock: the program is
-#: written only while the engine is idle (no read port enabled, or its data unused), and the
-#: activation banks are written in the output phase (the other bank) and read in the column
-#: phase. Yosys then maps them to block RAM as they are; without it, it builds read-first
-#: logic around every iCE40 block RAM (~40 flip-flops and ~27 LUTs each). Simulation keeps
-#: Amaranth's read-first semantics either way. The accumulators stay transparent (their
-#: read-modify-write does meet its own write).
-NO_RW_CHECK = {"no_rw_check": 1}
+# The memories marked NO_RW_CHECK are never read and written at one address in one clock: the
+# program is written only while the engine is idle (no read port enabled, or its data unused),
+# and the activation banks are written in the output phase (the other bank) and read in the
+# column phase. The accumulators stay transparent (their read-modify-write does meet its own
+# write).
 
 
 class _BeatMemory(wiring.Component):

@@ -15,7 +15,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hwprune.hw.boards import no_rw_check, setup_toolchain
-from hwprune.hw.net_engine import NO_RW_CHECK
+from hwprune.hw.component import NO_RW_CHECK
 from sim.build import sim_verilog
 
 # YoWASP tools see a private /tmp: build under the repository, never under /tmp.

@@ -62,7 +62,8 @@ from .params import Domain, Param
 
 __all__ = ["MAX_LAYERS", "SCALE_BITS", "SHIFT_BITS", "MEMORIES", "DOMAIN", "Geometry",
            "geometry", "entry_layouts", "entry_bytes", "NetLayer", "NetProgram", "NetJob", "NetResult", "check_program",
-           "memory_bytes", "requantize", "column_beats", "dense_weights", "forward", "run",
+           "memory_bytes", "requantize", "column_beats", "layer_entries", "dense_weights",
+           "layer_bias", "pool", "forward", "run", "CONV_FIELDS", "CONV_ROW_SHIFT",
            "program_bytes", "run_slot", "ne_config", "run_frame", "run_results", "BLOCK"]
 
 MAX_LAYERS = 8
@@ -71,6 +72,17 @@ MAX_LAYERS = 8
 #: requantizes in the output phase on the same multiplier, one per lane)
 SCALE_BITS = 15
 SHIFT_BITS = 6
+#: A convolution layer's fields in the layer table (all zero on a fully connected layer):
+#: ``conv``, ``pool`` (2x2 max pooling fused), log2 of the input channels (``c_log2``), of the
+#: input's width and height (``w_log2``, ``h_log2``) and of the output words a position takes
+#: (``k_log2``: ``lanes << k_log2`` output channels), and ``pad`` (the kernel is ``2 pad + 1``
+#: square).
+CONV_FIELDS = (("conv", 1), ("pool", 1), ("c_log2", 4), ("w_log2", 4), ("h_log2", 4),
+               ("k_log2", 3), ("pad", 1))
+CONV_BITS = sum(bits for _, bits in CONV_FIELDS)
+#: a convolution weight's ``row`` field: ``dx`` (bits 0-1), ``dy`` (bits 2-3), then the output
+#: word of its channel (``k // lanes``) from this bit up
+CONV_ROW_SHIFT = 4
 #: memory select codes of the program stream
 MEM_WEIGHTS, MEM_COLS, MEM_COLMASK, MEM_BIAS, MEM_LAYERS = range(5)
 MEMORIES = ("weights", "cols", "colmask", "bias", "layers")
@@ -84,8 +96,13 @@ DOMAIN = Domain("net_engine", (
           doc="weight memory depth in beats"),
     Param("max_cols", lo=16, hi=16384, power_of_two=True, default=1024,
           doc="column table entries (inputs of all layers)"),
+    Param("conv", choices=(0, 1), default=0,
+          doc="convolution layers (1x1 or 3x3 'same', stride 1, 2x2 max pooling fused)"),
 ), rules=((lambda p: p["max_rows"] >= 2 * p["lanes"], "max_rows must be at least 2 * lanes"),
-          (lambda p: p["max_cols"] >= 2 * p["lanes"], "max_cols must be at least 2 * lanes")))
+          (lambda p: p["max_cols"] >= 2 * p["lanes"], "max_cols must be at least 2 * lanes"),
+          (lambda p: not p["conv"] or p["max_rows"] >= 16 * p["lanes"],
+           "conv needs max_rows of at least 16 * lanes (the weights' row field holds a "
+           "kernel tap)")))
 
 
 def _log2(n):
@@ -105,6 +122,7 @@ class Geometry:
     max_rows: int
     max_beats: int
     max_cols: int
+    conv: int = 0
 
     words = property(lambda self: self.max_rows // self.lanes)          # per bank / lane memory
     row_bits = property(lambda self: _log2(self.max_rows // self.lanes))
@@ -126,7 +144,7 @@ class Geometry:
                 "cols": self.beat_bits + self.word_bits, "colmask": self.lanes,
                 "bias": self.lanes * self.bias_width,
                 "layers": 2 * self.word_bits + _bits_for(self.lanes) + self.col_bits
-                + self.bias_bits + SCALE_BITS + SHIFT_BITS + 2}
+                + self.bias_bits + SCALE_BITS + SHIFT_BITS + 2 + CONV_BITS}
 
     def depths(self):
         return {"weights": self.max_beats, "cols": self.max_cols, "colmask": self.bias_words,
@@ -150,7 +168,8 @@ def bridge_engine(lanes, width):
 
 def geometry(**params):
     p = DOMAIN.check(**params)
-    return Geometry(p["lanes"], p["width"], p["max_rows"], p["max_beats"], p["max_cols"])
+    return Geometry(p["lanes"], p["width"], p["max_rows"], p["max_beats"], p["max_cols"],
+                    p["conv"])
 
 
 # --- the program ------------------------------------------------------------------------------
@@ -166,6 +185,21 @@ class NetLayer:
     relu: bool = False
     final: bool = False
     out_valid: int = 0       # final layer: lanes holding results in its last word (0: all)
+    conv: bool = False       # a convolution (the fields below; :data:`CONV_FIELDS`)
+    pool: bool = False
+    c_log2: int = 0
+    w_log2: int = 0
+    h_log2: int = 0
+    k_log2: int = 0
+    pad: int = 0
+
+    def period(self, lanes):
+        """Column table entries of a convolution: input ``j`` takes entry ``j % period``."""
+        return 1 << max(self.c_log2, _log2(lanes))
+
+    def columns(self, lanes):
+        """Column table entries the layer holds."""
+        return self.period(lanes) if self.conv else self.in_words * lanes
 
 
 @dataclass
@@ -182,6 +216,20 @@ class NetProgram:
     inputs: int = None           # input features (default: the first layer's words x lanes)
     #: position of each result among the values the final layer sends (default: in order)
     outputs: np.ndarray = None
+    #: the engine input of each of the model's input features (a first convolution takes its
+    #: input position-major: ``position * channels + channel``); default: in order
+    input_map: np.ndarray = None
+
+    def arrange(self, features):
+        """The model's input features (vectors x features) as the engine's input vectors."""
+        x = np.asarray(features)
+        if self.input_map is None:
+            return x
+        if x.ndim != 2 or x.shape[1] != len(self.input_map):
+            raise ValueError(f"inputs must be (vectors, {len(self.input_map)}), not {x.shape}")
+        out = np.zeros((len(x), self.in_features), dtype=x.dtype)
+        out[:, self.input_map] = x
+        return out
 
     @property
     def colmask(self):
@@ -282,6 +330,12 @@ def check_program(program, **params):
         if pos.ndim != 1 or not len(pos) or pos.min() < 0 or pos.max() >= program.sent:
             _fail(f"result positions must lie among the {program.sent} values the final "
                   f"layer sends")
+    if program.input_map is not None:
+        imap = np.asarray(program.input_map)
+        if imap.ndim != 1 or not len(imap) or imap.min() < 0 or \
+                imap.max() >= program.in_features or len(np.unique(imap)) != len(imap):
+            _fail(f"the input map must place each input at its own one of the "
+                  f"{program.in_features} engine inputs")
     for i, layer in enumerate(layers):
         where = f"layer {i}"
         if not (1 <= layer.in_words <= g.words and 1 <= layer.out_words <= g.words):
@@ -292,22 +346,64 @@ def check_program(program, **params):
                   f"{layers[i - 1].out_words}")
         if layer.final != (i == len(layers) - 1):
             _fail("exactly the last layer must be final")
-        if layer.cols_base % lanes or layer.cols_base + layer.in_words * lanes > len(cols):
+        if layer.conv:
+            _check_conv(g, layer, where, value, row, cols, bias)
+        if layer.cols_base % lanes or layer.cols_base + layer.columns(lanes) > len(cols):
             _fail(f"{where}: its columns lie outside the column table")
-        if layer.bias_base + layer.out_words > len(bias):
+        if not layer.conv and layer.bias_base + layer.out_words > len(bias):
             _fail(f"{where}: its biases lie outside the bias memory")
         if not (0 <= layer.scale < 2 ** SCALE_BITS and 0 <= layer.shift < 2 ** SHIFT_BITS):
             _fail(f"{where}: scale must fit {SCALE_BITS} and shift {SHIFT_BITS} unsigned bits")
         if not 0 <= layer.out_valid < lanes:
             _fail(f"{where}: out_valid must be 0 (all) to {lanes - 1}")
-        c = cols[layer.cols_base:layer.cols_base + layer.in_words * lanes]
-        if (c < 0).any() or (c[:, 1] > layer.out_words).any() or \
-                (c.sum(axis=1) > len(value)).any():
+        c = cols[layer.cols_base:layer.cols_base + layer.columns(lanes)]
+        most = (2 * layer.pad + 1) ** 2 << layer.k_log2 if layer.conv else layer.out_words
+        if (c < 0).any() or (c[:, 1] > most).any() or (c.sum(axis=1) > len(value)).any():
             _fail(f"{where}: a column's beats lie outside the weight memory")
         beats, _ = column_beats(c)
-        if beats.size and (row[beats] >= layer.out_words).any():
+        if layer.conv or not beats.size:
+            continue
+        if (row[beats] >= layer.out_words).any():
             _fail(f"{where}: a weight adds to a row beyond its {layer.out_words} output words")
     return g
+
+
+def _check_conv(g, layer, where, value, row, cols, bias):
+    """A convolution layer's fields against its neighbours and the build."""
+    lanes = g.lanes
+    if not g.conv:
+        _fail(f"{where} is a convolution; the engine is built without them (conv = 0)")
+    if layer.final:
+        _fail(f"{where}: a convolution cannot be the final layer")
+    for name, bits in CONV_FIELDS:
+        if not 0 <= int(getattr(layer, name)) < 2 ** bits:
+            _fail(f"{where}: {name} must fit {bits} unsigned bits")
+    hw = 1 << (layer.h_log2 + layer.w_log2)
+    if layer.in_words * lanes != hw << layer.c_log2:
+        _fail(f"{where}: {layer.in_words * lanes} inputs are not {1 << layer.h_log2} x "
+              f"{1 << layer.w_log2} positions of {1 << layer.c_log2} channels")
+    if layer.pool and (layer.h_log2 == 0 or layer.w_log2 == 0):
+        _fail(f"{where}: 2x2 pooling needs a height and a width of 2 or more")
+    if layer.out_words != (hw >> (2 * layer.pool)) << layer.k_log2:
+        _fail(f"{where}: {layer.out_words} output words are not its "
+              f"{hw >> (2 * layer.pool)} positions of {1 << layer.k_log2} words")
+    if hw << layer.k_log2 > g.words:
+        _fail(f"{where}: its {hw} positions of {lanes << layer.k_log2} channels need "
+              f"{hw << layer.k_log2} accumulator words a lane, the engine holds {g.words} "
+              f"({g.max_rows} values)")
+    if (1 << CONV_ROW_SHIFT) << layer.k_log2 > 2 ** g.row_bits:
+        _fail(f"{where}: {lanes << layer.k_log2} output channels do not fit the weights' "
+              f"{g.row_bits}-bit row field ({(1 << CONV_ROW_SHIFT) << layer.k_log2} codes)")
+    if layer.bias_base + (1 << layer.k_log2) > len(bias):
+        _fail(f"{where}: its biases lie outside the bias memory")
+    c = cols[layer.cols_base:layer.cols_base + layer.period(lanes)]
+    if len(c) == layer.period(lanes) and (c >= 0).all() and (c.sum(axis=1) <= len(value)).all():
+        beats, _ = column_beats(c)
+        r = row[beats]
+        dy, dx = (r >> 2) & 3, r & 3
+        if ((r >> CONV_ROW_SHIFT) >= 1 << layer.k_log2).any() or (dy > 2 * layer.pad).any() \
+                or (dx > 2 * layer.pad).any():
+            _fail(f"{where}: a weight's row names a channel or a kernel tap the layer lacks")
 
 
 def requantize(y, scale, shift, relu, width):
@@ -328,34 +424,74 @@ def column_beats(cols):
     return cols[beat_col, 0] + np.arange(beat_col.size) - first, beat_col
 
 
-def dense_weights(program, i):
-    """Layer ``i``'s weight matrix (int64, ``out_words*lanes x in_words*lanes``), decoded from
-    the weight and column memories."""
+def layer_entries(program, i):
+    """The column table entry ``(start, count)`` of every input of layer ``i`` (a convolution's
+    inputs share their channel's entry: input ``j`` takes entry ``j % period``)."""
     lanes, layer = program.lanes, program.layers[i]
-    beat, beat_col = column_beats(np.asarray(program.cols)[
-        layer.cols_base:layer.cols_base + layer.in_words * lanes])
+    cols = np.asarray(program.cols, dtype=np.int64)
+    j = np.arange(layer.in_words * lanes)
+    return cols[layer.cols_base + (j & (layer.period(lanes) - 1) if layer.conv else j)]
+
+
+def dense_weights(program, i):
+    """Layer ``i``'s weight matrix (int64, outputs x inputs), decoded from the weight and
+    column memories. A convolution's is the whole map from its input positions to its output
+    positions before pooling, both position-major (``position * channels + channel``), a
+    weight that would fall outside the image dropped (the zero padding)."""
+    lanes, layer = program.lanes, program.layers[i]
+    beat, j = column_beats(layer_entries(program, i))
     value = np.asarray(program.value, dtype=np.int64)[beat]
-    out = np.asarray(program.row, dtype=np.int64)[beat] * lanes + np.arange(lanes)
-    w = np.zeros((layer.out_words * lanes, layer.in_words * lanes), dtype=np.int64)
-    np.add.at(w, (out.ravel(), np.repeat(beat_col, lanes)), value.ravel())
+    r = np.asarray(program.row, dtype=np.int64)[beat]
+    n_in = layer.in_words * lanes
+    if not layer.conv:
+        out = r * lanes + np.arange(lanes)
+        w = np.zeros((layer.out_words * lanes, n_in), dtype=np.int64)
+        np.add.at(w, (out.ravel(), np.repeat(j, lanes)), value.ravel())
+        return w
+    height, width, channels = 1 << layer.h_log2, 1 << layer.w_log2, lanes << layer.k_log2
+    pos = (j >> layer.c_log2)[:, None]
+    yo = (pos >> layer.w_log2) + layer.pad - ((r >> 2) & 3)
+    xo = (pos & (width - 1)) + layer.pad - (r & 3)
+    ok = (yo >= 0) & (yo < height) & (xo >= 0) & (xo < width)
+    out = (yo * width + xo) * channels + (r >> CONV_ROW_SHIFT) * lanes + np.arange(lanes)
+    w = np.zeros((height * width * channels, n_in), dtype=np.int64)
+    np.add.at(w, (out[ok], np.broadcast_to(j[:, None], out.shape)[ok]), value[ok])
     return w
+
+
+def layer_bias(program, i):
+    """Layer ``i``'s biases, one per output (a convolution's: its channels' at every position,
+    before pooling)."""
+    layer = program.layers[i]
+    bias = np.asarray(program.bias, dtype=np.int64)
+    if not layer.conv:
+        return bias[layer.bias_base:layer.bias_base + layer.out_words].reshape(-1)
+    return np.tile(bias[layer.bias_base:layer.bias_base + (1 << layer.k_log2)].reshape(-1),
+                   1 << (layer.h_log2 + layer.w_log2))
+
+
+def pool(y, layer, lanes):
+    """A convolution's 2x2 max pooling of ``y`` (vectors x outputs, position-major); other
+    layers' ``y`` unchanged. (Pooling before the requantization is pooling after it: the
+    requantization, ReLU included, never decreases.)"""
+    if not layer.pool:
+        return y
+    h, w, k = 1 << layer.h_log2, 1 << layer.w_log2, lanes << layer.k_log2
+    return y.reshape(len(y), h // 2, 2, w // 2, 2, k).max(axis=(2, 4)).reshape(len(y), -1)
 
 
 def forward(program, inputs, *, skip_zero=True, weights=None):
     """The integer network: ``(results, selected columns, beats)`` for ``inputs`` (vectors x
     in_features); ``weights`` (the per-layer dense matrices) may be passed in precomputed."""
-    lanes = program.lanes
     x = program.padded(inputs)
-    cols = np.asarray(program.cols, dtype=np.int64)
     columns = beats = 0
     for i, layer in enumerate(program.layers):
         w = dense_weights(program, i) if weights is None else weights[i]
-        c = cols[layer.cols_base:layer.cols_base + layer.in_words * lanes, 1]
+        c = layer_entries(program, i)[:, 1]
         selected = (c > 0) & (x != 0) if skip_zero else np.broadcast_to(c > 0, x.shape)
         columns += int(selected.sum())
         beats += int((selected * c).sum())
-        y = x @ w.T + np.asarray(program.bias, dtype=np.int64)[
-            layer.bias_base:layer.bias_base + layer.out_words].reshape(-1)
+        y = pool(x @ w.T + layer_bias(program, i), layer, program.lanes)
         x = y if layer.final else requantize(y, layer.scale, layer.shift, layer.relu,
                                              program.width)
     return x[:, program.positions], columns, beats
@@ -370,7 +506,7 @@ class NetJob:
     skip_zero: bool = True
 
     _LAYER_FIELDS = ("in_words", "out_words", "cols_base", "bias_base", "scale", "shift", "relu",
-                     "final", "out_valid")
+                     "final", "out_valid", *(name for name, _ in CONV_FIELDS))
 
     def to_arrays(self):
         """The job as flat arrays (the cocotb backend's job files)."""
@@ -381,16 +517,19 @@ class NetJob:
                 "value": np.asarray(p.value),
                 "row": np.asarray(p.row), "cols": np.asarray(p.cols), "bias": np.asarray(p.bias),
                 "layers": np.array([[int(getattr(x, k)) for k in self._LAYER_FIELDS]
-                                    for x in p.layers], dtype=np.int64)}
+                                    for x in p.layers], dtype=np.int64),
+                **({} if p.input_map is None else {"input_map": np.asarray(p.input_map)})}
 
     @classmethod
     def from_arrays(cls, a):
         layers = [NetLayer(**dict(zip(cls._LAYER_FIELDS, map(int, row)))) for row in a["layers"]]
         for layer in layers:
-            layer.relu, layer.final = bool(layer.relu), bool(layer.final)
+            for flag in ("relu", "final", "conv", "pool"):
+                setattr(layer, flag, bool(getattr(layer, flag)))
         program = NetProgram(lanes=int(a["lanes"]), width=int(a["width"]), layers=layers,
                              value=a["value"], row=a["row"], cols=a["cols"], bias=a["bias"],
-                             inputs=int(a["n_inputs"]), outputs=a["outputs"])
+                             inputs=int(a["n_inputs"]), outputs=a["outputs"],
+                             input_map=a["input_map"] if "input_map" in a else None)
         return cls(program, a["inputs"], bool(a["skip_zero"]))
 
 
@@ -435,7 +574,8 @@ def entry_layouts(**params):
             Field("in_words", g.word_bits), Field("out_words", g.word_bits),
             Field("out_valid", _bits_for(g.lanes)), Field("cols_base", g.col_bits),
             Field("bias_base", max(1, g.bias_bits)), Field("scale", SCALE_BITS),
-            Field("shift", SHIFT_BITS), Field("relu", 1), Field("final", 1)]),
+            Field("shift", SHIFT_BITS), Field("relu", 1), Field("final", 1),
+            *(Field(name, bits) for name, bits in CONV_FIELDS)]),
     }
 
 
@@ -483,7 +623,8 @@ def program_beats(program, **params):
     lay = program.layers
     beats(MEM_LAYERS, len(lay), **{k: np.array([getattr(x, k) for x in lay], dtype=np.int64)
                                    for k in ("in_words", "out_words", "out_valid", "cols_base",
-                                             "bias_base", "scale", "shift", "relu", "final")})
+                                             "bias_base", "scale", "shift", "relu", "final",
+                                             *(name for name, _ in CONV_FIELDS))})
     entries = entry_layouts(**params)
     nbytes = entry_bytes(**params)
     total = sum(n for _, n, _ in parts)

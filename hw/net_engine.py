@@ -202,6 +202,20 @@ class NetEngine(BlockComponent):
         m2_prod = Signal(data.ArrayLayout(signed(2 * width), lanes))
         m2_row = Signal(data.ArrayLayout(unsigned(row_bits), lanes))
 
+        if g.conv:
+            # A convolution's input j = position * channels + channel takes the column table
+            # entry j % period (period = max(channels, lanes), a power of two): the masks of
+            # the entry's word and of the entry, all ones on a fully connected layer. Layer
+            # constants, registered (the column phase starts a clock after the entry is read,
+            # and reads no mask before its second clock).
+            lanes_log2 = lanes.bit_length() - 1
+            p_log2 = Mux(desc.c_log2 > lanes_log2, desc.c_log2, lanes_log2)
+            conv_cmask = Signal(g.col_bits + 1)
+            conv_wmask = Signal(g.word_bits)
+            m.d.sync += [conv_cmask.eq(Mux(desc.conv, (C(1, 16) << p_log2) - 1, ~0)),
+                         conv_wmask.eq(Mux(desc.conv, (C(1, 16) << (p_log2 - lanes_log2)[:4]) - 1,
+                                           ~0))]
+
         word = Signal(act_word)
         m.d.comb += word.eq(act_rd.data)
         nonzero = Cat(*(word[i] != 0 for i in range(lanes)))
@@ -227,9 +241,11 @@ class NetEngine(BlockComponent):
             b_load.eq(cols_on & (fetch_w < desc.in_words) & (~b_valid | b_finish)),
             act_rd.addr.eq(Mux(cols_on, Cat(fetch_w, inbank), 0)),
             act_rd.en.eq(b_load),
-            cm_rd.addr.eq((desc.cols_base >> (lanes.bit_length() - 1)) + fetch_w),
+            cm_rd.addr.eq((desc.cols_base >> (lanes.bit_length() - 1))
+                          + (fetch_w & conv_wmask if g.conv else fetch_w)),
             cm_rd.en.eq(b_load),
-            col_rd.addr.eq(desc.cols_base + Cat(pick_lane, b_w)),
+            col_rd.addr.eq(desc.cols_base + (Cat(pick_lane, b_w) & conv_cmask if g.conv
+                                             else Cat(pick_lane, b_w))),
             col_rd.en.eq(b_emit),
             weights.r_addr.eq(cur_addr),
         ]
@@ -249,13 +265,54 @@ class NetEngine(BlockComponent):
         with m.Elif(issue):
             m.d.sync += [cur_addr.eq(cur_addr + 1), cur_left.eq(cur_left - 1)]
         m.d.sync += [m1_valid.eq(issue), m1_x.eq(cur_x)]
+        if g.conv:
+            # A convolution's column: its input position (column >> c_log2), then, as its beats
+            # issue, the first accumulator word of that position and which of the kernel's rows
+            # and columns (dy, dx: 0 to 2) land inside the image.
+            c_pos = Signal(g.word_bits + lanes_log2)
+            with m.If(b_emit):
+                m.d.sync += c_pos.eq(Cat(pick_lane, b_w) >> desc.c_log2)
+            y_in = (c_pos >> desc.w_log2) + desc.pad
+            x_in = (c_pos & ((C(1, 16) << desc.w_log2) - 1)) + desc.pad
+            cur_base, m1_base = Signal(g.row_bits), Signal(g.row_bits)
+            cur_yok, cur_xok, m1_yok, m1_xok = Signal(3), Signal(3), Signal(3), Signal(3)
+            with m.If(i_take):
+                m.d.sync += [cur_base.eq(c_pos << desc.k_log2),
+                             cur_yok.eq(Cat(*((y_in >= d) & (y_in < (C(1, 16) << desc.h_log2) + d)
+                                              for d in range(3)))),
+                             cur_xok.eq(Cat(*((x_in >= d) & (x_in < (C(1, 16) << desc.w_log2) + d)
+                                              for d in range(3))))]
+            m.d.sync += [m1_base.eq(cur_base), m1_yok.eq(cur_yok), m1_xok.eq(cur_xok)]
+            # offset of tap (dy, dx): ((pad - dy) * width + pad - dx) << k_log2 words
+            offsets = []
+            for code in range(16):
+                dx, dy = code & 3, code >> 2
+                off = Signal(g.row_bits, name=f"tap_offset{code}")
+                if dx < 3 and dy < 3:
+                    m.d.sync += off.eq((((desc.pad - dy) << desc.w_log2) + desc.pad - dx)
+                                       << desc.k_log2)
+                offsets.append(off)
+            offsets = Array(offsets)
+            m2_ok = Signal(lanes)
 
         # mul: products and accumulator reads; acc: write back.
         beat = Signal(beat_shape)
         m.d.comb += beat.eq(weights.r_data)
         m.d.sync += m2_valid.eq(m1_valid)
+        m1_row = []                        # the accumulator word each lane's beat adds to
         for lane in range(lanes):
-            m.d.sync += m2_row[lane].eq(beat.row[lane])
+            if g.conv:
+                r = beat.row[lane]
+                dx, dy = r[:2], r[2:4]
+                addr = Signal(g.row_bits, name=f"conv_row{lane}")
+                m.d.comb += addr.eq(Mux(desc.conv, m1_base + offsets[r[:4]]
+                                        + r[contract.CONV_ROW_SHIFT:], r))
+                m.d.sync += m2_ok[lane].eq(~desc.conv | (m1_yok.bit_select(dy, 1)
+                                                         & m1_xok.bit_select(dx, 1)))
+                m1_row.append(addr)
+            else:
+                m1_row.append(beat.row[lane])
+            m.d.sync += m2_row[lane].eq(m1_row[lane])
 
         # --- output phase state ----------------------------------------------------------------
         out_on = Signal()
@@ -283,15 +340,44 @@ class NetEngine(BlockComponent):
         final = desc.final
         o_issue = Signal()
         o_busy = Signal()
+        o_addr = Signal(g.word_bits)       # the accumulator word read
+        o1_addr = Signal(g.word_bits)
+        o1_last = Signal()                 # the word's last read (pooling: its fourth)
+        if g.conv:
+            # A convolution's output word o_w is (position, channel word); its biases are the
+            # channel word's; with pooling, each output word reads the four accumulator words
+            # of its 2x2 window (o_sub: dx, dy) and keeps their maximum.
+            o_sub = Signal(2)
+            o1_first = Signal()
+            kmask = Signal(3 + 1)
+            m.d.sync += kmask.eq(Mux(desc.conv, (C(1, 8) << desc.k_log2) - 1, 0))
+            o_kw = o_w & kmask
+            o_t = o_w >> desc.k_log2
+            o_px = o_t & (((C(1, 16) << desc.w_log2) - 1) >> 1)    # the pooled column
+            o_py = (o_t << 1) >> desc.w_log2                      # and row
+            pooled = (((Cat(o_sub[1], o_py) << desc.w_log2) | Cat(o_sub[0], o_px))
+                      << desc.k_log2) | o_kw
+            o_more = desc.pool & (o_sub != 3)
+            m.d.comb += [o_addr.eq(Mux(desc.pool, pooled, o_w)),
+                         b_rd.addr.eq(Mux(desc_read, g.bias_words + layer,
+                                          desc.bias_base + Mux(desc.conv, o_kw, o_w)))]
+            with m.If(o_issue):
+                m.d.sync += o_sub.eq(Mux(o_more, o_sub + 1, 0))
+            with m.If(o_issue & ~o_more):
+                m.d.sync += o_w.eq(o_w + 1)
+            m.d.sync += [o1_addr.eq(o_addr), o1_last.eq(~o_more), o1_first.eq(o_sub == 0)]
+        else:
+            m.d.comb += [o_addr.eq(o_w), o1_addr.eq(o1_w), o1_last.eq(1),
+                         b_rd.addr.eq(Mux(desc_read, g.bias_words + layer,
+                                          desc.bias_base + o_w))]
+            with m.If(o_issue):
+                m.d.sync += o_w.eq(o_w + 1)
         m.d.comb += [
             o_busy.eq(o1_valid | o2_valid | o3_valid | o35_valid | o4_valid | y.valid),
             o_issue.eq(out_on & (o_w < desc.out_words) & (~final | ~o_busy)),
-            b_rd.addr.eq(Mux(desc_read, g.bias_words + layer, desc.bias_base + o_w)),
         ]
-        with m.If(o_issue):
-            m.d.sync += o_w.eq(o_w + 1)
         m.d.sync += [o1_valid.eq(o_issue), o1_w.eq(o_w),
-                     o2_valid.eq(o1_valid), o2_w.eq(o1_w),
+                     o2_valid.eq(o1_valid & o1_last), o2_w.eq(o1_w),
                      o3_valid.eq(o2_valid & ~final), o3_w.eq(o2_w),
                      o35_valid.eq(o3_valid), o35_w.eq(o3_w),
                      o4_valid.eq(o35_valid), o4_w.eq(o35_w)]
@@ -313,15 +399,24 @@ class NetEngine(BlockComponent):
         for lane in range(lanes):
             wp, rd = acc_wps[lane], acc_rds[lane]
             m.d.comb += [
-                rd.addr.eq(Mux(out_on, o_w, beat.row[lane])),
-                wp.addr.eq(Mux(init, init_w, Mux(out_on, o1_w, m2_row[lane]))),
+                rd.addr.eq(Mux(out_on, o_addr, m1_row[lane])),
+                wp.addr.eq(Mux(init, init_w, Mux(out_on, o1_addr, m2_row[lane]))),
                 wp.data.eq(Mux(init | out_on, 0, rd.data + m2_prod[lane])),
-                wp.en.eq(init | Mux(out_on, o1_valid, m2_valid)),
+                wp.en.eq(init | Mux(out_on, o1_valid, m2_valid & (m2_ok[lane] if g.conv
+                                                                  else 1))),
             ]
+            acc = rd.data
+            if g.conv:
+                # pooling: the largest of the window's accumulators (before the bias, which
+                # the four share; the requantization never decreases)
+                pmax = Signal(signed(acc_w), name=f"pool_max{lane}")
+                acc = Mux(o1_first | (rd.data > pmax), rd.data, pmax)
+                with m.If(o1_valid):
+                    m.d.sync += pmax.eq(acc)
             # held after: the final layer's result word (and never while y offers it, which
             # a word entering the pipeline cannot do anyway: stated for the stream rules' proof)
-            with m.If(o1_valid & ~y.valid):
-                m.d.sync += o2_y[lane].eq(rd.data + b_bias[lane])
+            with m.If(o1_valid & o1_last & ~y.valid if g.conv else o1_valid & ~y.valid):
+                m.d.sync += o2_y[lane].eq(acc + b_bias[lane])
             # (p + 2**(s-1)) >> s, rounded half up, as ((2p >> s) + 1) >> 1, clamped to `width`
             # bits. Only a window of width + 2 bits of 2p >> s is computed (a full-width shifter
             # of the product is ~250 LUTs a lane on the iCE40): a p whose bits at or above

@@ -45,6 +45,45 @@ def random_layer(rng, rows, k, width, density):
     return w
 
 
+def random_conv_network(rng, spec, width, *, density=0.4):
+    """Integer layers of a small CNN: ``spec`` is ``(channels, height, width)`` of the input,
+    then ``("conv", out_channels, kernel, pool)`` steps, then fully connected widths; salted
+    with corner weights, an all-zero channel and biases at the bias memory's bounds."""
+    from hwprune.contract.net_engine import SCALE_BITS, geometry
+    from hwprune.deploy import ProgramLayer
+    hi = 2 ** (width - 1)
+    bound = 2 ** (geometry(lanes=4, width=width).bias_width - 1)
+    (c, h, w_), *steps = spec
+    layers = []
+    for i, step in enumerate(steps):
+        if isinstance(step, tuple):
+            _, k_out, kernel, pool = step
+            shape = (k_out, c, kernel, kernel)
+            fan_in = c * kernel * kernel
+        else:
+            shape, fan_in = (step, c * h * w_), c * h * w_
+        wt = rng.integers(-hi, hi, size=shape)
+        wt[rng.random(shape) >= density] = 0
+        corner = rng.random(shape) < 0.1
+        wt[corner] = rng.choice(corner_values(width), size=int(corner.sum()))
+        if shape[0] > 1:
+            wt[rng.integers(shape[0])] = 0
+        bias = rng.integers(-bound // 8, bound // 8, size=shape[0])
+        bias[rng.integers(shape[0])], bias[rng.integers(shape[0])] = -bound, bound - 1
+        scale = int(rng.integers(1, 2 ** SCALE_BITS))
+        shift = max(0, int(np.log2(scale * hi * fan_in * density) + 1) - 2)
+        if isinstance(step, tuple):
+            layers.append(ProgramLayer(wt, bias, scale=scale, shift=shift, relu=i % 2 == 0,
+                                       shape=(h, w_), pool=pool))
+            c = k_out
+            if pool:
+                h, w_ = h // 2, w_ // 2
+        else:
+            layers.append(ProgramLayer(wt, bias, scale=scale, shift=shift, relu=True))
+            c, h, w_ = step, 1, 1
+    return layers
+
+
 def random_acts(rng, vectors, k, act_width):
     """Random activation codes (vectors x k) of ``act_width`` bits."""
     hi = 2 ** (act_width - 1)

@@ -14,11 +14,22 @@ class Backend(abc.ABC):
 
     def __init__(self, *, lanes, width):
         self.lanes, self.width = lanes, width
+        #: per block, parameters that replace its defaults (:meth:`configure`)
+        self.overrides = {}
 
     def params(self, block):
         """The block's description and its parameters on this backend (its domain checked)."""
         desc = describe(block, jobs=True)
-        return desc, desc.check(lanes=self.lanes, width=self.width)
+        return desc, desc.check(lanes=self.lanes, width=self.width,
+                                **self.overrides.get(desc.name, {}))
+
+    def configure(self, block, **params):
+        """Build ``block`` with ``params`` (memory depths, options: its domain's) instead of its
+        defaults; checked now. Returns the backend."""
+        desc = describe(block, jobs=True)
+        desc.check(lanes=self.lanes, width=self.width, **params)
+        self.overrides[desc.name] = dict(params)
+        return self
 
     def prepare(self, *blocks):
         """Check (and where it applies, build) ``blocks`` before any work: a parameter outside a

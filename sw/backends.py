@@ -48,7 +48,8 @@ class GoldenBackend(Backend):
 
     def run(self, block, jobs):
         desc, _ = self.params(block)
-        return [desc.golden(job) for job in jobs]
+        built = self.overrides.get(desc.name)       # the golden model checks a build's depths
+        return [desc.golden(job, **built) if built else desc.golden(job) for job in jobs]
 
 
 class VerilatorBackend(Backend):
@@ -99,18 +100,19 @@ class VerilatorBackend(Backend):
         """This thread's instance of ``block`` (the first from the build, the others twins of
         it: the same loaded library, a model instance each)."""
         desc, params = self.params(block)
+        key = (desc.name, tuple(sorted(params.items())))
         mine = getattr(self._local, "libs", None)
         if mine is None:
             mine = self._local.libs = {}
-        if desc.name not in mine:
+        if key not in mine:
             with self._lock:
-                if desc.name not in self._libs:
+                if key not in self._libs:
                     from .sim.verilator_lib import library
-                    self._libs[desc.name] = library(desc.name, **params)
-                    mine[desc.name] = self._libs[desc.name]
+                    self._libs[key] = library(desc.name, **params)
+                    mine[key] = self._libs[key]
                 else:
-                    mine[desc.name] = self._libs[desc.name].twin()
-        return mine[desc.name]
+                    mine[key] = self._libs[key].twin()
+        return mine[key]
 
     def _run_one(self, block, job):
         return self._library(block).run_job(job, stall_seed=self.stall_seed,

@@ -24,13 +24,17 @@ __all__ = ["ProgramLayer", "build_program", "Deployment", "deploy", "quantize_mo
 
 @dataclass
 class ProgramLayer:
-    """One integer layer: ``y = weight @ x + bias``; then, unless final, the requantization."""
+    """One integer layer: ``y = weight @ x + bias``; then, unless final, the requantization.
+    A convolution (``shape`` set: its input's height and width) has a ``(out, in, k, k)``
+    weight (``k`` 1 or 3, 'same' padding, stride 1) and may end in 2x2 max pooling."""
 
-    weight: np.ndarray          # int (out, in)
+    weight: np.ndarray          # int (out, in), or (out, in, k, k)
     bias: np.ndarray            # int (out,), accumulator units
     scale: int = 1
     shift: int = 0
     relu: bool = False
+    shape: tuple = None         # a convolution's input (height, width)
+    pool: bool = False          # a convolution's 2x2 max pooling
 
 
 def _balance(weight, lanes, words):
@@ -58,74 +62,157 @@ def _balance(weight, lanes, words):
     return pos
 
 
-def _encode_columns(weight, in_pos, out_pos, in_cols, lanes, *, dense=False):
-    """The beats of one layer: per column (input position) its kept weights (``dense``: every
-    weight, zeros included), lane by lane. Returns (value, row, counts) with ``counts`` per
-    input position."""
-    r, k = np.nonzero(np.ones(weight.shape, dtype=bool) if dense else weight)
-    v = weight[r, k]
-    col = in_pos[k]
-    lane = out_pos[r] % lanes
-    local = out_pos[r] // lanes
-    order = np.lexsort((local, lane, col))
-    col, lane, local, v = col[order], lane[order], local[order], v[order]
+def _pack(col, lane, row, v, n_cols, lanes):
+    """Weight beats of one layer from its kept weights (column, lane, row field, value): per
+    column its weights lane by lane, the column taking as many beats as its busiest lane.
+    Returns (value, row, counts) with ``counts`` per column."""
+    order = np.lexsort((row, lane, col))
+    col, lane, row, v = col[order], lane[order], row[order], v[order]
     group = col * lanes + lane
     first = np.r_[0, np.flatnonzero(np.diff(group)) + 1] if group.size else np.zeros(0, int)
     sizes = np.diff(np.r_[first, group.size])
     rank = np.arange(group.size) - np.repeat(first, sizes)
-    counts = np.zeros(in_cols, dtype=np.int64)
+    counts = np.zeros(n_cols, dtype=np.int64)
     np.maximum.at(counts, col, rank + 1)
     starts = np.r_[0, np.cumsum(counts)[:-1]]
     beats = int(counts.sum())
     value = np.zeros((beats, lanes), dtype=np.int16)
-    row = np.zeros((beats, lanes), dtype=np.uint16)
+    rows = np.zeros((beats, lanes), dtype=np.uint16)
     value[starts[col] + rank, lane] = v
-    row[starts[col] + rank, lane] = local
-    return value, row, counts
+    rows[starts[col] + rank, lane] = row
+    return value, rows, counts
+
+
+def _encode_columns(weight, in_pos, out_pos, in_cols, lanes, *, dense=False):
+    """The beats of one fully connected layer: per column (input position) its kept weights
+    (``dense``: every weight, zeros included), lane by lane. Returns (value, row, counts) with
+    ``counts`` per input position."""
+    r, k = np.nonzero(np.ones(weight.shape, dtype=bool) if dense else weight)
+    return _pack(in_pos[k], out_pos[r] % lanes, out_pos[r] // lanes, weight[r, k], in_cols,
+                 lanes)
+
+
+def _pow2_log2(n, what):
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"deploy: {what} must be a power of two, not {n}")
+    return int(n).bit_length() - 1
+
+
+def _encode_conv(layer, i, in_pos, in_channels, lanes, beat_at, cols_at, bias_at, *,
+                 dense=False):
+    """A convolution's beats (one column per input channel: its weights at every tap, lane
+    ``k % lanes`` for output channel ``k``), column table (``period`` entries, entry ``t`` the
+    channel ``t % channels``), biases and layer entry; and its outputs' positions (``k * H' *
+    W' + position`` of the torch output -> ``position * channels + k`` on the engine)."""
+    w = np.asarray(layer.weight, dtype=np.int64)
+    if w.ndim != 4 or w.shape[2] != w.shape[3] or w.shape[2] not in (1, 3):
+        raise ValueError(f"deploy: layer {i}: a convolution's weight must be (out, in, k, k) "
+                         f"with k 1 or 3, not {w.shape}")
+    out_c, in_c, k = w.shape[:3]
+    height, width = map(int, layer.shape)
+    h_log2, w_log2 = _pow2_log2(height, "a convolution's height"), \
+        _pow2_log2(width, "a convolution's width")
+    if in_c > in_channels or len(in_pos) != in_c * height * width:
+        raise ValueError(f"deploy: layer {i} takes {in_c} channels of {height}x{width}, the "
+                         f"previous layer gives {len(in_pos)} values")
+    c_log2 = _pow2_log2(in_channels, "a convolution's channels")
+    k_log2 = max(0, int(np.ceil(np.log2(-(-out_c // lanes)))))
+    channels = lanes << k_log2
+    pad = (k - 1) // 2
+    o, c, dy, dx = np.nonzero(np.ones(w.shape, dtype=bool) if dense else w)
+    row = (o // lanes) << contract.CONV_ROW_SHIFT | dy << 2 | dx
+    value, rows, counts = _pack(c, o % lanes, row, w[o, c, dy, dx], in_channels, lanes)
+    period = max(in_channels, lanes)
+    t = np.arange(period) % in_channels
+    starts = np.r_[0, np.cumsum(counts)[:-1]] + beat_at
+    table = np.stack([np.where(counts[t] > 0, starts[t], 0), counts[t]], axis=1)
+    bias = np.zeros(channels, dtype=np.int64)
+    bias[:out_c] = np.asarray(layer.bias, dtype=np.int64)
+    positions = (height * width) >> (2 * bool(layer.pool))
+    desc = contract.NetLayer(
+        in_words=(height * width * in_channels) // lanes, out_words=positions << k_log2,
+        cols_base=cols_at, bias_base=bias_at, scale=int(layer.scale), shift=int(layer.shift),
+        relu=bool(layer.relu), conv=True, pool=bool(layer.pool), c_log2=c_log2,
+        w_log2=w_log2, h_log2=h_log2, k_log2=k_log2, pad=pad)
+    if (height * width * in_channels) % lanes:
+        raise ValueError(f"deploy: layer {i}: {height}x{width}x{in_channels} inputs are not "
+                         f"whole words of {lanes}")
+    out_pos = (np.arange(positions)[None, :] * channels + np.arange(out_c)[:, None]).ravel()
+    return value, rows, table, bias.reshape(-1, lanes), desc, out_pos, channels
 
 
 def build_program(layers, *, lanes, width, balance=True, dense=False):
     """Compile integer layers (:class:`ProgramLayer`) into a
-    :class:`~hwprune.contract.net_engine.NetProgram`. Every layer's outputs are permuted over
-    the lanes when ``balance`` (the next layer's columns follow; the final layer's results are
-    put back in order through the program's ``outputs``). ``dense``: store every weight, zeros too (the dense baseline's schedule). Returns
-    ``(program, positions)``: per layer, the output position of each row."""
+    :class:`~hwprune.contract.net_engine.NetProgram`. Every fully connected layer's outputs are
+    permuted over the lanes when ``balance`` (the next layer's columns follow; the final
+    layer's results are put back in order through the program's ``outputs``); a
+    convolution's channels go to lane ``channel % lanes``, its activations position-major
+    (the program's ``input_map`` puts a first convolution's channel-major input there).
+    ``dense``: store every weight, zeros too (the dense baseline's schedule). Returns
+    ``(program, positions)``: per layer, the output position of each output (torch order)."""
     if not layers:
         raise ValueError("a program needs at least one layer")
     values, rows, cols, biases, descs, positions = [], [], [], [], [], []
-    in_pos = np.arange(np.asarray(layers[0].weight).shape[1])
-    in_words = -(-len(in_pos) // lanes)
+    first = layers[0]
+    input_map = None
+    if first.shape is not None:
+        in_c = np.asarray(first.weight).shape[1]
+        hw = int(first.shape[0]) * int(first.shape[1])
+        # a power of two, and whole words of input (zero channels added where needed)
+        channels = max(1 << max(0, int(np.ceil(np.log2(in_c)))), -(-lanes // hw))
+        in_pos = input_map = (np.arange(hw)[None, :] * channels
+                              + np.arange(in_c)[:, None]).ravel()
+        in_words = -(-hw * channels // lanes)
+    else:
+        channels = None
+        in_pos = np.arange(np.asarray(first.weight).shape[1])
+        in_words = -(-len(in_pos) // lanes)
+    inputs = in_words * lanes if input_map is not None else len(in_pos)
     beat_at = cols_at = bias_at = 0
     for i, layer in enumerate(layers):
-        w = np.asarray(layer.weight, dtype=np.int64)
-        out_f, in_f = w.shape
-        if in_f != len(in_pos):
-            raise ValueError(f"layer {i} takes {in_f} inputs, the previous layer gives "
-                             f"{len(in_pos)}")
         final = i == len(layers) - 1
-        out_words = -(-out_f // lanes)
-        out_pos = _balance(w, lanes, out_words) if balance and not dense else np.arange(out_f)
-        value, row, counts = _encode_columns(w, in_pos, out_pos, in_words * lanes, lanes,
-                                             dense=dense)
-        c = np.stack([np.r_[0, np.cumsum(counts)[:-1]] + beat_at, counts], axis=1)
-        c[counts == 0, 0] = 0
-        b = np.zeros(out_words * lanes, dtype=np.int64)
-        b[out_pos] = np.asarray(layer.bias, dtype=np.int64)
-        descs.append(contract.NetLayer(
-            in_words=in_words, out_words=out_words, cols_base=cols_at, bias_base=bias_at,
-            scale=int(layer.scale), shift=int(layer.shift), relu=bool(layer.relu), final=final,
-            out_valid=out_f % lanes if final and not balance else 0))
-        values.append(value), rows.append(row), cols.append(c), biases.append(b.reshape(-1, lanes))
+        if layer.shape is not None:
+            if channels is None:
+                raise ValueError(f"deploy: layer {i} is a convolution after a fully connected "
+                                 f"layer; convolutions come first")
+            if final:
+                raise ValueError(f"deploy: layer {i}: the final layer must be fully connected")
+            value, row, c, b, desc, out_pos, channels = _encode_conv(
+                layer, i, in_pos, channels, lanes, beat_at, cols_at, bias_at, dense=dense)
+            out_words = desc.out_words
+        else:
+            w = np.asarray(layer.weight, dtype=np.int64)
+            out_f, in_f = w.shape
+            if in_f != len(in_pos):
+                raise ValueError(f"layer {i} takes {in_f} inputs, the previous layer gives "
+                                 f"{len(in_pos)}")
+            channels = None
+            out_words = -(-out_f // lanes)
+            out_pos = _balance(w, lanes, out_words) if balance and not dense else \
+                np.arange(out_f)
+            value, row, counts = _encode_columns(w, in_pos, out_pos, in_words * lanes, lanes,
+                                                 dense=dense)
+            c = np.stack([np.r_[0, np.cumsum(counts)[:-1]] + beat_at, counts], axis=1)
+            c[counts == 0, 0] = 0
+            b = np.zeros(out_words * lanes, dtype=np.int64)
+            b[out_pos] = np.asarray(layer.bias, dtype=np.int64)
+            b = b.reshape(-1, lanes)
+            desc = contract.NetLayer(
+                in_words=in_words, out_words=out_words, cols_base=cols_at, bias_base=bias_at,
+                scale=int(layer.scale), shift=int(layer.shift), relu=bool(layer.relu),
+                final=final, out_valid=out_f % lanes if final and not balance else 0)
+        descs.append(desc)
+        values.append(value), rows.append(row), cols.append(c), biases.append(b)
         positions.append(out_pos)
         beat_at += len(value)
         cols_at += len(c)
-        bias_at += out_words
+        bias_at += len(b)
         in_pos, in_words = out_pos, out_words
     program = contract.NetProgram(
         lanes=lanes, width=width, layers=descs,
         value=np.concatenate(values), row=np.concatenate(rows),
         cols=np.concatenate(cols), bias=np.concatenate(biases),
-        inputs=np.asarray(layers[0].weight).shape[1], outputs=positions[-1])
+        inputs=inputs, outputs=positions[-1], input_map=input_map)
     return program, positions
 
 
@@ -139,11 +226,38 @@ BOARD_LANES = {"icebreaker": 4, "ulx3s": 16}
 BOARD_ENGINES = {board: contract.bridge_engine(lanes, 8) for board, lanes in BOARD_LANES.items()}
 
 
+def _conv_ok(conv):
+    """Why the engine cannot run a ``Conv2d`` (None when it can)."""
+    k = conv.kernel_size
+    if k[0] != k[1] or k[0] not in (1, 3):
+        return f"a {k[0]}x{k[1]} kernel (the engine's are 1x1 or 3x3)"
+    pad = conv.padding if isinstance(conv.padding, tuple) else None
+    if conv.padding == "same":
+        pad = ((k[0] - 1) // 2,) * 2
+    if pad != ((k[0] - 1) // 2,) * 2 or conv.padding_mode != "zeros":
+        return f"padding {conv.padding!r} (the engine pads 'same' with zeros)"
+    if conv.stride != (1, 1) or conv.dilation != (1, 1) or conv.groups != 1:
+        return "a stride, dilation or groups other than 1"
+    return None
+
+
+def _pool_ok(pool):
+    k, st = pool.kernel_size, pool.stride
+    pair = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v))
+    if pair(k) != (2, 2) or pair(st) != (2, 2) or pair(pool.padding) != (0, 0) or \
+            pair(pool.dilation) != (1, 1) or pool.ceil_mode or pool.return_indices:
+        return "not a plain 2x2 pooling of stride 2"
+    return None
+
+
 def _layers_of(model):
-    """The model as a list of (name, Linear, relu) steps; a clear error for anything else."""
+    """The model as a list of steps ``[name, module, relu, pool]`` (``Conv2d`` layers first,
+    each with its ReLU and 2x2 ``MaxPool2d`` fused; then ``Linear`` layers with their ReLU);
+    a clear error for anything else."""
     import torch.nn as nn
     steps = []
     passthrough = (nn.Flatten, nn.Dropout, nn.Identity)
+    flat = [False]
 
     def walk(module, prefix):
         if isinstance(module, nn.Sequential):
@@ -151,29 +265,53 @@ def _layers_of(model):
                 walk(child, f"{prefix}{name}.")
             return
         name = prefix.rstrip(".") or type(module).__name__
+        last = steps[-1] if steps else None
         if isinstance(module, nn.Linear):
-            steps.append([name, module, False])
+            if last is not None and isinstance(last[1], nn.Conv2d) and not flat[0]:
+                raise ValueError(f"deploy: Linear '{name}' after a convolution needs a Flatten")
+            steps.append([name, module, False, False])
+        elif isinstance(module, nn.Conv2d):
+            why = _conv_ok(module)
+            if why:
+                raise ValueError(f"deploy: Conv2d '{name}' has {why}")
+            if last is not None and not isinstance(last[1], nn.Conv2d):
+                raise ValueError(f"deploy: Conv2d '{name}' after a Linear layer (convolutions "
+                                 f"come first)")
+            steps.append([name, module, False, False])
         elif isinstance(module, nn.ReLU):
-            if not steps or steps[-1][2]:
-                raise ValueError(f"deploy: ReLU '{name}' must follow a Linear layer")
-            steps[-1][2] = True
+            if last is None or last[2]:
+                raise ValueError(f"deploy: ReLU '{name}' must follow a Linear or Conv2d layer")
+            last[2] = True
+        elif isinstance(module, nn.MaxPool2d):
+            why = _pool_ok(module)
+            if last is None or not isinstance(last[1], nn.Conv2d) or last[3] or why:
+                raise ValueError(f"deploy: MaxPool2d '{name}' must be a 2x2 pooling of stride "
+                                 f"2 after a Conv2d" + (f" ({why})" if why else ""))
+            last[3] = True
         elif isinstance(module, passthrough):
-            if isinstance(module, nn.Flatten) and steps:
-                raise ValueError(f"deploy: Flatten '{name}' after a Linear layer")
+            if isinstance(module, nn.Flatten):
+                if last is not None and isinstance(last[1], nn.Linear):
+                    raise ValueError(f"deploy: Flatten '{name}' after a Linear layer")
+                flat[0] = True
         else:
             raise ValueError(f"deploy: '{name}' is a {type(module).__name__}; the network engine "
-                             f"runs Linear layers (ReLU fused; Flatten, Dropout pass through)")
+                             f"runs Linear and Conv2d layers (ReLU and 2x2 MaxPool2d fused; "
+                             f"Flatten, Dropout pass through)")
 
     top = list(model.named_children())
     if isinstance(model, nn.Sequential):
         walk(model, "")
-    elif len(top) == 1 and isinstance(top[0][1], nn.Sequential):
-        walk(top[0][1], f"{top[0][0]}.")     # a module wrapping one Sequential (LeNet300)
+    elif top and all(isinstance(m, nn.Sequential) for _, m in top):
+        for name, child in top:             # modules of Sequentials (LeNet300, ReferenceCNN)
+            walk(child, f"{name}.")
     else:
         raise ValueError(f"deploy: {type(model).__name__} is not a sequence of layers (an "
-                         f"nn.Sequential, or a module holding one)")
-    if not steps:
-        raise ValueError("deploy: the model has no Linear layer")
+                         f"nn.Sequential, or a module holding them)")
+    if not steps or not isinstance(steps[-1][1], nn.Linear):
+        raise ValueError("deploy: the model has no Linear layer (the last layer gives the "
+                         "logits)" if not steps or
+                         not any(isinstance(s[1], nn.Linear) for s in steps)
+                         else "deploy: the last layer must be a Linear layer")
     if steps[-1][2]:
         raise ValueError("deploy: the last Linear layer gives the logits; it cannot end in ReLU")
     return [tuple(s) for s in steps]
@@ -207,6 +345,17 @@ class Quantized:
     kept_weights: int
 
 
+def _step(module, relu, pool, y, flatten):
+    """One step of the layer sequence in float (the model's own modules)."""
+    import torch
+    if flatten:
+        y = y.flatten(1)
+    y = module(y)
+    if relu:
+        y = torch.relu(y)
+    return torch.nn.functional.max_pool2d(y, 2) if pool else y
+
+
 def quantize_model(model, example_inputs, *, width=8):
     """Quantize a (pruned) model to ``width``-bit weights (per layer) and activations (per
     layer, from the largest value ``example_inputs`` give); biases in accumulator units; the
@@ -217,8 +366,8 @@ def quantize_model(model, example_inputs, *, width=8):
     if not torch.isfinite(x).all():
         raise ValueError("deploy: example inputs hold NaN or Inf")
     seen = []
-    hooks = [lin.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach()))
-             for _, lin, _ in steps]
+    hooks = [mod.register_forward_hook(lambda mod, args, out: seen.append(args[0].detach()))
+             for _, mod, _, _ in steps]
     try:
         with torch.no_grad():
             model.eval()
@@ -227,31 +376,34 @@ def quantize_model(model, example_inputs, *, width=8):
         for h in hooks:
             h.remove()
     if len(seen) != len(steps):
-        raise ValueError("deploy: the model's forward does not call its Linear layers once each")
+        raise ValueError("deploy: the model's forward does not call its layers once each")
     with torch.no_grad():
         y = seen[0]
-        for _, lin, relu in steps:
-            y = torch.relu(lin(y)) if relu else lin(y)
+        for _, mod, relu, pool in steps:
+            y = _step(mod, relu, pool, y, isinstance(mod, torch.nn.Linear) and y.dim() > 2)
         if not torch.allclose(y, model(x), rtol=1e-4, atol=1e-5):
             raise ValueError("deploy: the model's forward is not the sequence of its layers")
     # Activation codes: the inputs of every layer (after the previous ReLU) on their own scale.
     act_scales = [_code_scale(a.abs().max(), width) for a in seen]
     layers, dense, kept = [], 0, 0
-    for i, (name, lin, relu) in enumerate(steps):
-        w = lin.weight.detach().double().cpu().numpy()
+    for i, (name, mod, relu, pool) in enumerate(steps):
+        w = mod.weight.detach().double().cpu().numpy()
         if not np.isfinite(w).all():
             raise ValueError(f"deploy: layer '{name}' has NaN or Inf weights")
         q = quantize(w, width)                  # the engines' own per-tensor quantization
         wq, sw = q.codes.astype(np.int64), float(q.scale)
         acc_scale = sw * act_scales[i]
-        b = lin.bias.detach().double().cpu().numpy() if lin.bias is not None else \
+        b = mod.bias.detach().double().cpu().numpy() if mod.bias is not None else \
             np.zeros(w.shape[0])
         bias = np.rint(b / acc_scale).astype(np.int64)
         if i + 1 < len(steps):
             scale, shift = _requant(acc_scale / act_scales[i + 1])
         else:
             scale, shift = 1, 0
-        layers.append(ProgramLayer(wq, bias, scale=scale, shift=shift, relu=relu))
+        conv = isinstance(mod, torch.nn.Conv2d)
+        layers.append(ProgramLayer(wq, bias, scale=scale, shift=shift, relu=relu,
+                                   shape=tuple(seen[i].shape[2:]) if conv else None,
+                                   pool=pool))
         dense += w.size
         kept += int(np.count_nonzero(wq))
         last_scale = acc_scale
@@ -331,12 +483,15 @@ class Deployment:
         import torch
         x = torch.as_tensor(x, dtype=torch.float32)
         flat = x.reshape(len(x), -1).double().cpu().numpy()
-        if flat.shape[1] != self.program.in_features:
+        features = self.program.in_features if self.program.input_map is None else \
+            len(self.program.input_map)
+        if flat.shape[1] != features:
             raise ValueError(f"deploy: inputs have {flat.shape[1]} features, the model "
-                             f"{self.program.in_features}")
+                             f"{features}")
         if not np.isfinite(flat).all():
             raise ValueError("deploy: inputs hold NaN or Inf")
-        return quantize(flat, self.width, scale=self.quantized.input_scale).codes.astype(np.int64)
+        codes = quantize(flat, self.width, scale=self.quantized.input_scale).codes
+        return self.program.arrange(codes.astype(np.int64))
 
     def run(self, x, *, skip_zero=True, program=None):
         """Run a batch (real inputs, or integer codes when ``x`` is an integer array)."""
@@ -384,9 +539,11 @@ class Deployment:
         figures = []
         for i, (name, layer) in enumerate(zip(self.quantized.names, self.quantized.layers)):
             d = self.program.layers[i]
-            c = cols[d.cols_base:d.cols_base + d.in_words * self.lanes]
-            mem = (int(c[:, 1].sum()) * bits["weights"] + len(c) * bits["cols"]
-                   + d.in_words * bits["colmask"] + d.out_words * bits["bias"]
+            c = cols[d.cols_base:d.cols_base + d.columns(self.lanes)]
+            words = 1 << d.k_log2 if d.conv else d.out_words
+            stored = c[:1 << d.c_log2] if d.conv else c      # a channel's entry repeats
+            mem = (int(stored[:, 1].sum()) * bits["weights"] + len(c) * bits["cols"]
+                   + len(c) // self.lanes * bits["colmask"] + words * bits["bias"]
                    + bits["layers"] + 7) // 8
             timed = {k: (r.layer_cycles[i] / n if r.cycles else None) for k, r in runs.items()}
             figures.append(LayerFigures(name, tuple(layer.weight.shape),

@@ -364,20 +364,20 @@ class TorchBackend(Backend):
         program = job.program
         _net.check_program(program, **params)
         x = self._t(program.padded(job.inputs), torch.int64)
-        cols = np.asarray(program.cols, dtype=np.int64)
-        bias = np.asarray(program.bias, dtype=np.int64)
         columns = beats = 0
         for i, layer in enumerate(program.layers):
             # Products and sums are below 2**53: exact in float64 (CUDA has no int64 matmul).
             w = self._t(_net.dense_weights(program, i), torch.float64)
-            c = self._t(cols[layer.cols_base:layer.cols_base + layer.in_words * program.lanes, 1],
-                        torch.int64)
+            c = self._t(_net.layer_entries(program, i)[:, 1], torch.int64)
             selected = (c > 0) & (x != 0) if job.skip_zero else (c > 0).expand_as(x)
             columns += int(selected.sum())
             beats += int((selected * c).sum())
-            b = self._t(bias[layer.bias_base:layer.bias_base + layer.out_words].reshape(-1),
-                        torch.int64)
+            b = self._t(_net.layer_bias(program, i), torch.int64)
             y = (x.to(torch.float64) @ w.T).to(torch.int64) + b
+            if layer.pool:
+                h, wd = 1 << layer.h_log2, 1 << layer.w_log2
+                y = y.reshape(len(y), h // 2, 2, wd // 2, 2, -1).amax(dim=(2, 4)) \
+                    .reshape(len(y), -1)
             if layer.final:
                 x = y
                 break

@@ -311,6 +311,13 @@ class UartBackend(Backend):
         self._max_chunk = max(1, self.max_payload // self.nbytes)
         self._chunk, self._clean = self._max_chunk, 0
 
+    def params(self, block):
+        desc, params = super().params(block)
+        if desc.name == "net_engine":                # the engine the bridge holds
+            from .contract import net_engine as ne
+            params = ne.bridge_engine(self.lanes, self.width)
+        return desc, params
+
     def _frame_ok(self):
         """A clean frame: after GROW_AFTER of them a shrunk frame size doubles again."""
         self._clean += 1

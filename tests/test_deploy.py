@@ -118,9 +118,24 @@ def test_a_model_that_does_not_fit_is_named_before_anything_runs():
 
 @pytest.mark.parametrize("model,message", [
     (nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(144, 10)),
-     "'0' is a Conv2d; the network engine runs Linear layers"),
+     "Conv2d '0' has padding \\(0, 0\\) \\(the engine pads 'same' with zeros\\)"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, stride=2), nn.Flatten(), nn.Linear(64, 10)),
+     "Conv2d '0' has a stride, dilation or groups other than 1"),
+    (nn.Sequential(nn.Conv2d(1, 4, 5, padding=2), nn.Flatten(), nn.Linear(256, 10)),
+     "Conv2d '0' has a 5x5 kernel"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.AvgPool2d(2), nn.Flatten(),
+                   nn.Linear(64, 10)), "'1' is a AvgPool2d; the network engine runs Linear and "
+                                       "Conv2d layers"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(3), nn.Flatten(),
+                   nn.Linear(16, 10)), "MaxPool2d '1' must be a 2x2 pooling of stride 2"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Linear(8, 10)),
+     "Linear '1' after a convolution needs a Flatten"),
+    (nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.Unflatten(1, (1, 8, 8)),
+                   nn.Conv2d(1, 4, 3, padding=1)), "'2' is a Unflatten"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU()),
+     "the model has no Linear layer"),
     (nn.Sequential(nn.Linear(64, 10), nn.ReLU()), "it cannot end in ReLU"),
-    (nn.Sequential(nn.ReLU(), nn.Linear(64, 10)), "ReLU '0' must follow a Linear layer"),
+    (nn.Sequential(nn.ReLU(), nn.Linear(64, 10)), "ReLU '0' must follow a Linear or Conv2d"),
     (nn.Sequential(nn.Flatten()), "the model has no Linear layer"),
 ])
 def test_models_the_engine_cannot_run_get_a_clear_error(model, message):

@@ -12,12 +12,29 @@ from hwprune.sim.stimulus import random_network
 
 
 def reference(layers, x, width):
-    """The network from its integer layers, not from the compiled program."""
+    """The network from its integer layers, not from the compiled program (a convolution
+    through torch's conv2d and max_pool2d in float64, exact at these sizes; pooling after the
+    requantization, as the model has it)."""
     x = np.asarray(x, dtype=np.int64)
     for i, layer in enumerate(layers):
-        y = x @ np.asarray(layer.weight, dtype=np.int64).T + layer.bias
-        x = y if i == len(layers) - 1 else requantize(y, layer.scale, layer.shift, layer.relu,
-                                                      width)
+        final = i == len(layers) - 1
+        if layer.shape is None:
+            y = x @ np.asarray(layer.weight, dtype=np.int64).T + layer.bias
+        else:
+            import torch
+            w = torch.as_tensor(np.asarray(layer.weight), dtype=torch.float64)
+            t = torch.as_tensor(x, dtype=torch.float64).reshape(len(x), w.shape[1],
+                                                               *layer.shape)
+            y = torch.nn.functional.conv2d(t, w, torch.as_tensor(layer.bias, dtype=w.dtype),
+                                           padding=(w.shape[2] - 1) // 2)
+            y = y.flatten(1).round().to(torch.int64).numpy()
+        if final:
+            return y
+        x = requantize(y, layer.scale, layer.shift, layer.relu, width)
+        if layer.shape is not None and layer.pool:
+            import torch
+            t = torch.as_tensor(x, dtype=torch.float64).reshape(len(x), -1, *layer.shape)
+            x = torch.nn.functional.max_pool2d(t, 2).flatten(1).to(torch.int64).numpy()
     return x
 
 

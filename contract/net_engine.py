@@ -157,7 +157,7 @@ class Geometry:
 #: counts get the default depths.
 BRIDGE_ENGINES = {
     4: {"max_rows": 512, "max_beats": 16384, "max_cols": 512},
-    16: {"max_rows": 1024, "max_beats": 8192, "max_cols": 2048},
+    16: {"max_rows": 2048, "max_beats": 8192, "max_cols": 2048, "conv": 1},
 }
 
 

@@ -574,7 +574,7 @@ class Deployment:
 
 
 def deploy(model, example_inputs, *, backend="verilator", board=None, lanes=None, width=8,
-           balance=True, **backend_options):
+           balance=True, engine=None, **backend_options):
     """Compile a (pruned) model for the network engine and return a :class:`Deployment`.
 
     ``example_inputs`` set the activation scales. ``board`` (``"icebreaker"`` or ``"ulx3s"``)
@@ -583,9 +583,12 @@ def deploy(model, example_inputs, *, backend="verilator", board=None, lanes=None
     engine's default memories. ``backend``: ``golden`` / ``torch`` (the integer reference),
     ``verilator`` / ``cocotb`` (the RTL), ``uart-sim`` (the board's deploy bitstream verilated:
     the program and the inputs cross a simulated 3 Mbit/s line) or ``serial`` (a board, with
-    ``port=``). Nothing is changed in ``model``.
+    ``port=``). ``engine``: memory depths (``max_rows``, ``max_beats``, ``max_cols``) of an
+    engine without a board (a model with convolutions gets ``conv=1`` and accumulators for
+    its widest convolution). Nothing is changed in ``model``.
     """
     from .backends import get_backend
+    depths = dict(engine or {})
     if backend not in DEPLOY_BACKENDS:
         raise ValueError(f"deploy: backend must be one of {DEPLOY_BACKENDS}, not {backend!r}")
     if board is not None:
@@ -599,9 +602,21 @@ def deploy(model, example_inputs, *, backend="verilator", board=None, lanes=None
         if width != engine["width"]:
             raise ValueError(f"deploy: the {board} engine has width {engine['width']}, not "
                              f"{width}")
+    quantized = quantize_model(model, example_inputs, width=width)
+    if board is not None:
+        if depths:
+            raise ValueError(f"deploy: the {board} engine's memories are the board's; "
+                             f"engine= is for an engine without a board")
     else:
-        engine = contract.DOMAIN.check(lanes=8 if lanes is None else lanes, width=width)
-    quantized = quantize_model(model, example_inputs, width=engine["width"])
+        lanes = 8 if lanes is None else lanes
+        convs = [layer for layer in quantized.layers if layer.shape is not None]
+        if convs:
+            depths.setdefault("conv", 1)
+            widest = max(int(np.prod(layer.shape)) * max(lanes, np.asarray(layer.weight).shape[0])
+                         for layer in convs)
+            depths.setdefault("max_rows", max(contract.DOMAIN.check(lanes=lanes, width=width)
+                                              ["max_rows"], 1 << (widest - 1).bit_length()))
+        engine = contract.DOMAIN.check(lanes=lanes, width=width, **depths)
     program, positions = build_program(quantized.layers, lanes=engine["lanes"],
                                        width=engine["width"], balance=balance)
     contract.check_program(program, **engine)          # fits the board, or says what does not
@@ -611,6 +626,9 @@ def deploy(model, example_inputs, *, backend="verilator", board=None, lanes=None
         if board is not None:
             backend_options.setdefault("board", board)
     be = get_backend(backend, lanes=engine["lanes"], width=engine["width"], **backend_options)
+    if backend not in ("uart-sim", "serial"):      # the RTL built as the board's engine
+        be.configure("net_engine", **{k: v for k, v in engine.items()
+                                      if k not in ("lanes", "width")})
     _, built = be.params("net_engine")
     contract.check_program(program, **built)           # and the engine the backend simulates
     return Deployment(quantized, program, positions, be, board=board, engine=engine)

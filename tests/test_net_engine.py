@@ -10,7 +10,7 @@ from hwprune.contract import net_engine as ne
 from hwprune.deploy import ProgramLayer, build_program
 # the integer network from its layers, not from the compiled program (the cocotb bench's too)
 from hwprune.sim.cocotb_tb.net_engine_tb import reference
-from hwprune.sim.stimulus import random_network
+from hwprune.sim.stimulus import random_conv_network, random_network
 
 
 def _inputs(rng, vectors, k, width, zeros=0.5):
@@ -186,3 +186,89 @@ def test_bad_programs_and_inputs_are_refused(rng):
     wide = [ProgramLayer(np.full((3, 4), 200), np.zeros(3, int))]
     with pytest.raises(ValueError, match="a weight does not fit 8 signed bits"):
         ne.check_program(build_program(wide, lanes=4, width=8)[0])
+
+
+# --- convolutions ---------------------------------------------------------------------------------
+
+#: small CNNs: input (channels, height, width), convolutions (out channels, kernel, pool), then
+#: fully connected widths -- channels below, at and above the lanes, 1x1 and 3x3, a rectangle
+CNNS = [((1, 8, 8), ("conv", 8, 3, True), ("conv", 16, 3, True), 10),
+        ((3, 4, 8), ("conv", 5, 1, False), ("conv", 32, 3, True), 7, 5),
+        ((2, 2, 2), ("conv", 4, 3, False), 3)]
+CONV = {"conv": 1, "max_rows": 2048, "max_cols": 512, "max_beats": 4096}
+
+
+def _cnn_job(rng, spec, lanes, width=8, vectors=4, zeros=0.4, skip=True):
+    layers = random_conv_network(rng, spec, width)
+    program, _ = build_program(layers, lanes=lanes, width=width)
+    c, h, w = spec[0]
+    x = _inputs(rng, vectors, c * h * w, width, zeros)
+    return ne.NetJob(program, program.arrange(x), skip), layers, x
+
+
+@pytest.mark.parametrize("lanes", [4, 16])
+def test_golden_convolutions_are_torchs_conv2d(lanes, rng):
+    """The golden model reading the compiled program against the integer CNN evaluated with
+    torch's conv2d / max_pool2d from its layers (padding at the border, pooled after the
+    requantization, channels padded to powers of two and whole words)."""
+    for spec in CNNS:
+        for skip in (True, False):
+            job, layers, x = _cnn_job(rng, spec, lanes, skip=skip)
+            got = ne.run(job, lanes=lanes, width=8, **CONV)
+            np.testing.assert_array_equal(got.out, reference(layers, x, 8))
+            # a column per input channel, walked at every position: beats follow the inputs
+            counts = ne.layer_entries(job.program, 0)[:, 1]
+            assert got.columns >= ((job.inputs != 0) & (counts > 0)).sum() if skip else True
+
+
+def test_verilated_convolutions_with_random_stalls(rng):
+    """A conv build of the engine (4 lanes) against the golden model: results, columns and
+    beats, pauses on every stream, both skip settings; a fully connected network on the same
+    build too."""
+    backend = get_backend("verilator", lanes=4, width=8, in_stall=0.3, out_stall=0.4,
+                          stall_seed=3).configure("net_engine", **CONV)
+    jobs = [_cnn_job(rng, spec, 4, skip=skip)[0] for spec in CNNS for skip in (True, False)]
+    layers = random_network(rng, [40, 30, 12], 8)
+    jobs.append(ne.NetJob(build_program(layers, lanes=4, width=8)[0], _inputs(rng, 3, 40, 8)))
+    for job, got in zip(jobs, backend.run("net_engine", jobs)):
+        want = ne.run(job, lanes=4, width=8, **CONV)
+        np.testing.assert_array_equal(got.out, want.out)
+        assert (got.columns, got.beats, got.vectors) == (want.columns, want.beats, want.vectors)
+        assert sum(got.layer_cycles) == got.busy_cycles >= got.beats
+
+
+def test_torch_backend_runs_convolutions(rng):
+    backend = get_backend("torch", lanes=16, width=8).configure("net_engine", **CONV)
+    jobs = [_cnn_job(rng, spec, 16)[0] for spec in CNNS]
+    for job, got in zip(jobs, backend.run("net_engine", jobs)):
+        want = ne.run(job, lanes=16, width=8, **CONV)
+        np.testing.assert_array_equal(got.out, want.out)
+        assert (got.columns, got.beats) == (want.columns, want.beats)
+
+
+def test_bad_convolution_programs_are_refused(rng):
+    job, _, _ = _cnn_job(rng, CNNS[0], 4)
+    program = job.program
+    with pytest.raises(ValueError, match=r"layer 0 is a convolution; the engine is built "
+                                         r"without them \(conv = 0\)"):
+        ne.check_program(program, max_rows=2048)
+    with pytest.raises(ValueError, match=r"layer 0: its 64 positions of 8 channels need 128 "
+                                         r"accumulator words a lane, the engine holds 64"):
+        ne.check_program(program, conv=1, max_rows=256)
+    first = program.layers[0]
+
+    def broken(**fields):
+        return ne.NetProgram(**{**vars(program), "layers": [
+            ne.NetLayer(**{**vars(first), **fields}), *program.layers[1:]]})
+    with pytest.raises(ValueError, match=r"layer 0: 64 inputs are not 8 x 8 positions of 2 "
+                                         r"channels"):
+        ne.check_program(broken(c_log2=1), **CONV)
+    with pytest.raises(ValueError, match=r"layer 0: 32 output words are not its 64 positions"):
+        ne.check_program(broken(pool=False), **CONV)
+    with pytest.raises(ValueError, match=r"a weight's row names a channel or a kernel tap"):
+        ne.check_program(broken(pad=0), **CONV)
+    with pytest.raises(ValueError, match=r"conv needs max_rows of at least 16 \* lanes"):
+        ne.geometry(lanes=16, width=8, conv=1, max_rows=128)
+    bad_map = ne.NetProgram(**{**vars(program), "input_map": np.zeros(64, int)})
+    with pytest.raises(ValueError, match="the input map must place each input"):
+        ne.check_program(bad_map, **CONV)

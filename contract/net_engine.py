@@ -303,6 +303,9 @@ def check_program(program, **params):
     if not 1 <= len(layers) <= MAX_LAYERS:
         _fail(f"a program holds 1 to {MAX_LAYERS} layers, not {len(layers)} (the engine's "
               f"layer table has {MAX_LAYERS} entries)")
+    convs = [i for i, layer in enumerate(layers) if layer.conv]
+    if convs and not g.conv:
+        _fail(f"layer {convs[0]} is a convolution; the engine is built without them (conv = 0)")
     used, depths = program.usage(), g.depths()
     for name in MEMORIES:
         if used[name] > depths[name]:

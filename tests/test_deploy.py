@@ -176,3 +176,55 @@ def test_quantization_keeps_the_zeros_and_fits_the_bounds(digits_mlp):
     assert [layer.relu for layer in q.layers] == [True, True, False]
     assert all(0 < layer.scale < 2 ** 16 for layer in q.layers[:-1])
     assert q.kept_weights == sum(int(np.count_nonzero(layer.weight)) for layer in q.layers)
+
+
+@pytest.fixture(scope="module")
+def digits_cnn():
+    """The reference CNN adapted to the digits (conv 1->32, conv 32->64, each with ReLU and 2x2
+    max pooling; 256-256-10), trained briefly, pruned to 90 % per layer and fine-tuned."""
+    from hwprune.data import load_digits_splits
+    from hwprune.experiments import one_shot, train_dense
+    splits = load_digits_splits(0)
+    dense = train_dense("cnn-digits", splits, seed=0, epochs=12)
+    model, _ = one_shot(dense, splits, 0.9, finetune_epochs=6, backend="torch", width=8)
+    return model.eval(), splits
+
+
+def test_deployed_cnn_runs_on_the_ulx3s_engine_image_for_image(digits_cnn):
+    """The CNN on the ULX3S's engine (16 lanes, convolutions on chip): the verilated engine on
+    all 450 test images and the deploy bitstream behind its UART (uart-sim) on some, against
+    the integer reference; the accuracy of the float model kept; the model unchanged."""
+    model, splits = digits_cnn
+    before = _state(model)
+    x, y = splits.test.tensors
+    calib = splits.train.tensors[0]
+    golden = deploy(model, calib, backend="golden", board="ulx3s")
+    assert [d.conv for d in golden.program.layers] == [True, True, False, False]
+    ref = golden.run(x)
+    dep = deploy(model, calib, backend="verilator", board="ulx3s")
+    figures, totals, runs = dep.profile(x)
+    for run in runs.values():
+        np.testing.assert_array_equal(run.out, ref.out)
+    assert (runs["dual"].beats, runs["dual"].columns) == (ref.beats, ref.columns)
+    # skipping zero weights, then zero activations, saves cycles in every convolution
+    for f in figures[:2]:
+        assert f.dense_cycles > f.sparse_cycles > f.dual_cycles
+    with torch.no_grad():
+        float_acc = (model(x).argmax(1) == y).float().mean().item()
+    acc = (ref.predictions == y.numpy()).mean()
+    assert acc > 0.8 and abs(acc - float_acc) < 0.03
+    np.testing.assert_array_equal(
+        deploy(model, calib, backend="torch", board="ulx3s").run(x[:64]).out, ref.out[:64])
+    uart = deploy(model, calib, backend="uart-sim", board="ulx3s").run(x[:12])
+    np.testing.assert_array_equal(uart.out, ref.out[:12])
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_a_cnn_needs_an_engine_with_convolutions(digits_cnn):
+    model, splits = digits_cnn
+    with pytest.raises(ValueError, match=r"layer 0 is a convolution; the engine is built "
+                                         r"without them"):
+        deploy(model, splits.train.tensors[0], backend="golden", board="icebreaker")
+    # without a board: a conv build with accumulators for the widest convolution (8x8x32)
+    dep = deploy(model, splits.train.tensors[0], backend="golden", lanes=8)
+    assert dep.engine["conv"] == 1 and dep.engine["max_rows"] == 2048

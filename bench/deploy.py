@@ -28,11 +28,21 @@ Also: host time of ``hwprune.run`` on a 4096x4096 Linear over the verilated spar
     {"mlp_fits_up5k": .., "cnn_fits_ecp5": .., "board_matches_ref": .., "mlp_acc_board": ..,
      "mlp_acc_float": .., "cnn_acc_board": .., "mlp_speedup_sparse": .., "mlp_speedup_dual": ..,
      "act_skip_gain": .., "mlp_us_per_image_up5k": .., "mem_ratio_u90_u50": ..,
-     "host_over_sim_4096": .., "up5k_top_cells": [used, available]}
+     "host_over_sim_4096": .., "up5k_top_cells": [used, available], "cnn_acc_float": ..,
+     "cnn_speedup_dual": .., "cnn_us_per_image_ecp5": .., "ecp5_top_fmax_mhz": ..,
+     "cnn32_fits_ecp5": ..}
 
-``board_matches_ref``: the verilated engine (every sparsity) and the deploy bitstream through
-``uart-sim`` (92 %) against the integer reference, image for image. The CNN cannot be deployed
-yet (no convolution on the engine): its fields are false / null.
+The CNN: the reference CNN adapted to the digits (conv 1->32 and 32->64, 3x3, each with ReLU
+and 2x2 max pooling; 256-256-10) pruned to 90 % and deployed on the ULX3S's engine (16 lanes,
+convolutions on chip): all 450 test images through the verilated engine and through the ULX3S
+deploy bitstream behind its UART (``uart-sim``), against the integer reference
+(``cnn_acc_board``); ``cnn_fits_ecp5``: the program fits the engine's memories (deploy checks
+it) and the ULX3S deploy top places on the ECP5-85F (its Fmax beside it). The reference
+article's CNN (32x32x3) at 90 % is compiled for the same engine: ``cnn32_fits_ecp5``, with
+the memory that overflows printed when it does not fit.
+
+``board_matches_ref``: the verilated engine (every sparsity; the CNN) and the deploy bitstreams
+through ``uart-sim`` (the MLP at 92 %, the CNN) against the integer reference, image for image.
 
 Usage: ``python bench/deploy.py [--no-synth] [--json results/deploy.json]``
 """
@@ -51,6 +61,7 @@ from hwprune.contract import net_engine as ne
 from hwprune.data import load_digits_splits
 from hwprune.deploy import BOARD_ENGINES, BOARD_LANES, deploy
 from hwprune.experiments import one_shot, train_dense
+from hwprune.hw.boards import board_clock
 
 SPARSITIES = (0.5, 0.75, 0.9, 0.92)
 #: fine-tuning's activation-sparsity penalty (hwprune.train.train's act_l1): more hidden
@@ -58,6 +69,8 @@ SPARSITIES = (0.5, 0.75, 0.9, 0.92)
 #: it, as the baseline of act_skip_gain
 ACT_L1 = 1e-2
 BOARD = "icebreaker"
+#: the CNN's board and sparsity
+CNN_BOARD, CNN_SPARSITY = "ulx3s", 0.9
 BAUD = 3_000_000
 #: the UP5K's logic cells, 4 Kbit block RAMs and DSPs (its four SPRAMs are not inferred by
 #: synth_ice40: the weight memory counts in block RAMs here)
@@ -87,6 +100,69 @@ def _deploy_top():
     return {"placed": True, "meets_timing": report["meets_timing"],
             "fmax_mhz": report["core_fmax_mhz"], "resources": report["resources"],
             "cells": (cells["used"], cells["available"])}
+
+
+def _cnn(splits, seed):
+    """The reference CNN adapted to the digits, pruned to 90 % and deployed on the ULX3S's
+    engine (16 lanes, convolutions on chip): the verilated engine (dense / sparse / dual
+    cycles) and the deploy bitstream behind its UART (``uart-sim``) on all 450 test images
+    against the integer reference."""
+    x_test, y_test = splits.test.tensors
+    y = y_test.numpy()
+    dense = train_dense("cnn-digits", splits, seed=seed, epochs=40)
+    model, _ = one_shot(dense, splits, CNN_SPARSITY, finetune_epochs=20, backend="torch",
+                        width=8, seed=seed, act_l1=ACT_L1)
+    with torch.no_grad():
+        acc_float = float((model(x_test).argmax(1) == y_test).float().mean())
+    calib = splits.train.tensors[0]
+    ref = deploy(model, calib, backend="golden", board=CNN_BOARD).run(x_test)
+    dep = deploy(model, calib, backend="verilator", board=CNN_BOARD)
+    figures, totals, runs = dep.profile(x_test)
+    t = time.perf_counter()
+    uart_dep = deploy(model, calib, backend="uart-sim", board=CNN_BOARD)
+    uart = uart_dep.run(x_test)
+    uart_s = time.perf_counter() - t
+    matches = all(np.array_equal(r.out, ref.out) for r in (*runs.values(), uart))
+    print(f"\nthe digits CNN, {int(100 * CNN_SPARSITY)} % pruned, on the {CNN_BOARD} engine "
+          f"({dep.lanes} lanes, convolutions on chip): {dep.quantized.kept_weights:,} weights "
+          f"kept, accuracy float {100 * acc_float:.2f} %, on the engine "
+          f"{100 * (runs['dual'].predictions == y).mean():.2f} % (450 images on verilator and "
+          f"uart-sim, {'equal to' if matches else 'DIFFERENT from'} the integer reference "
+          f"image for image; uart-sim {uart_s:.1f} s, {uart.cycles / len(y):.1f} compute "
+          f"cycles per image from the device's counter)")
+    print(dep.table(figures, totals))
+    return {"acc_float": acc_float, "acc_board": float((runs["dual"].predictions == y).mean()),
+            "matches_ref": bool(matches), "memory": dep.memory(), "dense": totals["dense"],
+            "sparse": totals["sparse"], "dual": totals["dual"],
+            "uart_compute_per_image": uart.cycles / len(y), "uart_s": uart_s,
+            "layers": [vars(f) for f in figures]}
+
+
+def _cnn32(seed):
+    """The reference article's CNN (32x32x3, 1.07 M weights) pruned to 90 % and compiled for
+    the ULX3S's engine: whether its program fits, or the memory that overflows."""
+    from hwprune.models import build_model, calibration_inputs
+    model = build_model("cnn", seed=seed)
+    hwprune.prune(model, CNN_SPARSITY, backend="torch", lanes=16, width=8)
+    try:
+        dep = deploy(model, calibration_inputs("cnn", seed=seed)[0], backend="golden",
+                     board=CNN_BOARD)
+        return {"fits": True, "memory": dep.memory()}
+    except ValueError as exc:
+        return {"fits": False, "error": str(exc)}
+
+
+def _ecp5_top():
+    """The ULX3S's deploy bitstream (the UART bridge and the 16-lane engine with convolutions)
+    through yosys and nextpnr for the ECP5-85F."""
+    from hwprune.hw.boards import DoesNotFit, synth
+    try:
+        report = synth(CNN_BOARD, lanes=BOARD_LANES[CNN_BOARD], width=8, blocks=["net_engine"],
+                       build_dir="build/bench-deploy-ecp5")
+    except DoesNotFit as exc:
+        return {"placed": False, "error": str(exc), "utilisation": exc.utilisation}
+    return {"placed": True, "meets_timing": report["meets_timing"],
+            "fmax_mhz": report["core_fmax_mhz"], "resources": report["resources"]}
 
 
 def _host_over_sim(seed=0):
@@ -227,6 +303,22 @@ def main(argv=None):
     _plot(rows, args.png)
     print(f"plot: {args.png}")
 
+    cnn = _cnn(splits, args.seed)
+    cnn32 = _cnn32(args.seed)
+    print(f"\nthe reference article's CNN (32x32x3) at {int(100 * CNN_SPARSITY)} % on the "
+          f"{CNN_BOARD} engine: " + ("fits" if cnn32["fits"] else
+                                     f"does not fit: {cnn32['error']}"))
+    ecp5 = None
+    if not args.no_synth:
+        ecp5 = _ecp5_top()
+        if ecp5["placed"]:
+            print(f"the ULX3S deploy top (UART bridge + 16-lane engine with convolutions) "
+                  f"placed on the ECP5-85F: {ecp5['resources']}; Fmax {ecp5['fmax_mhz']} MHz "
+                  f"({'meets' if ecp5['meets_timing'] else 'MISSES'} its clock)")
+        else:
+            print(f"the ULX3S deploy top does not place: {ecp5['error']}")
+    cnn_fits = ecp5 is not None and ecp5["placed"]      # the program fits: deploy checked it
+
     ratio, total, sim = _host_over_sim(args.seed)
     print(f"\nhwprune.run, 4096x4096 Linear at 90 %: {total:.2f} s in all, {sim:.2f} s in the "
           f"verilated unit: host / simulation = {ratio:.2f}")
@@ -234,10 +326,10 @@ def main(argv=None):
     by = {r["sparsity"]: r for r in rows}
     main = by[0.92]
     result = {
-        "mlp_fits_up5k": main["fits"], "cnn_fits_ecp5": False,
-        "board_matches_ref": all(r["matches_ref"] for r in rows),
+        "mlp_fits_up5k": main["fits"], "cnn_fits_ecp5": cnn_fits,
+        "board_matches_ref": all(r["matches_ref"] for r in rows) and cnn["matches_ref"],
         "mlp_acc_board": round(main["acc_board"], 4), "mlp_acc_float": round(main["acc_float"], 4),
-        "cnn_acc_board": None,
+        "cnn_acc_board": round(cnn["acc_board"], 4),
         "mlp_speedup_sparse": round(main["dense"] / main["sparse"], 3),
         "mlp_speedup_dual": round(main["dense"] / main["dual"], 3),
         "act_skip_gain": round(main["sparse"] / main["dual"], 3),
@@ -247,10 +339,16 @@ def main(argv=None):
         "act_skip_gain_no_penalty": round(plain_totals["sparse"] / plain_totals["dual"], 3),
         "mlp_acc_board_no_penalty": round(plain_acc, 4),
         "up5k_top_cells": list(top["cells"]) if top and top["cells"] else None,
+        "cnn_acc_float": round(cnn["acc_float"], 4),
+        "cnn_speedup_dual": round(cnn["dense"] / cnn["dual"], 3),
+        "cnn_us_per_image_ecp5": round(cnn["dual"] / board_clock(CNN_BOARD)[1], 2),
+        "ecp5_top_fmax_mhz": ecp5["fmax_mhz"] if ecp5 and ecp5["placed"] else None,
+        "cnn32_fits_ecp5": cnn32["fits"],
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "result": result}, indent=2,
+        args.json.write_text(json.dumps({"rows": rows, "cnn": cnn, "cnn32": cnn32,
+                                         "ecp5_top": ecp5, "result": result}, indent=2,
                                         default=str) + "\n")
     print(json.dumps(result))
     return 0

@@ -28,12 +28,31 @@ and outputs are grouped in *words* of ``lanes`` values; position ``q`` of a vect
 ``layers`` (:data:`MAX_LAYERS` entries)
     per layer: ``in_words``, ``out_words``, ``cols_base``, ``bias_base``, the requantization
     ``scale`` (:data:`SCALE_BITS`) / ``shift`` / ``relu``, ``final`` on the last layer and, for
-    it, ``out_valid`` (lanes holding results in its last output word).
+    it, ``out_valid`` (lanes holding results in its last output word); a convolution's shape
+    (:data:`CONV_FIELDS`, below).
 
 Each memory's entry has its layout (:func:`entry_layouts`); a program beat (the ``p_stream``
 payload, and an NE_LOAD frame's unit) is a memory select, an address, ``last`` and the selected
 memory's entry. (Where the RTL keeps a memory is its own choice: the layer table shares the
 bias memory's block RAMs.)
+
+Convolutions (engines built with ``conv = 1``)
+-----------------------------------------------
+A layer with ``conv`` set is a 'same' convolution (kernel ``2 pad + 1`` square, stride 1) of an
+input of ``2**h_log2`` x ``2**w_log2`` positions of ``2**c_log2`` channels, stored
+position-major: input ``j = position * channels + channel``. Its outputs are ``lanes <<
+k_log2`` channels at every position, position-major too, so output channel ``k`` lives in lane
+``k % lanes``. The column schedule is the fully connected one with weight sharing: the column
+table holds one entry per input channel (repeated up to ``period = max(channels, lanes)``
+entries; input ``j`` takes entry ``j % period``), whose beats hold every kept weight of that
+input channel, the slot's ``row`` naming the tap and the output channel (``dx`` in bits 0-1,
+``dy`` in bits 2-3, ``k // lanes`` from :data:`CONV_ROW_SHIFT` up). Input ``j`` at ``(y, x)``
+adds ``value * x[j]`` to output ``(y + pad - dy, x + pad - dx)``, channel ``k``, when that
+position lies inside the image (the zero padding: a tap outside is dropped). The biases are
+per output channel (``2**k_log2`` words from ``bias_base``). With ``pool`` set, the outputs
+are max-pooled 2x2 (stride 2) before the requantization (the same as after it: requantizing
+never decreases a value), leaving a quarter of the positions. Zero activations skip their
+column as on a fully connected layer.
 
 Semantics (:func:`run`, the golden model; the integer reference of a deployed model)
 -----------------------------------------------------------------------------------

@@ -23,6 +23,14 @@ ReLU and clamp, written into the other activation bank; the final layer's ``y`` 
 signed: two SB_MAC16 a lane on the UP5K instead of three). After reset, the engine clears its
 accumulators (``init_busy``).
 
+Convolutions (``conv = 1`` builds; the contract has the format): a column is an input channel
+walked at every input position. As a column issues, its position gives the first accumulator
+word of that position and which kernel rows and columns land inside the image; each lane adds
+the tap's offset (a layer constant: ``((pad - dy) * width + pad - dx) << k_log2`` words, nine
+registers) and its channel word to that first word, and drops a product whose tap falls
+outside. The output phase reads a pooled word's four accumulator words one a clock and keeps
+their maximum; biases are per channel word. A build without ``conv`` has none of this logic.
+
 Ports (the contract with ``sim/``; from the block's description)::
 
     p_stream   program beats: memory select, address, last and that memory's entry (its layout

@@ -23,14 +23,19 @@ def rng(request):
 
 @pytest.fixture
 def simulators_agree():
-    """``check(block, jobs, same, **params)``: run ``jobs`` on the golden, verilator, torch and
-    cocotb backends and call ``same(want, got)`` on each result against the golden one."""
+    """``check(block, jobs, same, build=None, **params)``: run ``jobs`` on the golden,
+    verilator, torch and cocotb backends (the block built with ``build``'s parameters where
+    given) and call ``same(want, got)`` on each result against the golden one."""
     from hwprune import get_backend
 
-    def check(block, jobs, same, **params):
-        want = get_backend("golden", **params).run(block, jobs)
+    def backend(name, block, build, params):
+        be = get_backend(name, **params)
+        return be.configure(block, **build) if build else be
+
+    def check(block, jobs, same, build=None, **params):
+        want = backend("golden", block, build, params).run(block, jobs)
         for name in ("verilator", "torch", "cocotb"):
-            got = get_backend(name, **params).run(block, jobs)
+            got = backend(name, block, build, params).run(block, jobs)
             assert len(got) == len(want), name
             for w, g in zip(want, got):
                 same(w, g)

@@ -237,13 +237,13 @@ def test_verilated_convolutions_with_random_stalls(rng):
         assert sum(got.layer_cycles) == got.busy_cycles >= got.beats
 
 
-def test_torch_backend_runs_convolutions(rng):
-    backend = get_backend("torch", lanes=16, width=8).configure("net_engine", **CONV)
-    jobs = [_cnn_job(rng, spec, 16)[0] for spec in CNNS]
-    for job, got in zip(jobs, backend.run("net_engine", jobs)):
-        want = ne.run(job, lanes=16, width=8, **CONV)
+def test_backends_are_bit_identical_on_convolutions(rng, simulators_agree):
+    jobs = [_cnn_job(rng, spec, 4, skip=skip)[0] for spec in CNNS for skip in (True, False)]
+
+    def same(want, got):
         np.testing.assert_array_equal(got.out, want.out)
-        assert (got.columns, got.beats) == (want.columns, want.beats)
+        assert (got.columns, got.beats, got.vectors) == (want.columns, want.beats, want.vectors)
+    simulators_agree("net_engine", jobs, same, build=CONV, lanes=4, width=8)
 
 
 def test_bad_convolution_programs_are_refused(rng):

@@ -35,6 +35,9 @@ class ProgramLayer:
     relu: bool = False
     shape: tuple = None         # a convolution's input (height, width)
     pool: bool = False          # a convolution's 2x2 max pooling
+    #: how often each input is non-zero (example inputs): the columns zero-skipping runs, for
+    #: the compiler to balance the lanes where it counts (default: every column alike)
+    activity: np.ndarray = None
 
 
 def _balance(weight, lanes, words):
@@ -60,6 +63,65 @@ def _balance(weight, lanes, words):
         load[support, lane] += 1
         colmax[support] = np.maximum(colmax[support], load[support, lane])
     return pos
+
+
+#: the lane refinement's work bound (array elements a pass: rows x rows x columns x lanes);
+#: larger layers keep the greedy assignment
+REFINE_BUDGET = 1 << 28
+#: weight of the loads' sum of squares in the refinement's objective
+SPREAD_TIE = 0.05
+
+
+def _spread(load, act, tie=SPREAD_TIE):
+    """The refinement's objective for loads ``(..., columns, lanes)``: expected beats, plus a
+    little of the loads' sum of squares (the beats alone are flat under most single swaps;
+    even columns are the way down)."""
+    return (load.max(axis=-1) + tie * (load.astype(np.float64) ** 2).sum(axis=-1)) @ act
+
+
+def _refine(weight, pos, lanes, words, activity=None, *, passes=4):
+    """Improve a lane assignment (``pos``: ``local * lanes + lane`` per row) by swapping rows
+    between lanes -- an empty slot counts as a row of zeros, so a swap may be a move -- while a
+    swap lowers the expected beats ``sum_j activity[j] * max_p n[j, p]`` (``n[j, p]``: column
+    ``j``'s kept weights in lane ``p``; ``activity[j]``: how often input ``j`` is non-zero,
+    the columns zero-skipping runs; default 1). Each row takes the best swap it has (all
+    candidates at once, vectorised); a few passes."""
+    rows, k = weight.shape
+    slots = words * lanes
+    if slots * slots * k * lanes > REFINE_BUDGET or rows < 2:
+        return pos
+    nz = np.zeros((slots, k), dtype=np.int32)          # by slot (position), zeros where empty
+    nz[pos] = weight != 0
+    act = np.ones(k) if activity is None else np.asarray(activity, dtype=np.float64)
+    lane = np.arange(slots) % lanes
+    load = np.stack([nz[lane == p].sum(axis=0) for p in range(lanes)], axis=1)   # (k, lanes)
+    who = np.full(slots, -1)
+    who[pos] = np.arange(rows)                         # the row in each slot
+    cols = np.arange(k)
+    for _ in range(passes):
+        swapped = False
+        for a in range(slots):
+            p = lane[a]
+            b = np.flatnonzero((lane != p) & ((who >= 0) | (who[a] >= 0)))
+            if not b.size:
+                continue
+            d = nz[b] - nz[a]                           # (B, k): into lane p, out of lane q
+            new = np.broadcast_to(load, (len(b), k, lanes)).copy()
+            new[:, :, p] += d
+            new[np.arange(len(b))[:, None], cols[None, :], lane[b][:, None]] -= d
+            gain = _spread(load[None], act)[0] - _spread(new, act)
+            best = int(np.argmax(gain))
+            if gain[best] > 1e-9:
+                c = b[best]
+                load = new[best]
+                nz[[a, c]] = nz[[c, a]]
+                who[[a, c]] = who[[c, a]]
+                swapped = True
+        if not swapped:
+            break
+    out = np.empty(rows, dtype=np.int64)
+    out[who[who >= 0]] = np.flatnonzero(who >= 0)
+    return out
 
 
 def _pack(col, lane, row, v, n_cols, lanes):
@@ -188,8 +250,10 @@ def build_program(layers, *, lanes, width, balance=True, dense=False):
                                  f"{len(in_pos)}")
             channels = None
             out_words = -(-out_f // lanes)
-            out_pos = _balance(w, lanes, out_words) if balance and not dense else \
-                np.arange(out_f)
+            out_pos = np.arange(out_f)
+            if balance and not dense:
+                out_pos = _refine(w, _balance(w, lanes, out_words), lanes, out_words,
+                                  layer.activity)
             value, row, counts = _encode_columns(w, in_pos, out_pos, in_words * lanes, lanes,
                                                  dense=dense)
             c = np.stack([np.r_[0, np.cumsum(counts)[:-1]] + beat_at, counts], axis=1)
@@ -401,9 +465,14 @@ def quantize_model(model, example_inputs, *, width=8):
         else:
             scale, shift = 1, 0
         conv = isinstance(mod, torch.nn.Conv2d)
+        activity = None
+        if not conv:            # how often each input's code is non-zero, for the lane balance
+            codes = quantize(seen[i].flatten(1).double().cpu().numpy(), width,
+                             scale=act_scales[i]).codes
+            activity = (codes != 0).mean(axis=0)
         layers.append(ProgramLayer(wq, bias, scale=scale, shift=shift, relu=relu,
                                    shape=tuple(seen[i].shape[2:]) if conv else None,
-                                   pool=pool))
+                                   pool=pool, activity=activity))
         dense += w.size
         kept += int(np.count_nonzero(wq))
         last_scale = acc_scale

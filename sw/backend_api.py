@@ -11,11 +11,11 @@ class Backend(abc.ABC):
     """A way to run the hardware blocks, built for ``lanes`` x ``width``-bit tiles."""
 
     name = None
+    #: per block, parameters that replace its defaults (:meth:`configure` replaces the dict)
+    overrides = {}
 
     def __init__(self, *, lanes, width):
         self.lanes, self.width = lanes, width
-        #: per block, parameters that replace its defaults (:meth:`configure`)
-        self.overrides = {}
 
     def params(self, block):
         """The block's description and its parameters on this backend (its domain checked)."""
@@ -28,7 +28,7 @@ class Backend(abc.ABC):
         defaults; checked now. Returns the backend."""
         desc = describe(block, jobs=True)
         desc.check(lanes=self.lanes, width=self.width, **params)
-        self.overrides[desc.name] = dict(params)
+        self.overrides = {**self.overrides, desc.name: dict(params)}
         return self
 
     def prepare(self, *blocks):

@@ -221,8 +221,8 @@ class NetEngine(BlockComponent):
             conv_cmask = Signal(g.col_bits + 1)
             conv_wmask = Signal(g.word_bits)
             m.d.sync += [conv_cmask.eq(Mux(desc.conv, (C(1, 16) << p_log2) - 1, ~0)),
-                         conv_wmask.eq(Mux(desc.conv, (C(1, 16) << (p_log2 - lanes_log2)[:4]) - 1,
-                                           ~0))]
+                         conv_wmask.eq(Mux(desc.conv,
+                                           (C(1, 16) << (p_log2 - lanes_log2)[:4]) - 1, ~0))]
 
         word = Signal(act_word)
         m.d.comb += word.eq(act_rd.data)
@@ -357,8 +357,8 @@ class NetEngine(BlockComponent):
             # of its 2x2 window (o_sub: dx, dy) and keeps their maximum.
             o_sub = Signal(2)
             o1_first = Signal()
-            kmask = Signal(3 + 1)
-            m.d.sync += kmask.eq(Mux(desc.conv, (C(1, 8) << desc.k_log2) - 1, 0))
+            kmask = Signal(1 << len(desc.k_log2))         # (channel words a position) - 1
+            m.d.sync += kmask.eq(Mux(desc.conv, (C(1, len(kmask) + 1) << desc.k_log2) - 1, 0))
             o_kw = o_w & kmask
             o_t = o_w >> desc.k_log2
             o_px = o_t & (((C(1, 16) << desc.w_log2) - 1) >> 1)    # the pooled column

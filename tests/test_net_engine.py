@@ -194,8 +194,9 @@ def test_bad_programs_and_inputs_are_refused(rng):
 #: fully connected widths -- channels below, at and above the lanes, 1x1 and 3x3, a rectangle
 CNNS = [((1, 8, 8), ("conv", 8, 3, True), ("conv", 16, 3, True), 10),
         ((3, 4, 8), ("conv", 5, 1, False), ("conv", 32, 3, True), 7, 5),
-        ((2, 2, 2), ("conv", 4, 3, False), 3)]
-CONV = {"conv": 1, "max_rows": 2048, "max_cols": 512, "max_beats": 4096}
+        ((2, 2, 2), ("conv", 4, 3, False), 3),
+        ((2, 4, 4), ("conv", 128, 1, True), 6)]        # 32 channel words at 4 lanes
+CONV = {"conv": 1, "max_rows": 2048, "max_cols": 1024, "max_beats": 4096}
 
 
 def _cnn_job(rng, spec, lanes, width=8, vectors=4, zeros=0.4, skip=True):

@@ -86,13 +86,13 @@ def _synth(program):
     return synth_block("net_engine", "ice40", build_dir="build/bench-deploy", **engine)
 
 
-def _deploy_top():
-    """The iCEBreaker's deploy bitstream (the UART bridge and the network engine, the board's
-    engine geometry) through yosys and nextpnr: placed with its Fmax, or the cells it is over."""
+def _deploy_top(board, build_dir="build/bench-deploy"):
+    """A board's deploy bitstream (the UART bridge and the network engine, the board's engine
+    geometry) through yosys and nextpnr: placed with its Fmax, or the cells it is over."""
     from hwprune.hw.boards import DoesNotFit, synth
     try:
-        report = synth(BOARD, lanes=BOARD_LANES[BOARD], width=8, blocks=["net_engine"],
-                       build_dir="build/bench-deploy")
+        report = synth(board, lanes=BOARD_LANES[board], width=8, blocks=["net_engine"],
+                       build_dir=build_dir)
     except DoesNotFit as exc:
         return {"placed": False, "error": str(exc), "utilisation": exc.utilisation,
                 "cells": exc.utilisation.get("ICESTORM_LC")}
@@ -150,19 +150,6 @@ def _cnn32(seed):
         return {"fits": True, "memory": dep.memory()}
     except ValueError as exc:
         return {"fits": False, "error": str(exc)}
-
-
-def _ecp5_top():
-    """The ULX3S's deploy bitstream (the UART bridge and the 16-lane engine with convolutions)
-    through yosys and nextpnr for the ECP5-85F."""
-    from hwprune.hw.boards import DoesNotFit, synth
-    try:
-        report = synth(CNN_BOARD, lanes=BOARD_LANES[CNN_BOARD], width=8, blocks=["net_engine"],
-                       build_dir="build/bench-deploy-ecp5")
-    except DoesNotFit as exc:
-        return {"placed": False, "error": str(exc), "utilisation": exc.utilisation}
-    return {"placed": True, "meets_timing": report["meets_timing"],
-            "fmax_mhz": report["core_fmax_mhz"], "resources": report["resources"]}
 
 
 def _host_over_sim(seed=0):
@@ -260,7 +247,7 @@ def main(argv=None):
     top = None
     if not args.no_synth:
         # What runs on the board is the bridge and the engine together: the deploy top placed.
-        top = _deploy_top()
+        top = _deploy_top(BOARD)
         main_row = next(r for r in rows if r["sparsity"] == 0.92)
         if top["placed"]:
             print(f"\nthe iCEBreaker deploy top (UART bridge + engine) placed: "
@@ -310,7 +297,7 @@ def main(argv=None):
                                      f"does not fit: {cnn32['error']}"))
     ecp5 = None
     if not args.no_synth:
-        ecp5 = _ecp5_top()
+        ecp5 = _deploy_top(CNN_BOARD, "build/bench-deploy-ecp5")
         if ecp5["placed"]:
             print(f"the ULX3S deploy top (UART bridge + 16-lane engine with convolutions) "
                   f"placed on the ECP5-85F: {ecp5['resources']}; Fmax {ecp5['fmax_mhz']} MHz "

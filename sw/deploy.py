@@ -671,23 +671,24 @@ def deploy(model, example_inputs, *, backend="verilator", board=None, lanes=None
         if width != engine["width"]:
             raise ValueError(f"deploy: the {board} engine has width {engine['width']}, not "
                              f"{width}")
-    quantized = quantize_model(model, example_inputs, width=width)
-    if board is not None:
         if depths:
             raise ValueError(f"deploy: the {board} engine's memories are the board's; "
                              f"engine= is for an engine without a board")
+        lanes = engine["lanes"]
     else:
         lanes = 8 if lanes is None else lanes
-        convs = [layer for layer in quantized.layers if layer.shape is not None]
-        if convs:
+        contract.DOMAIN.check(lanes=lanes, width=width, **depths)   # before any work
+    quantized = quantize_model(model, example_inputs, width=width)
+    program, positions = build_program(quantized.layers, lanes=lanes, width=width,
+                                       balance=balance)
+    if board is None:
+        convs = [d for d in program.layers if d.conv]
+        if convs:       # accumulators for the widest convolution, as the compiler laid it out
             depths.setdefault("conv", 1)
-            widest = max(int(np.prod(layer.shape)) * max(lanes, np.asarray(layer.weight).shape[0])
-                         for layer in convs)
-            depths.setdefault("max_rows", max(contract.DOMAIN.check(lanes=lanes, width=width)
-                                              ["max_rows"], 1 << (widest - 1).bit_length()))
-        engine = contract.DOMAIN.check(lanes=lanes, width=width, **depths)
-    program, positions = build_program(quantized.layers, lanes=engine["lanes"],
-                                       width=engine["width"], balance=balance)
+            widest = max(program.lanes << (d.h_log2 + d.w_log2 + d.k_log2) for d in convs)
+            depths.setdefault("max_rows", max(contract.DOMAIN.check(
+                lanes=program.lanes, width=width)["max_rows"], widest))
+        engine = contract.DOMAIN.check(lanes=program.lanes, width=width, **depths)
     contract.check_program(program, **engine)          # fits the board, or says what does not
     if backend == "uart-sim":
         # the board's deploy bitstream: the bridge with the network engine, its UART divisor

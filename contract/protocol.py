@@ -23,6 +23,7 @@ __all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "MAX_PAYLOAD", "Cmd",
            "Status", "STATUS_FIELDS", "MH_STATUS_FIELDS", "MH_SELECT_FIELDS", "INFO_FIELDS", "CFG_LEN", "MH_CFG_LEN",
            "ERROR_FIELDS", "NM_STATUS_FIELDS", "NM_CFG_LEN", "CN_STATUS_FIELDS", "CN_CFG_LEN",
            "norm_bytes", "unpack_norms", "WS_STATUS_FIELDS", "NE_CFG_LEN", "NE_STATUS_FIELDS",
+           "SM_CFG_LEN", "SM_STATUS_FIELDS",
            "result_bytes", "program_beat_bytes", "STORE_BIT", "STORE_BYTES", "RUN_LEN", "mask_bytes", "data_bytes",
            "CrcDef", "CRC8_DEF", "CRC16_DEF", "CRC32_DEF", "crc8", "crc16", "encode_frame", "split_frames",
            "beat_bytes", "wire_tile_layout", "wire_masked_layout", "pack_beats", "unpack_beats",
@@ -45,6 +46,10 @@ class Cmd(enum.IntEnum):
     NM_CONFIG = 0x20
     NM_DATA = 0x21
     NM_STATUS = 0x22
+    SM_CONFIG = 0x30
+    SM_RUN = 0x31
+    SM_STATUS = 0x32
+    SM_LOAD = 0x33
     MH_CONFIG = 0x40
     MH_DATA = 0x41
     MH_STATUS = 0x42
@@ -128,6 +133,16 @@ NE_CFG_LEN = 8
 #: their bytes since the last new_program; the engine's counters (since then).
 NE_STATUS_FIELDS = (("program", 1), ("program_beats", 4), ("program_crc", 4), ("vectors", 4),
                     ("compute", 4), ("beats", 4), ("columns", 4), *ERROR_FIELDS)
+#: SM_CONFIG payload (the sparse MAC): act_beats u16 (activation beats a vector), rows u16
+#: (results a vector), slot u16 (32-bit values a vector occupies in an SM_RUN frame and its
+#: answer), new_program u8 (1: forget the weights, zero the counters: a load follows), format
+#: u8 (bit 0 fmt, bits 1-3 nm_n, bits 4-5 nm_m_log2).
+SM_CFG_LEN = 8
+#: SM_STATUS answer payload: weights are loaded (a beat with ``final`` committed); weight beats
+#: committed and the CRC-32 of their bytes since the last new_program; vectors run and the
+#: unit's clocks (from a frame's first weight beat offered to its last result taken), since then.
+SM_STATUS_FIELDS = (("program", 1), ("program_beats", 4), ("program_crc", 4), ("vectors", 4),
+                    ("cycles", 4), *ERROR_FIELDS)
 #: INFO answer payload. ``blocks``: bitmap of the blocks behind the bridge (bit
 #: ``Block.bridge_bit``).
 INFO_FIELDS = (("version", 1), ("blocks", 1), ("lanes", 1), ("width", 1), ("max_payload", 2))

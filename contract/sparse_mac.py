@@ -17,7 +17,9 @@ __all__ = ["SUPPORTED_WIDTHS", "LANE_COUNTS", "INDEX_WIDTH", "DEFAULT_MAX_K", "M
            "NM_M", "MAX_N", "FMT_UNSTRUCTURED", "FMT_NM", "PIPELINE_LATENCY", "DOMAIN",
            "accumulator_width", "check_mac_params", "weight_beat_layout", "act_beat_layout",
            "result_layout", "decode_stream", "SparseMacJob", "SparseMacResult",
-           "stall_free_cycles", "make_job", "run", "BLOCK"]
+           "stall_free_cycles", "make_job", "run", "BLOCK", "BRIDGE_MACS", "bridge_mac",
+           "program_beat_bytes", "program_bytes", "run_slot", "sm_config", "run_frame",
+           "run_results"]
 
 SUPPORTED_WIDTHS = (4, 8, 16)
 #: Lane counts: a power of two, so that a position splits into bank row and lane by bit slicing.
@@ -242,6 +244,84 @@ def decode(job, outputs, counters, cycles, **params):
     return SparseMacResult(out=results[:vectors * rows].reshape(vectors, rows), cycles=cycles)
 
 
+# --- behind the UART bridge (docs/uart_protocol.md: SM_CONFIG, SM_LOAD, SM_RUN, SM_STATUS) -----
+
+#: The unit a bridge holds, per lane count: its longest row (``max_k``) and the weight beats its
+#: program memory holds (``beats``). A job with more beats, or more results a vector than a
+#: frame carries, runs in groups of whole rows (the host splits it).
+BRIDGE_MACS = {4: {"max_k": 1024, "beats": 2048},
+               8: {"max_k": 1024, "beats": 2048},
+               16: {"max_k": 1024, "beats": 1024}}
+#: Bytes of a result in an SM_RUN answer (a signed little-endian 32-bit value).
+RESULT_BYTES = 4
+
+
+def bridge_mac(lanes, width):
+    """``(params, beats)``: the parameters of the unit a bridge of ``lanes`` x ``width`` holds
+    and the weight beats it stores. ValueError where the bridge holds none."""
+    if lanes not in BRIDGE_MACS or width > 8:
+        raise ValueError(f"no sparse MAC behind a bridge of lanes={lanes}, width={width} "
+                         f"(lanes {sorted(BRIDGE_MACS)}, width at most 8: results travel as "
+                         f"32-bit values)")
+    spec = BRIDGE_MACS[lanes]
+    params = check_mac_params(lanes=lanes, width=width, max_k=spec["max_k"])
+    assert accumulator_width(params["width"], params["act_width"], params["max_k"]) <= 32
+    return params, spec["beats"]
+
+
+def program_beat_bytes(lanes, width):
+    """Bytes of one weight beat in an SM_LOAD frame: the weight beat layout packed, cut to
+    whole bytes."""
+    return -(-weight_beat_layout(lanes=lanes, width=width).size // 8)
+
+
+def program_bytes(job, *, lanes, width):
+    """The job's weight stream as SM_LOAD wire bytes: ``(beats, bytes a beat)`` uint8."""
+    value = np.asarray(job.value)
+    beats = value.shape[0]
+    final = np.zeros(beats, dtype=bool)
+    final[-1] = True
+    layout = weight_beat_layout(lanes=lanes, width=width)
+    words = layout.pack({"value": value, "index": job.index, "count": job.count,
+                         "end": np.asarray(job.end, dtype=bool), "final": final}, beats)
+    return np.ascontiguousarray(words.view(np.uint8).reshape(beats, -1)
+                                [:, :program_beat_bytes(lanes, width)])
+
+
+def _rows(job):
+    return int(np.asarray(job.end, dtype=bool).sum())
+
+
+def run_slot(job):
+    """32-bit values a vector's slot takes in an SM_RUN frame: room for its activations (a
+    byte each) and for its results."""
+    return max(_rows(job), -(-np.asarray(job.acts).shape[1] // RESULT_BYTES))
+
+
+def sm_config(job, *, lanes, new_program=False):
+    """The SM_CONFIG payload that runs ``job`` (or, ``new_program``, that starts its load)."""
+    import struct
+    fmt = int(job.fmt)
+    form = fmt | (int(job.nm_n) if fmt else 0) << 1 | (_log2(int(job.nm_m)) if fmt else 0) << 4
+    return struct.pack("<HHHBB", np.asarray(job.acts).shape[1] // lanes, _rows(job),
+                       run_slot(job), int(bool(new_program)), form)
+
+
+def run_frame(job):
+    """The SM_RUN payload of the job's activation vectors: a slot each, the activations first
+    (a signed byte each), zeros after."""
+    acts = np.asarray(job.acts)
+    frame = np.zeros((acts.shape[0], run_slot(job) * RESULT_BYTES), dtype=np.uint8)
+    frame[:, :acts.shape[1]] = acts.astype(np.int8).view(np.uint8)
+    return frame
+
+
+def run_results(job, answer, vectors):
+    """The results (vectors x rows, int64) in an SM_RUN answer's bytes (status byte left off)."""
+    values = np.frombuffer(bytes(answer), dtype="<i4").reshape(vectors, run_slot(job))
+    return values[:, :_rows(job)].astype(np.int64)
+
+
 def _defines(p):
     return {"ACT_WIDTH": p["act_width"], "MAX_K": p["max_k"]}
 
@@ -258,4 +338,5 @@ BLOCK = Block(
     config=(Port("fmt", 1), Port("nm_n", 3), Port("nm_m_log2", 2)),
     bench="hwprune.sim.cocotb_tb.sparse_mac_tb",
     defines=_defines,
+    bridge_bit=4,
 )

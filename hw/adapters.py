@@ -27,9 +27,12 @@ from ..contract.channel_norms import BLOCK as CHANNEL_NORMS
 from ..contract.net_engine import BLOCK as NET_ENGINE
 from ..contract.net_engine import bridge_engine, geometry
 from ..contract.nm_selector import BLOCK as NM_SELECTOR
+from ..contract import sparse_mac as mac_protocol
+from ..contract.sparse_mac import BLOCK as SPARSE_MAC
 from ..contract.protocol import (CFG_LEN, CN_CFG_LEN, CN_STATUS_FIELDS, MAX_PAYLOAD, MH_CFG_LEN,
                                  MH_SELECT_FIELDS, MH_STATUS_FIELDS, NE_CFG_LEN,
-                                 NE_STATUS_FIELDS, NM_CFG_LEN, NM_STATUS_FIELDS, STATUS_FIELDS,
+                                 NE_STATUS_FIELDS, NM_CFG_LEN, NM_STATUS_FIELDS, SM_CFG_LEN,
+                                 SM_STATUS_FIELDS, STATUS_FIELDS,
                                  Cmd, beat_bytes, mask_bytes, norm_bytes, program_beat_bytes,
                                  result_bytes)
 from ..contract.threshold_engine import BLOCK as THRESHOLD_ENGINE
@@ -39,10 +42,11 @@ from .crc import CRC32, processor
 from .magnitude_histogram import MagnitudeHistogram
 from .net_engine import NetEngine
 from .nm_selector import NMSelector
+from .sparse_mac import SparseMac, WeightBeatLayout
 from .threshold_engine import ThresholdEngine
 
 __all__ = ["ThresholdEngineAdapter", "MagnitudeHistogramAdapter", "NMSelectorAdapter",
-           "ChannelNormsAdapter", "NetEngineAdapter"]
+           "ChannelNormsAdapter", "NetEngineAdapter", "SparseMacAdapter"]
 
 
 def _byte_assembler(m, valid, byte, nbytes, taken, name="asm", hold=True):
@@ -563,6 +567,75 @@ class MagnitudeHistogramAdapter(wiring.Component):
         return m
 
 
+class _FrameBuffer:
+    """A DATA frame held whole before anything acts on it: the buffer of the adapters that load
+    a program and then run vectors through it (the network engine's, the sparse MAC's).
+
+    A load frame (a DENSE command) is replayed into the block (``loading``) only once its CRC
+    checked out; a damaged one is dropped. A run frame (a DATA command) is replayed
+    (``running``) once complete, if its CRC checked out and ``ready_to_run``; either way it is
+    answered (``answering``; ``zeros``: with zeros, nothing ran) in ``units_left`` units of
+    ``unit_bytes``, which the adapter counts down as it answers. ``run_start`` strobes when a
+    run frame's fate is decided (the adapter resets its per-frame positions then); ``replay``
+    carries the frame's bytes, ``busy`` is set from the frame's end to its answer's."""
+
+    def __init__(self, m, adapter, *, ready_to_run, unit_bytes):
+        frame_end, frame_ok, dense = Signal(), Signal(), Signal()
+        m.d.sync += [frame_end.eq(adapter.frame_end), frame_ok.eq(adapter.frame_ok),
+                     dense.eq(adapter.dense)]
+        # written while a frame comes in, read while it is replayed (never both: `busy`)
+        m.submodules.frame = frame = Memory(shape=8, depth=MAX_PAYLOAD, init=[],
+                                            attrs=NO_RW_CHECK)
+        wp, rp = frame.write_port(), frame.read_port()
+        written = Signal(range(MAX_PAYLOAD + 1))
+        read = Signal(range(MAX_PAYLOAD + 1))
+        loading = Signal()       # replaying a load frame into the program
+        running = Signal()       # replaying a run frame into the block's input
+        answering = Signal()     # a run frame's answer is being sent
+        zeros = Signal()         # ... made of zeros (a damaged frame, or no program)
+        words_left = Signal(range(MAX_PAYLOAD // unit_bytes + 1))
+        run_start = Signal()
+        i = adapter.i_bytes
+        busy = loading | running | answering
+        m.d.comb += [i.ready.eq(~busy & (written != MAX_PAYLOAD)),
+                     wp.addr.eq(written), wp.data.eq(i.payload), wp.en.eq(i.valid & i.ready)]
+        with m.If(i.valid & i.ready):
+            m.d.sync += written.eq(written + 1)
+        with m.If(frame_end):
+            m.d.sync += read.eq(0)
+            with m.If(dense):
+                with m.If(frame_ok):
+                    m.d.sync += loading.eq(written != 0)
+                with m.Else():
+                    m.d.sync += written.eq(0)          # a damaged frame: nothing is written
+            with m.Else():
+                good = frame_ok & ready_to_run
+                m.d.comb += run_start.eq(1)
+                m.d.sync += [running.eq(good & (written != 0)), answering.eq(written != 0),
+                             zeros.eq(~good),
+                             words_left.eq(written >> (unit_bytes.bit_length() - 1))]
+
+        replay = stream.Signature(8).create()
+        fetch = Signal()
+        m.d.comb += [fetch.eq((loading | running) & (read != written)
+                              & (~replay.valid | replay.ready)),
+                     rp.addr.eq(read), rp.en.eq(fetch), replay.payload.eq(rp.data)]
+        with m.If(fetch):
+            m.d.sync += [read.eq(read + 1), replay.valid.eq(1)]
+        with m.Elif(replay.ready):
+            m.d.sync += replay.valid.eq(0)
+        with m.If((loading | running) & (read == written) & ~replay.valid):
+            m.d.sync += [loading.eq(0), running.eq(0)]
+            with m.If(loading):
+                m.d.sync += written.eq(0)
+        with m.If(answering & (words_left == 0) & ~running):
+            m.d.sync += [answering.eq(0), written.eq(0)]
+
+        self.frame_end, self.replay, self.run_start = frame_end, replay, run_start
+        self.loading, self.running, self.answering, self.zeros = loading, running, answering, zeros
+        self.units_left, self.busy, self.written = words_left, busy, written
+
+
 class NetEngineAdapter(wiring.Component):
     """The network engine behind the bridge: a deployed network on the board.
 
@@ -641,53 +714,12 @@ class NetEngineAdapter(wiring.Component):
         oword = Signal(16)                   # an answer word's place in its slot
 
         # --- the frame buffer ----------------------------------------------------------------
-        frame_end, frame_ok, dense = Signal(), Signal(), Signal()
-        m.d.sync += [frame_end.eq(self.frame_end), frame_ok.eq(self.frame_ok),
-                     dense.eq(self.dense)]
-        # written while a frame comes in, read while it is replayed (never both: `busy`)
-        m.submodules.frame = frame = Memory(shape=8, depth=MAX_PAYLOAD, init=[],
-                                            attrs=NO_RW_CHECK)
-        wp, rp = frame.write_port(), frame.read_port()
-        written = Signal(range(MAX_PAYLOAD + 1))
-        read = Signal(range(MAX_PAYLOAD + 1))
-        loading = Signal()       # replaying an NE_LOAD frame into the program stream
-        running = Signal()       # replaying an NE_RUN frame into the input stream
-        answering = Signal()     # an NE_RUN answer is being sent
-        zeros = Signal()         # ... made of zeros (a damaged frame, or no program)
-        words_left = Signal(range(MAX_PAYLOAD // self.beat_bytes + 1))
-        i = self.i_bytes
-        busy = loading | running | answering
-        m.d.comb += [i.ready.eq(~busy & (written != MAX_PAYLOAD)),
-                     wp.addr.eq(written), wp.data.eq(i.payload), wp.en.eq(i.valid & i.ready)]
-        with m.If(i.valid & i.ready):
-            m.d.sync += written.eq(written + 1)
-        with m.If(frame_end):
-            m.d.sync += read.eq(0)
-            with m.If(dense):
-                with m.If(frame_ok):
-                    m.d.sync += loading.eq(written != 0)
-                with m.Else():
-                    m.d.sync += written.eq(0)          # a damaged frame: nothing is written
-            with m.Else():
-                good = frame_ok & unit.program
-                m.d.sync += [running.eq(good & (written != 0)), answering.eq(written != 0),
-                             zeros.eq(~good), words_left.eq(written >> shift)]
-                # every NE_RUN frame starts at a vector slot's first byte
-                m.d.sync += [vbyte.eq(0), xpos.eq(0), oword.eq(0)]
-
-        replay = stream.Signature(8).create()
-        fetch = Signal()
-        m.d.comb += [fetch.eq((loading | running) & (read != written)
-                              & (~replay.valid | replay.ready)),
-                     rp.addr.eq(read), rp.en.eq(fetch), replay.payload.eq(rp.data)]
-        with m.If(fetch):
-            m.d.sync += [read.eq(read + 1), replay.valid.eq(1)]
-        with m.Elif(replay.ready):
-            m.d.sync += replay.valid.eq(0)
-        with m.If((loading | running) & (read == written) & ~replay.valid):
-            m.d.sync += [loading.eq(0), running.eq(0)]
-            with m.If(loading):
-                m.d.sync += written.eq(0)
+        fb = _FrameBuffer(m, self, ready_to_run=unit.program, unit_bytes=self.beat_bytes)
+        replay, loading, running, answering = fb.replay, fb.loading, fb.running, fb.answering
+        zeros, words_left, busy, written = fb.zeros, fb.units_left, fb.busy, fb.written
+        with m.If(fb.run_start):
+            # every NE_RUN frame starts at a vector slot's first byte
+            m.d.sync += [vbyte.eq(0), xpos.eq(0), oword.eq(0)]
 
         # --- NE_LOAD: bytes -> program beats -------------------------------------------------
         p = unit.p_stream
@@ -755,9 +787,219 @@ class NetEngineAdapter(wiring.Component):
                          oword.eq(Mux(oword == slot - 1, 0, oword + 1))]
         with m.If(self.load):
             m.d.sync += oword.eq(0)
-        with m.If(answering & (words_left == 0) & ~running):
-            m.d.sync += [answering.eq(0), written.eq(0)]
 
-        m.d.comb += self.finished.eq(~busy & ~frame_end & ~self.frame_end & ~hold_valid
+        m.d.comb += self.finished.eq(~busy & ~fb.frame_end & ~self.frame_end & ~hold_valid
                                      & ~xhold_valid)
+        return m
+
+
+class SparseMacAdapter(wiring.Component):
+    """The sparse MAC behind the bridge: ``hwprune.run`` with a board's layers on the chip.
+
+    SM_CONFIG (:data:`~hwprune.contract.protocol.SM_CFG_LEN`: activation beats and results a
+    vector, the vector slot, the weight format, and ``new_program``, which makes the adapter
+    forget its weights and zero its counters), SM_LOAD frames (compressed weight beats, the
+    unit's weight beat layout packed into ``data_bytes`` each, written into the adapter's weight
+    memory in order), SM_RUN frames (vector slots of ``slot`` 32-bit values: a vector's
+    activations, a signed byte each, at the slot's start, the rest ignored; the answer holds,
+    per slot, the vector's results as little-endian 32-bit values, then zeros), SM_STATUS (the
+    weights-loaded flag, the weight beats committed and their CRC-32, vectors run and the
+    unit's clocks).
+
+    The weights cross the line once: for every vector of a run frame, the adapter replays the
+    weight memory from its first beat to the one marked ``final`` into the unit, while the next
+    vector's activations load into the unit's other bank. Both kinds of frame wait in a frame
+    buffer (:class:`_FrameBuffer`): an SM_LOAD frame is written only once its CRC checked out
+    (writing the same beats again is harmless); a damaged SM_RUN frame, or one that arrives
+    while no weights are loaded, is answered with zeros without running.
+    """
+
+    block = SPARSE_MAC
+    CONFIG, DATA, STATUS, DENSE = Cmd.SM_CONFIG, Cmd.SM_RUN, Cmd.SM_STATUS, Cmd.SM_LOAD
+    FINISH, finish_fields = None, ()
+    config_len = SM_CFG_LEN
+    status_fields = SM_STATUS_FIELDS
+    #: an SM_RUN answer has the request's bytes; an SM_LOAD answer the status byte alone
+    echo, dense_echo = True, False
+    #: only in a bitstream that names it (the ULX3S's default), not in every one it fits
+    default = False
+    #: the SM_RUN unit: one 32-bit value
+    beat_bytes = mac_protocol.RESULT_BYTES
+
+    @classmethod
+    def fits(cls, lanes, width):
+        try:
+            mac_protocol.bridge_mac(lanes, width)
+        except ValueError:
+            return False
+        return True
+
+    def __init__(self, *, lanes, width):
+        self.lanes, self.width = lanes, width
+        self.params, self.max_beats = mac_protocol.bridge_mac(lanes, width)
+        self.data_bytes = mac_protocol.program_beat_bytes(lanes, width)   # the SM_LOAD unit
+        self.unit = SparseMac(**self.params)
+        super().__init__({
+            "i_bytes": In(stream.Signature(8)),
+            "o_bytes": Out(stream.Signature(8)),
+            "config": In(8 * SM_CFG_LEN),
+            "load": In(1), "finish": In(1), "finished": Out(1),
+            "frame_end": In(1), "frame_ok": In(1), "dense": In(1),
+            "program": Out(1), "program_beats": Out(COUNTER_WIDTH), "program_crc": Out(32),
+            "vectors": Out(COUNTER_WIDTH), "cycles": Out(COUNTER_WIDTH),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes, act_width = self.lanes, self.params["act_width"]
+        m.submodules.unit = unit = self.unit
+        beat_shape = WeightBeatLayout(lanes, self.width)
+        beat_bits = Shape.cast(beat_shape).width
+
+        # --- configuration -------------------------------------------------------------------
+        cfg = self.config
+        act_beats, rows, slot = Signal(16), Signal(16), Signal(16)
+        form = Signal(8)
+        new_program = Signal()
+        with m.If(self.load):
+            m.d.sync += [act_beats.eq(cfg[0:16]), rows.eq(cfg[16:32]), slot.eq(cfg[32:48]),
+                         form.eq(cfg[56:64])]
+        m.d.sync += new_program.eq(self.load & cfg[48])
+        m.d.comb += [unit.fmt.eq(form[0]), unit.nm_n.eq(form[1:4]), unit.nm_m_log2.eq(form[4:6])]
+
+        # --- the weight memory ---------------------------------------------------------------
+        m.submodules.weights = weights = Memory(shape=beat_bits, depth=self.max_beats, init=[],
+                                                attrs=NO_RW_CHECK)
+        w_wr, w_rd = weights.write_port(), weights.read_port()
+        program = Signal()                            # a beat with `final` is committed
+        program_beats = Signal(COUNTER_WIDTH)
+        last_beat = Signal(range(self.max_beats))     # the `final` beat's address
+
+        # --- the frame buffer ----------------------------------------------------------------
+        fb = _FrameBuffer(m, self, ready_to_run=program, unit_bytes=self.beat_bytes)
+        replay = fb.replay
+        abyte = Signal(16 + 2)        # an SM_RUN byte's place in its vector slot
+        apos = Signal(range(lanes))   # ... in its activation beat
+        ovalue = Signal(16)           # an answer value's place in its slot
+        with m.If(fb.run_start):
+            m.d.sync += [abyte.eq(0), apos.eq(0), ovalue.eq(0)]
+
+        # --- SM_LOAD: bytes -> weight beats --------------------------------------------------
+        w_taken = Signal()                            # a completed beat is written at once
+        _, to_w, hold, hold_valid, asm_pos = _byte_assembler(
+            m, replay.valid & fb.loading, replay.payload, self.data_bytes, w_taken, "weights",
+            hold=False)
+        m.d.comb += w_taken.eq(hold_valid)
+        beat = Value.cast(hold[:beat_bits])
+        room = program_beats < self.max_beats         # beats past the memory are not kept
+        final = beat_shape(beat).final
+        m.d.comb += [w_wr.addr.eq(program_beats), w_wr.data.eq(beat),
+                     w_wr.en.eq(hold_valid & room)]
+        with m.If(new_program):
+            m.d.sync += [program_beats.eq(0), program.eq(0), asm_pos.eq(0), hold_valid.eq(0)]
+        with m.Elif(hold_valid & room):
+            m.d.sync += program_beats.eq(program_beats + 1)
+            with m.If(final):
+                m.d.sync += [program.eq(1), last_beat.eq(program_beats)]
+        m.d.comb += [self.program.eq(program), self.program_beats.eq(program_beats),
+                     self.program_crc.eq(processor(m, "program_crc", CRC32, start=new_program,
+                                                   valid=to_w, data=replay.payload))]
+
+        # --- SM_RUN: bytes -> activation beats -----------------------------------------------
+        a = unit.a_stream
+        slot_bytes = Signal(16 + 2)
+        act_bytes = Signal(16 + lanes.bit_length())
+        m.d.comb += [slot_bytes.eq(slot << 2), act_bytes.eq(act_beats * lanes)]
+        # an activation beat is assembled in place and offered from there
+        ahold = Signal(8 * lanes)
+        ahold_valid, ahold_last = Signal(), Signal()
+        is_act, to_a = Signal(), Signal()
+        m.d.comb += [is_act.eq(abyte < act_bytes),
+                     to_a.eq(replay.valid & fb.running & (~is_act | ~ahold_valid))]
+        with m.If(to_a):
+            m.d.sync += abyte.eq(Mux(abyte == slot_bytes - 1, 0, abyte + 1))
+            with m.If(is_act):
+                m.d.sync += [ahold.eq(Cat(ahold[8:], replay.payload)),
+                             apos.eq(Mux(apos == lanes - 1, 0, apos + 1))]
+                with m.If(apos == lanes - 1):
+                    m.d.sync += [ahold_valid.eq(1), ahold_last.eq(abyte == act_bytes - 1)]
+        a_fire = Signal()
+        m.d.comb += a_fire.eq(a.valid & a.ready)
+        with m.If(a_fire):
+            m.d.sync += ahold_valid.eq(0)
+        m.d.comb += [a.valid.eq(ahold_valid), a.payload.last.eq(ahold_last)]
+        for k in range(lanes):
+            m.d.comb += a.payload.data[k].eq(ahold[8 * k:8 * k + act_width])
+        with m.If(self.load):
+            m.d.sync += [abyte.eq(0), apos.eq(0), ahold_valid.eq(0)]
+        m.d.comb += replay.ready.eq(to_w | to_a)
+
+        # --- the weights, replayed once for every vector loaded ------------------------------
+        w = unit.w_stream
+        todo = Signal(range(MAX_PAYLOAD + 1))    # vectors loaded whose weights are not issued
+        waddr = Signal(range(self.max_beats))
+        w_valid = Signal()
+        issue = Signal()
+        m.d.comb += [issue.eq((todo != 0) & (~w_valid | w.ready)),
+                     w_rd.addr.eq(waddr), w_rd.en.eq(issue),
+                     w.valid.eq(w_valid), w.payload.eq(w_rd.data)]
+        vector_issued = Signal()
+        m.d.comb += vector_issued.eq(issue & (waddr == last_beat))
+        with m.If(issue):
+            m.d.sync += [w_valid.eq(1), waddr.eq(Mux(vector_issued, 0, waddr + 1))]
+        with m.Elif(w.ready):
+            m.d.sync += w_valid.eq(0)
+        m.d.sync += todo.eq(todo + (a_fire & a.payload.last) - vector_issued)
+        with m.If(self.load):
+            m.d.sync += [todo.eq(0), waddr.eq(0), w_valid.eq(0)]
+
+        # --- results -> bytes ----------------------------------------------------------------
+        # The valid results of a result beat go into a FIFO one a clock; it holds a whole
+        # frame's (an answer has at most MAX_PAYLOAD / 4 values), so the line's pace never
+        # holds the unit up.
+        o = unit.o_stream
+        r_value = Signal.like(o.payload.value)
+        r_valid = Signal(lanes)
+        m.d.comb += o.ready.eq(r_valid == 0)
+        sel = Signal(range(lanes))
+        for k in reversed(range(lanes)):             # the lowest valid slot
+            with m.If(r_valid[k]):
+                m.d.comb += sel.eq(k)
+        m.submodules.results = results = SyncFIFOBuffered(
+            width=32, depth=MAX_PAYLOAD // self.beat_bytes)
+        m.d.comb += [results.w_data.eq(r_value[sel]), results.w_en.eq(r_valid.any())]
+        with m.If(o.valid & o.ready):
+            m.d.sync += [r_value.eq(o.payload.value), r_valid.eq(o.payload.valid)]
+        with m.Elif(results.w_en & results.w_rdy):
+            m.d.sync += r_valid.eq(r_valid & ~(C(1, lanes) << sel))
+        from_o = Signal()
+        m.d.comb += from_o.eq(~fb.zeros & (ovalue < rows))
+        offer = Signal()
+        m.d.comb += offer.eq(fb.answering & (fb.units_left != 0) & (~from_o | results.r_rdy))
+        took = _byte_select(m, self.o_bytes, self.beat_bytes, offer,
+                            Mux(from_o, results.r_data, 0))
+        m.d.comb += results.r_en.eq(took & from_o)
+        with m.If(took):
+            m.d.sync += [fb.units_left.eq(fb.units_left - 1),
+                         ovalue.eq(Mux(ovalue == slot - 1, 0, ovalue + 1))]
+        with m.If(self.load):
+            m.d.sync += [ovalue.eq(0), r_valid.eq(0)]
+
+        # --- counters ------------------------------------------------------------------------
+        # cycles: clocks in which the unit holds work: a weight beat offered, a beat inside its
+        # pipeline, or a result it gave not yet in the FIFO (not the clocks it waits for the
+        # next vector's activations from the frame buffer, nor for the line)
+        vectors, cycles = Signal(COUNTER_WIDTH), Signal(COUNTER_WIDTH)
+        inflight = Signal(mac_protocol.PIPELINE_LATENCY)
+        m.d.sync += inflight.eq(Cat(w.valid & w.ready, inflight[:-1]))
+        with m.If(w.valid | inflight.any() | o.valid | r_valid.any()):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.If(a_fire & a.payload.last):
+            m.d.sync += vectors.eq(vectors + 1)
+        with m.If(new_program):
+            m.d.sync += [vectors.eq(0), cycles.eq(0)]
+        m.d.comb += [self.vectors.eq(vectors), self.cycles.eq(cycles)]
+
+        m.d.comb += self.finished.eq(~fb.busy & ~fb.frame_end & ~self.frame_end & ~hold_valid
+                                     & ~ahold_valid)
         return m

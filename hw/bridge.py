@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from ..contract import protocol
 from ..contract.protocol import INFO_FIELDS, MAX_PAYLOAD, PROTOCOL_VERSION, STATUS_FIELDS, Status
 from .adapters import (ChannelNormsAdapter, MagnitudeHistogramAdapter, NetEngineAdapter,
-                       NMSelectorAdapter, ThresholdEngineAdapter)
+                       NMSelectorAdapter, SparseMacAdapter, ThresholdEngineAdapter)
 from .framing import (AnswerFrame, Cmd, ErrorCode, FrameEncoder, FrameParser, Header,
                       PayloadByte, ReceiveQueue, Trailer, offer)
 from .store import WeightStore
@@ -43,7 +43,7 @@ __all__ = ["ADAPTERS", "Cmd", "ErrorCode", "Dispatcher", "CommandBridge", "UARTC
 
 #: The block adapters a bridge can hold, in INFO order.
 ADAPTERS = (ThresholdEngineAdapter, MagnitudeHistogramAdapter, NMSelectorAdapter,
-            ChannelNormsAdapter, WeightStore, NetEngineAdapter)
+            ChannelNormsAdapter, SparseMacAdapter, WeightStore, NetEngineAdapter)
 
 #: The error counters every STATUS answer carries (saturating, since reset).
 ERROR_COUNTERS = tuple(name for name, _ in protocol.ERROR_FIELDS)
@@ -61,8 +61,8 @@ def blocks_bitmap(names):
 
 def bridge_adapters(lanes, width, blocks=0):
     """The adapters of a bridge: those in the ``blocks`` bitmap (0: every one that fits
-    ``lanes`` and ``width``, except those only a bitstream naming them holds: the network
-    engine). ValueError naming a chosen block that does not fit."""
+    ``lanes`` and ``width``, except those only a bitstream naming them holds: the sparse MAC,
+    the network engine). ValueError naming a chosen block that does not fit."""
     if not blocks:
         return [a for a in ADAPTERS if a.fits(lanes, width) and getattr(a, "default", True)]
     chosen = [a for a in ADAPTERS if blocks >> a.block.bridge_bit & 1]

@@ -139,21 +139,26 @@ class SparseMac(BlockComponent):
         m.d.comb += advance.eq(~self.o_stream.valid | self.o_stream.ready)
 
         # Activation banks: rows of `lanes` activations, bank number as the top address bit.
-        m.submodules.banks = banks = Memory(shape=data.ArrayLayout(signed(act_width), lanes),
-                                            depth=2 * (self._max_k // lanes), init=[])
-        wr = banks.write_port()
+        # One copy of both banks per lane, each with one write and one read port: the shape an
+        # FPGA's block RAMs have (one memory with `lanes` read ports is what yosys'
+        # memory_libmap would have to split, and at 16 lanes it aborts on it).
+        banks = []
+        for s in range(lanes):
+            bank = Memory(shape=data.ArrayLayout(signed(act_width), lanes),
+                          depth=2 * (self._max_k // lanes), init=[])
+            m.submodules[f"bank{s}"] = bank
+            banks.append(bank)
+        writes = [bank.write_port() for bank in banks]
         full = Signal(2)
         wbank, rbank = Signal(), Signal()
         wrow = Signal(row_bits)
         a = self.a_stream
         m.d.comb += a.ready.eq(~Mux(wbank, full[1], full[0]))
         a_fire = Signal()
-        m.d.comb += [
-            a_fire.eq(a.valid & a.ready),
-            wr.addr.eq(Cat(wrow, wbank)),
-            wr.data.eq(a.payload.data),
-            wr.en.eq(a_fire),
-        ]
+        m.d.comb += a_fire.eq(a.valid & a.ready)
+        for wr in writes:
+            m.d.comb += [wr.addr.eq(Cat(wrow, wbank)), wr.data.eq(a.payload.data),
+                         wr.en.eq(a_fire)]
         with m.If(a_fire):
             m.d.sync += wrow.eq(wrow + 1)
             with m.If(a.payload.last):
@@ -218,7 +223,7 @@ class SparseMac(BlockComponent):
         s2_lane = Signal(data.ArrayLayout(unsigned(lane_bits), lanes))
         reads = []
         for s in range(lanes):
-            rd = banks.read_port()
+            rd = banks[s].read_port()
             m.d.comb += [rd.addr.eq(Cat(positions[s][lane_bits:lane_bits + row_bits], rbank)),
                          rd.en.eq(advance)]
             reads.append(rd)

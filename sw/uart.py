@@ -27,7 +27,7 @@ from .contract.channel_norms import ChannelResult, check_job as check_channel_jo
 from .contract.nm_selector import NMResult, check_job as check_nm_job, nm_compact
 from .contract.protocol import (CN_STATUS_FIELDS, DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD,
                                 MH_SELECT_FIELDS, MH_STATUS_FIELDS, NE_STATUS_FIELDS,
-                                NM_STATUS_FIELDS,
+                                NM_STATUS_FIELDS, SM_STATUS_FIELDS,
                                 STATUS_FIELDS, STORE_BIT, STORE_BYTES, WS_STATUS_FIELDS, Cmd, data_bytes,
                                 mask_bytes, ErrorCode, Status, beat_bytes, crc8, crc16,
                                 encode_frame, pack_beats, split_frames, unpack_beats,
@@ -308,6 +308,8 @@ class UartBackend(Backend):
         if has_store and use_store:
             self.store_capacity = self._retrying(self._store_status, "WS_STATUS")["capacity"]
         self._stored, self._store_end = {}, 0
+        #: per load command, the key of the program the device holds (None: unknown)
+        self._programs = {}
         self._max_chunk = max(1, self.max_payload // self.nbytes)
         self._chunk, self._clean = self._max_chunk, 0
 
@@ -316,6 +318,12 @@ class UartBackend(Backend):
         if desc.name == "net_engine":                # the engine the bridge holds
             from .contract import net_engine as ne
             params = ne.bridge_engine(self.lanes, self.width)
+        elif desc.name == "sparse_mac":              # the unit the bridge holds
+            from .contract import sparse_mac as sm
+            try:
+                params, _ = sm.bridge_mac(self.lanes, self.width)
+            except ValueError:
+                pass                                 # no bridge holds one: it is not on it
         return desc, params
 
     def _frame_ok(self):
@@ -352,7 +360,8 @@ class UartBackend(Backend):
                      "magnitude_histogram": self._histogram_pass,
                      "nm_selector": self._nm_pass,
                      "channel_norms": self._channel_pass,
-                     "net_engine": self._net_pass}
+                     "net_engine": self._net_pass,
+                     "sparse_mac": self._mac_pass}
         if desc.name not in self.device_blocks or desc.name not in on_device:
             if not self.host_fallback:
                 raise BlockNotOnDevice(
@@ -628,28 +637,34 @@ class UartBackend(Backend):
         return self.link.status(Cmd.NE_STATUS, NE_STATUS_FIELDS)
 
     def _net_load(self, program, params):
-        """Load ``program`` into the device's engine unless it holds it already (known by its
-        content and the device's program flag). Frames are committed on their CRC; after each,
-        NE_STATUS says whether it was (a lost answer is not a lost frame); a device that reset
-        starts the load again; the end checks the beats and the CRC-32 of all of them."""
+        """Load ``program`` into the device's network engine (:meth:`_load_program`)."""
         from .contract import net_engine as ne
-        packed = ne.program_bytes(program, **params)
+        self._load_program(ne.program_bytes(program, **params),
+                           ne.ne_config(program, new_program=True),
+                           Cmd.NE_CONFIG, Cmd.NE_LOAD, self._net_status)
+
+    def _load_program(self, packed, start, config_cmd, load_cmd, status):
+        """Load ``packed`` (program beats x bytes) into a block that holds a program (the
+        network engine, the sparse MAC), unless it holds it already (known by its content and
+        the device's program flag). ``start`` (a ``config_cmd`` payload) makes the block forget
+        its program; then ``load_cmd`` frames, committed on their CRC; after each, ``status()``
+        says whether it was (a lost answer is not a lost frame); a device that reset starts
+        the load again; the end checks the beats and the CRC-32 of all of them."""
         total, nbytes = packed.shape
         key = hashlib.blake2b(packed.tobytes(), digest_size=16).hexdigest()
-        if getattr(self, "_net_key", None) == key and self._net_status()["program"]:
+        if self._programs.get(load_cmd) == key and status()["program"]:
             return
-        self._net_key = None
+        self._programs[load_cmd] = None
         per_frame = max(1, self.max_payload // nbytes)
-        # `pending`: the beats of the frame last sent, until NE_STATUS says whether they were
+        # `pending`: the beats of the frame last sent, until the status says whether they were
         # committed; nothing is sent before that is known, so no frame is ever written twice.
         failures, done, pending = 0, None, 0
         while True:
             try:
                 if done is None:
-                    self.link.configure_block(Cmd.NE_CONFIG,
-                                              ne.ne_config(program, new_program=True))
+                    self.link.configure_block(config_cmd, start)
                     done, pending = 0, 0
-                st = self._net_status()
+                st = status()
                 if pending and st["program_beats"] == done + pending:
                     done += pending
                     self.stats["bytes_sent"] += pending * nbytes
@@ -661,24 +676,24 @@ class UartBackend(Backend):
                                          f"beats, the host sent {sent}")
                 elif pending:
                     pending = 0                    # not committed: it is sent again
-                    raise PassError("an NE_LOAD frame was not committed")
+                    raise PassError(f"a {load_cmd.name} frame was not committed")
                 pending = 0
                 if done == total:
                     break
                 # frames as large as the link's current frame size (halved after a failure)
                 n = min(per_frame, max(1, self._chunk * self.nbytes // nbytes), total - done)
                 pending = n
-                answer = self.link.transact(Cmd.NE_LOAD, packed[done:done + n].tobytes())
+                answer = self.link.transact(load_cmd, packed[done:done + n].tobytes())
                 if len(answer) != 1 or answer[0]:
-                    raise PassError(f"NE_LOAD answer {answer.hex()}")
+                    raise PassError(f"{load_cmd.name} answer {answer.hex()}")
             except self._RETRIED as exc:
                 failures = self._failure(exc, failures, f"loading the program at beat {done}")
-        st = self._net_status()
+        st = status()
         want = zlib.crc32(packed.tobytes())
         if not (st["program"] and st["program_beats"] == total and st["program_crc"] == want):
             raise IntegrityError(f"the device's program check failed: {st}, host beats {total} "
                                  f"crc {want:#010x}")
-        self._net_key = key
+        self._programs[load_cmd] = key
 
     def _net_pass(self, job):
         """Run a :class:`~hwprune.contract.net_engine.NetJob` on the device's engine: the
@@ -707,7 +722,7 @@ class UartBackend(Backend):
                 raw, status = self.link.data(payload, Cmd.NE_RUN)
                 after = self._net_status()
                 if not after["program"]:
-                    self._net_key = None
+                    self._programs[Cmd.NE_LOAD] = None
                     raise IntegrityError("the device lost its program (a reset?)")
                 if status:
                     flags = [f.name for f in Status if f & status]
@@ -728,6 +743,103 @@ class UartBackend(Backend):
         return ne.NetResult(out=out, columns=totals["columns"],
                             beats=totals["beats"], vectors=totals["vectors"],
                             busy_cycles=totals["compute"])
+
+    # --- the sparse MAC: layers of hwprune.run ------------------------------------------------
+    def _mac_status(self):
+        return self.link.status(Cmd.SM_STATUS, SM_STATUS_FIELDS)
+
+    def _mac_groups(self, job, max_beats):
+        """``job`` as jobs of whole rows that each fit the device: weight beats its memory
+        holds, results a frame's vector slot holds. ``[(first row, job)]``; the job itself
+        where it fits. Rows are re-encoded by the same compressor (:mod:`hwprune.compress`)."""
+        from .compress import compress
+        from .contract import sparse_mac as sm
+        max_rows = self.max_payload // sm.RESULT_BYTES
+        rows = int(np.asarray(job.end, dtype=bool).sum())
+        if len(job.value) <= max_beats and rows <= max_rows:
+            return [(0, job)]
+        acts = np.asarray(job.acts)
+        dense = sm.decode_stream(job.value, job.index, job.count, job.end, fmt=int(job.fmt),
+                                 n=int(job.nm_n), m=int(job.nm_m), k=acts.shape[1])
+        fmt = f"{int(job.nm_n)}:{int(job.nm_m)}" if int(job.fmt) else "unstructured"
+        groups, todo = [], [(0, rows)]
+        while todo:
+            first, end = todo.pop()
+            cw = compress(dense[first:end], self.lanes, fmt)
+            if cw.beats <= max_beats and end - first <= max_rows:
+                groups.append((first, sm.SparseMacJob(
+                    value=cw.value, index=cw.index, count=cw.count, end=cw.end, acts=acts,
+                    fmt=int(job.fmt), nm_n=int(job.nm_n), nm_m=int(job.nm_m))))
+            elif end - first == 1:
+                raise ValueError(f"row {first} takes {cw.beats} weight beats, more than the "
+                                 f"{max_beats} the device's sparse MAC holds")
+            else:
+                mid = (first + end) // 2
+                todo += [(mid, end), (first, mid)]
+        return groups
+
+    def _mac_pass(self, job):
+        """Run a :class:`~hwprune.contract.sparse_mac.SparseMacJob` on the device's sparse MAC:
+        its weights loaded once (in groups of whole rows where they exceed the device's weight
+        memory or a frame's slot), the activation vectors in SM_RUN frames of whole vector
+        slots; ``cycles`` is the SM_STATUS difference around each frame (a frame retried counts
+        once), summed."""
+        from .contract import sparse_mac as sm
+        params, max_beats = sm.bridge_mac(self.lanes, self.width)
+        acts = np.asarray(job.acts)
+        if acts.ndim != 2 or acts.shape[1] % self.lanes or acts.shape[1] > params["max_k"]:
+            raise ValueError(f"activation vectors of shape {acts.shape} do not fit the "
+                             f"device's sparse MAC (a multiple of {self.lanes} values, at most "
+                             f"max_k = {params['max_k']})")
+        vectors = acts.shape[0]
+        rows = int(np.asarray(job.end, dtype=bool).sum())
+        out = np.zeros((vectors, rows), dtype=np.int64)
+        cycles = 0
+        for first, part in self._mac_groups(job, max_beats):
+            n_rows = int(np.asarray(part.end, dtype=bool).sum())
+            out[:, first:first + n_rows], c = self._mac_run(part, vectors)
+            cycles += c
+        self.stats["passes"] += 1
+        return sm.SparseMacResult(out=out, cycles=cycles)
+
+    def _mac_run(self, job, vectors):
+        from .contract import sparse_mac as sm
+        packed = sm.program_bytes(job, lanes=self.lanes, width=self.width)
+        start = sm.sm_config(job, lanes=self.lanes, new_program=True)
+        config = sm.sm_config(job, lanes=self.lanes)
+        frames = sm.run_frame(job)
+        per_frame = max(1, self.max_payload // frames.shape[1])
+        rows = int(np.asarray(job.end, dtype=bool).sum())
+        out = np.zeros((vectors, rows), dtype=np.int64)
+        done, failures, cycles = 0, 0, 0
+        while done < vectors:
+            try:
+                self._load_program(packed, start, Cmd.SM_CONFIG, Cmd.SM_LOAD, self._mac_status)
+                self.link.configure_block(Cmd.SM_CONFIG, config)
+                before = self._mac_status()
+                n = min(per_frame, max(1, self._chunk * self.nbytes // frames.shape[1]),
+                        vectors - done)
+                payload = frames[done:done + n].tobytes()
+                raw, status = self.link.data(payload, Cmd.SM_RUN)
+                after = self._mac_status()
+                if not after["program"]:
+                    self._programs[Cmd.SM_LOAD] = None
+                    raise IntegrityError("the device lost its weights (a reset?)")
+                if status:
+                    flags = [f.name for f in Status if f & status]
+                    raise PassError(f"SM_RUN answer reports {'|'.join(flags) or hex(status)}")
+                ran = (after["vectors"] - before["vectors"]) % 2 ** 32
+                if ran != n:
+                    raise IntegrityError(f"the sparse MAC ran {ran} vectors of {n}")
+                out[done:done + n] = sm.run_results(job, raw, n)
+                cycles += (after["cycles"] - before["cycles"]) % 2 ** 32
+                self.stats["bytes_sent"] += len(payload)
+                self.stats["bytes_received"] += len(raw)
+                self._frame_ok()
+                done, failures = done + n, 0
+            except self._RETRIED as exc:
+                failures = self._failure(exc, failures, f"running vector {done} of {vectors}")
+        return out, cycles
 
     def _unpack(self, raw):
         return unpack_beats(np.frombuffer(bytes(raw), dtype=np.uint8).reshape(-1, self.nbytes),

@@ -14,11 +14,14 @@ import hwprune
 from hwprune.contract.channel_norms import ChannelJob, channel_norms
 from hwprune.contract.nm_selector import NMJob, nm_select
 from hwprune.contract.protocol import MAX_PAYLOAD, beat_bytes, mask_bytes
+from hwprune.hw.boards import DEFAULT_BLOCKS
 from hwprune.hw.bridge import blocks_bitmap, bridge_adapters
 from hwprune.sim.stimulus import random_tiles
 from hwprune.uart import BlockNotOnDevice, UartSimBackend
 
 ALL = ("threshold_engine", "magnitude_histogram", "nm_selector", "channel_norms")
+#: the ULX3S's default bitstream (all five blocks and the weight store)
+ULX3S = DEFAULT_BLOCKS["ulx3s"]
 
 
 def corner_tiles(rng, beats, lanes, width):
@@ -134,19 +137,28 @@ def test_the_bridge_refuses_a_block_that_does_not_fit():
     assert [a.block.name for a in bridge_adapters(4, 8)] == [*ALL[:2], "weight_store"]
     with pytest.raises(ValueError, match="nm_selector cannot sit behind the bridge at lanes=4"):
         bridge_adapters(4, 8, blocks_bitmap(["nm_selector"]))
-    with pytest.raises(ValueError, match="no bridge adapter for \\['sparse_mac'\\]"):
-        blocks_bitmap(["sparse_mac"])
+    # The sparse MAC's results travel as 32-bit values: at width 16 they need more.
+    with pytest.raises(ValueError, match="sparse_mac cannot sit behind the bridge at lanes=4, "
+                                         "width=16"):
+        bridge_adapters(4, 16, blocks_bitmap(["sparse_mac"]))
+    with pytest.raises(ValueError, match="no bridge adapter for \\['score_unit'\\]"):
+        blocks_bitmap(["score_unit"])
 
 
-def test_nm_and_channel_prunes_run_every_pass_on_the_device():
+def test_the_ulx3s_bitstream_runs_every_block_on_the_device():
     """With the ULX3S's default block set, an N:M prune and a channel prune through uart-sim
-    run every pass in the RTL (host_jobs == 0) and give golden's masks."""
+    run every pass in the RTL (host_jobs == 0) and give golden's masks, and hwprune.run puts
+    the pruned model's layers on the bridge's sparse MAC, equal to the reference bit for bit."""
+    from hwprune.accelerate import reference, run
+    from hwprune.contract.sparse_mac import bridge_mac
+
     def model():
         torch.manual_seed(3)
         return torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.ReLU(),
                                    torch.nn.Conv2d(16, 8, 3), torch.nn.Flatten(),
                                    torch.nn.Linear(8 * 4 * 4, 16))
-    backend = UartSimBackend(lanes=16, width=8)
+    backend = UartSimBackend(lanes=16, width=8, blocks=ULX3S)
+    assert set(backend.device_blocks) == set(ULX3S)
     for kw in (dict(pattern="2:4"), dict(pattern="channel", amount=0.5,
                                           example_inputs=torch.randn(1, 3, 8, 8))):
         board, ref = model(), model()
@@ -154,6 +166,11 @@ def test_nm_and_channel_prunes_run_every_pass_on_the_device():
         hwprune.prune(board, backend=backend, lanes=16, width=8, **kw)
         for (name, want), (_, got) in zip(ref.state_dict().items(), board.state_dict().items()):
             assert torch.equal(got, want), (kw["pattern"], name)
+    x = torch.randn(3, 3, 8, 8)
+    report = run(board, x, backend=backend, lanes=16, width=8, clock_mhz=60)
+    assert all(layer.on_unit for layer in report.layers)
+    assert torch.equal(report.output, reference(board, x, lanes=16, width=8,
+                                                max_k=bridge_mac(16, 8)[0]["max_k"]))
     assert backend.stats["host_jobs"] == 0 and backend.stats["passes"] > 0
 
 
@@ -170,7 +187,7 @@ def test_weights_cross_the_line_once_and_masks_come_back_as_bits():
     and the masks come back one bit per weight; the masks equal golden's."""
     board, ref = digits_mlp(), digits_mlp()
     hwprune.prune(ref, 0.9, backend="golden", lanes=16, width=8)
-    backend = UartSimBackend(lanes=16, width=8)
+    backend = UartSimBackend(lanes=16, width=8, blocks=ULX3S)
     assert backend.store_capacity * beat_bytes(16, 8) <= 65536
     hwprune.prune(board, 0.9, backend=backend, lanes=16, width=8)
     for a, b in zip(board.modules(), ref.modules()):
@@ -195,7 +212,7 @@ def test_weights_cross_the_line_once_and_masks_come_back_as_bits():
 def test_a_run_beyond_the_stored_beats_is_refused():
     from hwprune.contract.protocol import Cmd, ErrorCode
     from hwprune.uart import DeviceError
-    backend = UartSimBackend(lanes=16, width=8)
+    backend = UartSimBackend(lanes=16, width=8, blocks=ULX3S)
     backend._store_reset()
     with pytest.raises(DeviceError) as exc:
         backend.link.transact(Cmd.TE_RUN, (0).to_bytes(4, "little") + (1).to_bytes(4, "little"))

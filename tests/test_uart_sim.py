@@ -216,6 +216,7 @@ def test_prune_through_the_uart_matches_golden():
     import torch
 
     import hwprune
+    from hwprune.hw.boards import DEFAULT_BLOCKS
 
     def model():
         torch.manual_seed(0)
@@ -223,7 +224,9 @@ def test_prune_through_the_uart_matches_golden():
                                    torch.nn.Linear(32, 10))
 
     board, ref = model(), model()
-    report = hwprune.prune(board, amount=0.5, backend="uart-sim", lanes=16, width=8)
+    # the backend's options pass through: the ULX3S's default bitstream (at 4 clocks a bit)
+    report = hwprune.prune(board, amount=0.5, backend="uart-sim", lanes=16, width=8,
+                           blocks=DEFAULT_BLOCKS["ulx3s"])
     hwprune.prune(ref, amount=0.5, backend="golden", lanes=16, width=8)
     masks = dict(board.named_buffers())
     for name, want in ref.named_buffers():

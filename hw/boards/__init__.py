@@ -10,7 +10,7 @@ Boards
                 default top: threshold engine and weight store, 8 lanes.
 ``ulx3s``       ULX3S, ECP5 LFE5U-85F; 25 MHz oscillator, EHXPLLL to ``freq`` (60 MHz);
                 default top: every block (histogram, threshold engine, N:M selector, channel
-                norms, weight store), 16 lanes.
+                norms, sparse MAC, weight store), 16 lanes.
 
 ``top="engine"`` (``--top engine``) builds :class:`EngineTimingTop` instead, the engine alone
 between registers at its target clock (48 / 150 MHz), to measure the engine's own Fmax.
@@ -356,11 +356,13 @@ _AVAILABLE = {
 
 #: Lanes of each board's default bitstream.
 DEFAULT_LANES = {"icebreaker": 8, "ulx3s": 16}
-#: The blocks of each board's default bitstream (None: every block whose adapter fits). The UP5K
-#: (5,280 logic cells) holds the threshold engine and the weight store at 8 lanes (3,671 cells);
-#: with the width-8 histogram it needs 6,343 cells even at 4 lanes, so the threshold search
-#: runs on the host there (``host_fallback=True``).
-DEFAULT_BLOCKS = {"icebreaker": ("threshold_engine", "weight_store"), "ulx3s": None}
+#: The blocks of each board's default bitstream. The UP5K (5,280 logic cells) holds the
+#: threshold engine and the weight store at 8 lanes (3,671 cells); with the width-8 histogram it
+#: needs 6,343 cells even at 4 lanes, so the threshold search runs on the host there
+#: (``host_fallback=True``). The ECP5 holds all five blocks at 16 lanes.
+DEFAULT_BLOCKS = {"icebreaker": ("threshold_engine", "weight_store"),
+                  "ulx3s": ("magnitude_histogram", "threshold_engine", "nm_selector",
+                            "channel_norms", "sparse_mac", "weight_store")}
 
 
 def synth(board, *, lanes=None, width=8, freq=None, baud=DEFAULT_BAUD, build_dir="build", seed=1,

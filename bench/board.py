@@ -17,7 +17,10 @@ synthesized (its blocks, resources, Fmax against its PLL clock) and driven throu
   bit in 10,000 and drops one byte in 10,000: tensors whose mask differs from golden's, and the
   retries it took;
 - ``uart_prune_weights_per_s``: weights per second of the digits MLP prune at 3 Mbit/s, the
-  line time simulated at the ULX3S top's clock and divisor (the device's own clock count).
+  line time simulated at the ULX3S top's clock and divisor (the device's own clock count);
+- ``mac_run_exact`` / ``mac_cycles_device``: ``hwprune.run`` of the globally pruned reference CNN
+  (one image) on the ULX3S bitstream's sparse MAC: bit-exact with the reference, the device's
+  cycle count beside the verilated unit's (``mac_cycles_verilator``).
 
 Usage: ``python bench/board.py [--no-synth]`` (``--no-synth`` reads the reports of an earlier
 run under ``build/bench-board``). The last line is JSON.
@@ -74,6 +77,33 @@ def prune_through(model, backend, **kw):
     hwprune.prune(model, backend=backend, lanes=backend.lanes, width=8, **kw)
     return (masks(model), link.line_sent - sent + link.line_received - received,
             backend.lib.cycles - clocks)
+
+
+def mac_on_board(model, backend):
+    """``hwprune.run`` of the pruned CNN on the bitstream's sparse MAC (one image): bit-exact
+    with the reference, and the device's cycles beside the verilated unit's (the same
+    parameters, fed without a line)."""
+    from hwprune.accelerate import reference, run
+    from hwprune.contract.sparse_mac import bridge_mac
+    params, _ = bridge_mac(backend.lanes, 8)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    t0 = time.perf_counter()
+    report = run(model, x, backend=backend, lanes=backend.lanes, width=8,
+                 clock_mhz=BOARDS["ulx3s"][2])
+    seconds = time.perf_counter() - t0
+    exact = torch.equal(report.output, reference(model, x, lanes=backend.lanes, width=8,
+                                                 max_k=params["max_k"]))
+    verilator = hwprune.get_backend("verilator", lanes=backend.lanes, width=8).configure(
+        "sparse_mac", max_k=params["max_k"])
+    sim = run(model, x, backend=verilator, lanes=backend.lanes, width=8, clock_mhz=1)
+    on = [layer.name for layer in report.layers if layer.on_unit]
+    print(f"hwprune.run of the pruned CNN on the ULX3S's sparse MAC: "
+          f"{'bit-exact' if exact else 'DIFFERS'} against the reference; layers on the chip "
+          f"{on} (the others' rows exceed max_k = {params['max_k']}); {report.cycles:,} device "
+          f"cycles against {sim.cycles:,} on the verilated unit, {report.dense_cycles:,} dense; "
+          f"{seconds:.0f} s simulated")
+    return {"mac_run_exact": exact, "mac_layers_on_chip": len(on),
+            "mac_cycles_device": report.cycles, "mac_cycles_verilator": sim.cycles}
 
 
 def main(argv=None):
@@ -164,6 +194,7 @@ def main(argv=None):
                   f"{time.perf_counter() - t0:.0f} s simulated")
             if board == "ulx3s" and scope == "global":
                 out["line_bytes_per_weight_global"] = round(line / cnn_weights, 4)
+                out.update(mac_on_board(model, backend))
         jobs[board] = backend.stats["host_jobs"]
     out["host_jobs"] = jobs["ulx3s"]
     out["host_jobs_up5k"] = jobs["icebreaker"]

@@ -36,7 +36,7 @@ FMT_UNSTRUCTURED, FMT_NM = 0, 1
 #: Stall-free, a pass takes ``F + B + PIPELINE_LATENCY - 1`` cycles from the first beat offered to
 #: the last result taken, where ``F`` is the cycle the last vector's first weight beat leaves S1
 #: and ``B`` the weight beats per vector (:func:`stall_free_cycles`).
-PIPELINE_LATENCY = 5
+PIPELINE_LATENCY = 7
 
 DOMAIN = Domain("sparse_mac", (
     Param("lanes", choices=LANE_COUNTS, doc="weight slots (multipliers) per beat"),

@@ -39,8 +39,9 @@ most ``max_k`` inputs can overflow.
 
 Pipeline (the whole pipeline advances while the output register is empty or being read)::
 
-    w_stream -> [S1 beat, decode positions] -> [S2 bank read] -> [S3 products]
-             -> [S4 per-row sums in the beat] -> [add the open row's accumulator; results out]
+    w_stream -> [S1 beat, scan the slots' steps] -> [D positions, bank read] -> [S2 bank row]
+             -> [A the slot's activation] -> [S3 products] -> [S4 per-row sums in the beat]
+             -> [add the open row's accumulator; results out]
 
 Generated Verilog ports (the contract with ``sim/``)::
 
@@ -206,16 +207,31 @@ class SparseMac(BlockComponent):
             [Mux(live[s], Mux(self.fmt, Mux(first_of_group[s], group_size, 0), s1.index[s] + 1), 0)
              for s in range(lanes)],
             [starts[s] for s in range(lanes)])
+
+        # D: the scan registered (timing: the scan and the positions' additions into the bank
+        # address were one path of about 34 ns on the ECP5); the beat keeps its bank.
+        d_valid, d_bank = Signal(), Signal()
+        d_ends, d_starts, d_live, d_started = Signal(lanes), Signal(lanes), Signal(lanes), Signal(lanes)
+        d_steps = Signal(data.ArrayLayout(unsigned(pos_width), lanes))
+        d_value = Signal(data.ArrayLayout(signed(width), lanes))
+        d_index = Signal(data.ArrayLayout(unsigned(INDEX_WIDTH), lanes))
+        with m.If(advance):
+            m.d.sync += [d_valid.eq(fire), d_bank.eq(rbank), d_ends.eq(ends), d_starts.eq(starts),
+                         d_live.eq(live), d_started.eq(Cat(*started)), d_value.eq(s1.value),
+                         d_index.eq(s1.index)]
+            m.d.sync += [d_steps[s].eq(steps[s]) for s in range(lanes)]
         positions = []
         for s in range(lanes):
             p = Signal(pos_width, name=f"pos{s}")
-            base = Mux(started[s], 0, pos) + steps[s]
-            m.d.comb += p.eq(Mux(self.fmt, base - group_size + s1.index[s], base - 1))
+            base = Mux(d_started[s], 0, pos) + d_steps[s]
+            m.d.comb += p.eq(Mux(self.fmt, base - group_size + d_index[s], base - 1))
             positions.append(p)
-        with m.If(fire):
-            m.d.sync += pos.eq(Mux(ends[-1], 0, Mux(started[-1], 0, pos) + steps[-1]))
+        with m.If(advance & d_valid):
+            m.d.sync += pos.eq(Mux(d_ends[-1], 0, Mux(d_started[-1], 0, pos) + d_steps[-1]))
 
-        # S2: one bank read per lane (the read happens on the edge that moves S1 to S2).
+        # S2: one bank read per lane (the read happens on the edge that moves D to S2). A bank
+        # is free for the next vector once its last beat left S1, a clock before D reads it:
+        # the reads are read-first, so a write in that clock does not reach them.
         s2_valid = Signal()
         s2_ends, s2_starts = Signal(lanes), Signal(lanes)
         s2_value = Signal(data.ArrayLayout(signed(width), lanes))
@@ -224,23 +240,33 @@ class SparseMac(BlockComponent):
         reads = []
         for s in range(lanes):
             rd = banks[s].read_port()
-            m.d.comb += [rd.addr.eq(Cat(positions[s][lane_bits:lane_bits + row_bits], rbank)),
+            m.d.comb += [rd.addr.eq(Cat(positions[s][lane_bits:lane_bits + row_bits], d_bank)),
                          rd.en.eq(advance)]
             reads.append(rd)
         with m.If(advance):
-            m.d.sync += [s2_valid.eq(fire), s2_ends.eq(ends), s2_starts.eq(starts),
-                         s2_value.eq(s1.value), s2_live.eq(live)]
+            m.d.sync += [s2_valid.eq(d_valid), s2_ends.eq(d_ends), s2_starts.eq(d_starts),
+                         s2_value.eq(d_value), s2_live.eq(d_live)]
             m.d.sync += [s2_lane[s].eq(positions[s][:lane_bits]) for s in range(lanes)]
+
+        # A: each slot's activation picked from its bank row and registered (timing: the block
+        # RAM's output, the pick and the multiplier in one clock were about 17 ns).
+        a_valid = Signal()
+        a_ends, a_starts, a_live = Signal(lanes), Signal(lanes), Signal(lanes)
+        a_value = Signal(data.ArrayLayout(signed(width), lanes))
+        a_act = Signal(data.ArrayLayout(signed(act_width), lanes))
+        with m.If(advance):
+            m.d.sync += [a_valid.eq(s2_valid), a_ends.eq(s2_ends), a_starts.eq(s2_starts),
+                         a_live.eq(s2_live), a_value.eq(s2_value)]
+            m.d.sync += [a_act[s].eq(reads[s].data[s2_lane[s]]) for s in range(lanes)]
 
         # S3: products (dead slots contribute 0).
         s3_valid = Signal()
         s3_ends, s3_starts = Signal(lanes), Signal(lanes)
         s3_prod = Signal(data.ArrayLayout(signed(width + act_width), lanes))
         with m.If(advance):
-            m.d.sync += [s3_valid.eq(s2_valid), s3_ends.eq(s2_ends), s3_starts.eq(s2_starts)]
+            m.d.sync += [s3_valid.eq(a_valid), s3_ends.eq(a_ends), s3_starts.eq(a_starts)]
             for s in range(lanes):
-                act = reads[s].data[s2_lane[s]]
-                m.d.sync += s3_prod[s].eq(Mux(s2_live[s], s2_value[s] * act, 0))
+                m.d.sync += s3_prod[s].eq(Mux(a_live[s], a_value[s] * a_act[s], 0))
 
         # S4: per-row sums inside the beat (a segmented scan of the products).
         s4_valid = Signal()

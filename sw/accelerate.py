@@ -561,12 +561,14 @@ def plot_cycles(report, path):
 
 
 def mac_demo(model_name="cnn", *, seed=0, amount=0.9, pattern="unstructured", backend="verilator",
-             lanes=16, width=8, batch=1, clock_mhz=None, chart="results/sparse_mac_cycles.png"):
+             lanes=16, width=8, batch=1, clock_mhz=None, chart="results/sparse_mac_cycles.png",
+             **backend_options):
     """Prune a model through the engines and run it on the unit (``hwprune mac``):
     ``model_name`` is a built-in model or a ``(module, input shape)`` pair.
 
     ``pattern="unstructured"`` prunes ``amount`` of every layer; ``"N:M"`` keeps N of every M
-    (:func:`hwprune.prune` on the same backend) and runs the unit's N:M format.
+    (:func:`hwprune.prune` on the same backend) and runs the unit's N:M format. One backend
+    (``backend_options`` passed to it: e.g. ``board="ulx3s"`` for ``uart-sim``) prunes and runs.
     Returns ``(report, chart path)``.
     """
     from .models import INPUT_SHAPES, build_model
@@ -581,6 +583,8 @@ def mac_demo(model_name="cnn", *, seed=0, amount=0.9, pattern="unstructured", ba
         model.eval()
     else:
         model, shape = build_model(model_name, seed=seed).eval(), INPUT_SHAPES[model_name]
+    if not isinstance(backend, Backend):
+        backend = get_backend(backend, lanes=lanes, width=width, **backend_options)
     if name == "unstructured":
         prune(model, amount=amount, backend=backend, lanes=lanes, width=width)
     else:

@@ -300,7 +300,12 @@ def _add_mac_command(sub):
     r.add_argument("--amount", type=float, default=0.9,
                    help="unstructured: fraction to prune through the engine, 0 to 1 (0.9)")
     r.add_argument("--pattern", default="unstructured", help="unstructured or N:M, e.g. 2:4")
-    r.add_argument("--backend", default="verilator", help="verilator, golden or cocotb")
+    r.add_argument("--backend", default="verilator",
+                   help="verilator, golden, cocotb, uart-sim (with --board) or serial (--port)")
+    r.add_argument("--board", choices=["icebreaker", "ulx3s"],
+                   help="uart-sim backend: simulate this board's default bitstream (the "
+                        "ULX3S's holds the sparse MAC)")
+    r.add_argument("--port", help="serial backend: the board's port")
     _add_engine_options(r)
     r.add_argument("--batch", type=int, default=1, help="input images (1)")
     r.add_argument("--clock-mhz", type=float,
@@ -322,10 +327,11 @@ def _cmd_mac(args):
             raise ValueError(f"--input-shape must be integers separated by commas, not "
                              f"{args.input_shape!r}") from None
         model = (_load(args)[0], shape)
+    options = {k: v for k, v in (("board", args.board), ("port", args.port)) if v is not None}
     report, chart = mac_demo(model, seed=args.seed, amount=args.amount,
                              pattern=args.pattern, backend=args.backend, lanes=args.lanes,
                              width=args.width, batch=args.batch, clock_mhz=args.clock_mhz,
-                             chart=args.chart)
+                             chart=args.chart, **options)
     print(report.table())
     print(f"chart written to {chart}")
     if args.json:

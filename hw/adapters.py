@@ -876,7 +876,27 @@ class SparseMacAdapter(wiring.Component):
         last_beat = Signal(range(self.max_beats))     # the `final` beat's address
 
         # --- the frame buffer ----------------------------------------------------------------
-        fb = _FrameBuffer(m, self, ready_to_run=program, unit_bytes=self.beat_bytes)
+        # A run frame runs only if it holds whole vector slots and the configuration makes sense
+        # (a vector's activations inside its slot and the unit's rows, its results inside it):
+        # anything else would leave the unit waiting for a vector that never completes. It is
+        # answered with zeros instead, and the host's vector count check fails.
+        slot_bytes = Signal(16 + 2)
+        act_bytes = Signal(16 + lanes.bit_length())
+        m.d.comb += [slot_bytes.eq(slot << 2), act_bytes.eq(act_beats * lanes)]
+        rx_pos = Signal(16 + 2)       # a received byte's place in its vector slot
+        i = self.i_bytes
+        with m.If(i.valid & i.ready):
+            m.d.sync += rx_pos.eq(Mux(rx_pos == slot_bytes - 1, 0, rx_pos + 1))
+        with m.If(self.load | self.frame_end):
+            m.d.sync += rx_pos.eq(0)
+        sane = Signal()
+        m.d.sync += sane.eq((act_beats != 0) & (act_beats <= self.params["max_k"] // lanes)
+                            & (act_bytes <= slot_bytes) & (rows != 0) & (rows <= slot))
+        whole = Signal()
+        with m.If(self.frame_end):
+            m.d.sync += whole.eq(rx_pos == 0)
+        fb = _FrameBuffer(m, self, ready_to_run=program & sane & whole,
+                          unit_bytes=self.beat_bytes)
         replay = fb.replay
         abyte = Signal(16 + 2)        # an SM_RUN byte's place in its vector slot
         apos = Signal(range(lanes))   # ... in its activation beat
@@ -907,9 +927,6 @@ class SparseMacAdapter(wiring.Component):
 
         # --- SM_RUN: bytes -> activation beats -----------------------------------------------
         a = unit.a_stream
-        slot_bytes = Signal(16 + 2)
-        act_bytes = Signal(16 + lanes.bit_length())
-        m.d.comb += [slot_bytes.eq(slot << 2), act_bytes.eq(act_beats * lanes)]
         # an activation beat is assembled in place and offered from there
         ahold = Signal(8 * lanes)
         ahold_valid, ahold_last = Signal(), Signal()

@@ -147,3 +147,25 @@ def test_hwprune_run_on_the_bridge_equals_the_reference(backend):
     assert on_unit == {"0": True, "3": False, "5": True}
     assert all(layer.cycles > 0 for layer in report.unit_layers)
     assert backend.stats["host_jobs"] == 0
+
+
+def test_a_frame_of_part_of_a_vector_slot_is_answered_with_zeros_and_runs_nothing(rng):
+    """An SM_RUN frame that ends inside a vector slot, or a configuration whose activations do
+    not fit the slot, would leave the unit waiting for a vector that never completes: the
+    device answers zeros, runs nothing, and the next job is exact."""
+    from hwprune.contract.protocol import Cmd
+    backend = _backend()
+    job = _job(rng, 9, 64, vectors=2)
+    _check(backend, job)
+    frame = sm.run_frame(job)
+    before = backend._mac_status()
+    backend.link.configure_block(Cmd.SM_CONFIG, sm.sm_config(job, lanes=LANES))
+    raw, status = backend.link.data(frame.tobytes()[:frame.shape[1] + 4], Cmd.SM_RUN)
+    assert status == 0 and not any(raw)
+    bad = bytearray(sm.sm_config(job, lanes=LANES))
+    bad[4:6] = (1).to_bytes(2, "little")              # a slot of one value: no room
+    backend.link.configure_block(Cmd.SM_CONFIG, bytes(bad))
+    raw, status = backend.link.data(frame.tobytes()[:4], Cmd.SM_RUN)
+    assert status == 0 and not any(raw)
+    assert backend._mac_status()["vectors"] == before["vectors"]
+    _check(backend, job)

@@ -14,7 +14,8 @@ from .layout import Field, Layout
 from .params import Domain, Param
 
 __all__ = ["SUPPORTED_WIDTHS", "LANE_COUNTS", "INDEX_WIDTH", "DEFAULT_MAX_K", "MAX_K_RANGE",
-           "NM_M", "MAX_N", "FMT_UNSTRUCTURED", "FMT_NM", "PIPELINE_LATENCY", "DOMAIN",
+           "NM_M", "MAX_N", "FMT_UNSTRUCTURED", "FMT_NM", "PIPELINE_LATENCY", "BANK_FREE_DELAY",
+           "DOMAIN",
            "accumulator_width", "check_mac_params", "weight_beat_layout", "act_beat_layout",
            "result_layout", "decode_stream", "SparseMacJob", "SparseMacResult",
            "stall_free_cycles", "make_job", "run", "BLOCK", "BRIDGE_MACS", "bridge_mac",
@@ -36,7 +37,10 @@ FMT_UNSTRUCTURED, FMT_NM = 0, 1
 #: Stall-free, a pass takes ``F + B + PIPELINE_LATENCY - 1`` cycles from the first beat offered to
 #: the last result taken, where ``F`` is the cycle the last vector's first weight beat leaves S1
 #: and ``B`` the weight beats per vector (:func:`stall_free_cycles`).
-PIPELINE_LATENCY = 7
+PIPELINE_LATENCY = 9
+#: Clocks from a weight beat leaving S1 to its bank read (the scan's two stages): a bank takes
+#: the next vector's activations only after its vector's last read.
+BANK_FREE_DELAY = 2
 
 DOMAIN = Domain("sparse_mac", (
     Param("lanes", choices=LANE_COUNTS, doc="weight slots (multipliers) per beat"),
@@ -177,8 +181,9 @@ def make_job(compressed, acts):
 def stall_free_cycles(beats, act_beats, vectors, *, latency=PIPELINE_LATENCY):
     """Cycles of a pass without stalls: the RTL's two-bank handshake, vector by vector.
 
-    Vector ``c`` loads into bank ``c % 2`` once that bank's previous vector has left S1; its
-    weight beats start when its bank is full and the previous vector's beats are done.
+    Vector ``c`` loads into bank ``c % 2`` once that bank's previous vector's last beat made
+    its bank read (:data:`BANK_FREE_DELAY` clocks after it left S1); its weight beats start
+    when its bank is full and the previous vector's beats are done.
     """
     if vectors == 0:
         return 0
@@ -187,7 +192,7 @@ def stall_free_cycles(beats, act_beats, vectors, *, latency=PIPELINE_LATENCY):
     for c in range(1, vectors):
         start = load_end[-1] + 1
         if c >= 2:
-            start = max(start, first[c - 2] + beats)
+            start = max(start, first[c - 2] + beats + BANK_FREE_DELAY)
         load_end.append(start + act_beats - 1)
         first.append(max(first[-1] + beats, load_end[-1] + 1))
     return first[-1] + beats + latency - 1

@@ -43,16 +43,19 @@ def kogge_stone_levels(m, level, step, count, shape):
     return level, step
 
 
-def segmented_scan(values, starts):
+def segmented_scan(values, starts, *, step=1, until=None):
     """Segmented inclusive prefix sums (Kogge-Stone): ``starts[i]`` begins a new segment at ``i``.
 
     Returns ``(sums, started)``: ``sums[i]`` adds ``values`` from the start of ``i``'s segment
     (or from 0) to ``i``; ``started[i]`` is set when a segment starts anywhere in ``1 .. i``.
+
+    ``step`` / ``until``: only the levels whose distance is in ``[step, until)`` (a pipelined
+    scan registers ``(sums, started)`` after ``until=k`` and continues with ``step=k``).
     """
     v = [Value.cast(x) for x in values]
     f = [Value.cast(x) for x in starts]
-    step = 1
-    while step < len(v):
+    until = len(v) if until is None else until
+    while step < min(len(v), until):
         v = [Mux(f[i], v[i], v[i] + v[i - step]) if i >= step else v[i] for i in range(len(v))]
         f = [f[i] | f[i - step] if i >= step else f[i] for i in range(len(f))]
         step *= 2

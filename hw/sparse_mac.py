@@ -39,8 +39,9 @@ most ``max_k`` inputs can overflow.
 
 Pipeline (the whole pipeline advances while the output register is empty or being read)::
 
-    w_stream -> [S1 beat, scan the slots' steps] -> [D positions, bank read] -> [S2 bank row]
-             -> [A the slot's activation] -> [S3 products] -> [S4 per-row sums in the beat]
+    w_stream -> [S1 beat, scan the slots' steps] -> [E half the scan] -> [D positions, bank read]
+             -> [S2 bank row] -> [A the slot's activation] -> [S3 products]
+             -> [H per-row sums in the beat, half the scan] -> [S4 the sums]
              -> [add the open row's accumulator; results out]
 
 Generated Verilog ports (the contract with ``sim/``)::
@@ -69,6 +70,9 @@ from .component import BlockComponent
 from .layouts import amaranth_layout
 
 __all__ = ["WeightBeatLayout", "ActBeatLayout", "ResultLayout", "SparseMac"]
+
+#: The two segmented scans register their sums after the levels of distance below this.
+SCAN_SPLIT = 4
 
 
 def WeightBeatLayout(lanes, width):
@@ -177,11 +181,10 @@ class SparseMac(BlockComponent):
         with m.If(w.ready):
             m.d.sync += [s1_valid.eq(w.valid), s1.eq(w.payload)]
 
+        # A bank is free for the next vector once its vector's last beat made its read (leaving
+        # D, BANK_FREE_DELAY clocks after it left S1): `clear_full`, set below.
         set_full, clear_full = Signal(2), Signal(2)
-        m.d.comb += [
-            set_full.eq(Mux(a_fire & a.payload.last, Mux(wbank, 0b10, 0b01), 0)),
-            clear_full.eq(Mux(fire & s1.final, Mux(rbank, 0b10, 0b01), 0)),
-        ]
+        m.d.comb += set_full.eq(Mux(a_fire & a.payload.last, Mux(wbank, 0b10, 0b01), 0))
         m.d.sync += full.eq((full | set_full) & ~clear_full)
         with m.If(fire & s1.final):
             m.d.sync += rbank.eq(~rbank)
@@ -203,22 +206,40 @@ class SparseMac(BlockComponent):
                     m.d.comb += [first_of_group[s].eq(s % n == 0) for s in range(lanes)]
         group_size = Signal(4)
         m.d.comb += group_size.eq(C(1, 4) << self.nm_m_log2)
+        # The scan in two halves (timing: each level is an adder and a multiplexer; the four
+        # levels of 16 lanes, after the steps' own logic, were a 22 ns path on the ECP5).
         steps, started = segmented_scan(
             [Mux(live[s], Mux(self.fmt, Mux(first_of_group[s], group_size, 0), s1.index[s] + 1), 0)
              for s in range(lanes)],
-            [starts[s] for s in range(lanes)])
+            [starts[s] for s in range(lanes)], until=SCAN_SPLIT)
 
-        # D: the scan registered (timing: the scan and the positions' additions into the bank
-        # address were one path of about 34 ns on the ECP5); the beat keeps its bank.
-        d_valid, d_bank = Signal(), Signal()
+        # E: the first half of the scan registered; the beat keeps its bank.
+        e_valid, e_bank, e_final = Signal(), Signal(), Signal()
+        e_ends, e_starts, e_live, e_started = Signal(lanes), Signal(lanes), Signal(lanes), Signal(lanes)
+        e_steps = Signal(data.ArrayLayout(unsigned(pos_width), lanes))
+        e_value = Signal(data.ArrayLayout(signed(width), lanes))
+        e_index = Signal(data.ArrayLayout(unsigned(INDEX_WIDTH), lanes))
+        with m.If(advance):
+            m.d.sync += [e_valid.eq(fire), e_bank.eq(rbank), e_final.eq(s1.final),
+                         e_ends.eq(ends), e_starts.eq(starts),
+                         e_live.eq(live), e_started.eq(Cat(*started)), e_value.eq(s1.value),
+                         e_index.eq(s1.index)]
+            m.d.sync += [e_steps[s].eq(steps[s]) for s in range(lanes)]
+        steps, started = segmented_scan([e_steps[s] for s in range(lanes)],
+                                        [e_started[s] for s in range(lanes)], step=SCAN_SPLIT)
+
+        # D: the whole scan registered (timing: the scan and the positions' additions into the
+        # bank address were one path of about 34 ns on the ECP5).
+        d_valid, d_bank, d_final = Signal(), Signal(), Signal()
         d_ends, d_starts, d_live, d_started = Signal(lanes), Signal(lanes), Signal(lanes), Signal(lanes)
         d_steps = Signal(data.ArrayLayout(unsigned(pos_width), lanes))
         d_value = Signal(data.ArrayLayout(signed(width), lanes))
         d_index = Signal(data.ArrayLayout(unsigned(INDEX_WIDTH), lanes))
         with m.If(advance):
-            m.d.sync += [d_valid.eq(fire), d_bank.eq(rbank), d_ends.eq(ends), d_starts.eq(starts),
-                         d_live.eq(live), d_started.eq(Cat(*started)), d_value.eq(s1.value),
-                         d_index.eq(s1.index)]
+            m.d.sync += [d_valid.eq(e_valid), d_bank.eq(e_bank), d_final.eq(e_final),
+                         d_ends.eq(e_ends),
+                         d_starts.eq(e_starts), d_live.eq(e_live), d_started.eq(Cat(*started)),
+                         d_value.eq(e_value), d_index.eq(e_index)]
             m.d.sync += [d_steps[s].eq(steps[s]) for s in range(lanes)]
         positions = []
         for s in range(lanes):
@@ -229,9 +250,8 @@ class SparseMac(BlockComponent):
         with m.If(advance & d_valid):
             m.d.sync += pos.eq(Mux(d_ends[-1], 0, Mux(d_started[-1], 0, pos) + d_steps[-1]))
 
-        # S2: one bank read per lane (the read happens on the edge that moves D to S2). A bank
-        # is free for the next vector once its last beat left S1, a clock before D reads it:
-        # the reads are read-first, so a write in that clock does not reach them.
+        # S2: one bank read per lane (the read happens on the edge that moves D to S2).
+        m.d.comb += clear_full.eq(Mux(advance & d_valid & d_final, Mux(d_bank, 0b10, 0b01), 0))
         s2_valid = Signal()
         s2_ends, s2_starts = Signal(lanes), Signal(lanes)
         s2_value = Signal(data.ArrayLayout(signed(width), lanes))
@@ -268,16 +288,24 @@ class SparseMac(BlockComponent):
             for s in range(lanes):
                 m.d.sync += s3_prod[s].eq(Mux(a_live[s], a_value[s] * a_act[s], 0))
 
-        # S4: per-row sums inside the beat (a segmented scan of the products).
+        # S4: per-row sums inside the beat (a segmented scan of the products), in two halves.
+        sum_shape = signed(width + act_width + lane_bits + 1)
+        sums, started = segmented_scan([s3_prod[s] for s in range(lanes)],
+                                       [s3_starts[s] for s in range(lanes)], until=SCAN_SPLIT)
+        h_valid = Signal()
+        h_ends, h_started = Signal(lanes), Signal(lanes)
+        h_sum = Signal(data.ArrayLayout(sum_shape, lanes))
+        with m.If(advance):
+            m.d.sync += [h_valid.eq(s3_valid), h_ends.eq(s3_ends), h_started.eq(Cat(*started))]
+            m.d.sync += [h_sum[s].eq(sums[s]) for s in range(lanes)]
         s4_valid = Signal()
         s4_ends = Signal(lanes)
         s4_started = Signal(lanes)
-        sum_shape = signed(width + act_width + lane_bits + 1)
         s4_sum = Signal(data.ArrayLayout(sum_shape, lanes))
-        sums, started = segmented_scan([s3_prod[s] for s in range(lanes)],
-                                        [s3_starts[s] for s in range(lanes)])
+        sums, started = segmented_scan([h_sum[s] for s in range(lanes)],
+                                       [h_started[s] for s in range(lanes)], step=SCAN_SPLIT)
         with m.If(advance):
-            m.d.sync += [s4_valid.eq(s3_valid), s4_ends.eq(s3_ends), s4_started.eq(Cat(*started))]
+            m.d.sync += [s4_valid.eq(h_valid), s4_ends.eq(h_ends), s4_started.eq(Cat(*started))]
             m.d.sync += [s4_sum[s].eq(sums[s]) for s in range(lanes)]
 
         # Accumulate: the row open at the beat's start carries `acc`; every ended row goes out.

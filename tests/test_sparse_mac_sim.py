@@ -109,6 +109,24 @@ def test_unstructured_with_stalls(lanes, width, density):
     check(w, job, run_unit(job, lanes=lanes, width=width, max_k=64, rng=rng, stall=0.35))
 
 
+@pytest.mark.parametrize("fmt", ["unstructured", "2:4"])
+def test_a_bank_is_refilled_only_after_its_last_read(fmt):
+    """Vectors of one activation beat and a few weight beats, back to back without stalls: a
+    bank's next vector arrives as soon as the handshake lets it, while the pipeline still holds
+    reads of the bank's previous vector (a bank freed when its last beat left S1, before its
+    reads, handed them the next vector's activations)."""
+    rng = np.random.default_rng(7)
+    lanes = 8
+    w = random_layer(rng, 16, 8, 8, 1.0)
+    if fmt != "unstructured":
+        w = w * nm_mask(w, 2, 4)
+    cw = compress(w, lanes, fmt)
+    job = make_job(cw, random_acts(rng, 12, 8, 8))
+    got = run_unit(job, lanes=lanes, width=8, max_k=64)
+    check(w, job, got)
+    assert got[1] == stall_free_cycles(cw.beats, cw.act_beats, 12)
+
+
 def test_long_zero_runs_use_padding_slots():
     rng = np.random.default_rng(1)
     w = np.zeros((3, 700), dtype=np.int64)

@@ -53,7 +53,7 @@ TARGETS = {
 EQUIVALENT = {
     ("hw/channel_norms.py", 108, "Lt -> LtE"):
         "|w| as Mux(w <= 0, -w, w): for w == 0 both arms are 0",
-    ("hw/sparse_mac.py", 137, "constant 2 -> 3"):
+    ("hw/sparse_mac.py", 141, "constant 2 -> 3"):
         "one more bit of headroom in the position counter's width: same values",
     ("hw/score_unit.py", 56, "Lt -> LtE"):
         "|w| as Mux(w <= 0, -w, w): for w == 0 both arms are 0",

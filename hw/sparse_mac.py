@@ -215,7 +215,8 @@ class SparseMac(BlockComponent):
 
         # E: the first half of the scan registered; the beat keeps its bank.
         e_valid, e_bank, e_final = Signal(), Signal(), Signal()
-        e_ends, e_starts, e_live, e_started = Signal(lanes), Signal(lanes), Signal(lanes), Signal(lanes)
+        e_ends, e_starts = Signal(lanes), Signal(lanes)
+        e_live, e_started = Signal(lanes), Signal(lanes)
         e_steps = Signal(data.ArrayLayout(unsigned(pos_width), lanes))
         e_value = Signal(data.ArrayLayout(signed(width), lanes))
         e_index = Signal(data.ArrayLayout(unsigned(INDEX_WIDTH), lanes))
@@ -231,7 +232,8 @@ class SparseMac(BlockComponent):
         # D: the whole scan registered (timing: the scan and the positions' additions into the
         # bank address were one path of about 34 ns on the ECP5).
         d_valid, d_bank, d_final = Signal(), Signal(), Signal()
-        d_ends, d_starts, d_live, d_started = Signal(lanes), Signal(lanes), Signal(lanes), Signal(lanes)
+        d_ends, d_starts = Signal(lanes), Signal(lanes)
+        d_live, d_started = Signal(lanes), Signal(lanes)
         d_steps = Signal(data.ArrayLayout(unsigned(pos_width), lanes))
         d_value = Signal(data.ArrayLayout(signed(width), lanes))
         d_index = Signal(data.ArrayLayout(unsigned(INDEX_WIDTH), lanes))

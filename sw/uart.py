@@ -697,40 +697,61 @@ class UartBackend(Backend):
 
     def _net_pass(self, job):
         """Run a :class:`~hwprune.contract.net_engine.NetJob` on the device's engine: the
-        program loaded once, the inputs in NE_RUN frames of whole vector slots; each frame's
-        counters are the NE_STATUS difference around it (a frame retried counts once), and a
-        device that lost its program gets it again."""
+        program loaded once, the inputs in NE_RUN frames of whole vector slots
+        (:meth:`_run_vectors`)."""
         from .contract import net_engine as ne
         params = ne.bridge_engine(self.lanes, self.width)
         program = job.program
         ne.check_program(program, **params)
         frames = ne.run_frame(program, job.inputs)
-        per_frame = max(1, self.max_payload // frames.shape[1])
-        config = ne.ne_config(program, skip_zero=job.skip_zero)
+        out = np.zeros((len(frames), program.out_features), dtype=np.int64)
+
+        def results(first, n, raw):
+            out[first:first + n] = ne.run_results(program, raw, n)
+        totals = self._run_vectors(
+            frames, load=lambda: self._net_load(program, params), config_cmd=Cmd.NE_CONFIG,
+            config=ne.ne_config(program, skip_zero=job.skip_zero), run_cmd=Cmd.NE_RUN,
+            load_cmd=Cmd.NE_LOAD, status=self._net_status, results=results,
+            counters=("compute", "beats", "columns", "vectors"))
+        self.stats["passes"] += 1
+        return ne.NetResult(out=out, columns=totals["columns"],
+                            beats=totals["beats"], vectors=totals["vectors"],
+                            busy_cycles=totals["compute"])
+
+    def _run_vectors(self, frames, *, load, config_cmd, config, run_cmd, load_cmd, status,
+                     results, counters):
+        """Vector slots (``frames``: one row of bytes each) through a block that holds a
+        program (the network engine, the sparse MAC): the program loaded (``load()``, which
+        sends nothing when the device holds it), the block configured, then run frames of
+        whole slots; ``results(first vector, n, answer bytes)`` takes each answer. Each frame's
+        ``counters`` are the ``status()`` difference around it (a frame retried counts once)
+        and ``vectors`` must have advanced by its vectors; a device that lost its program gets
+        it again. Returns the counters' totals."""
         vectors = len(frames)
-        out = np.zeros((vectors, program.out_features), dtype=np.int64)
-        totals = dict.fromkeys(("compute", "beats", "columns", "vectors"), 0)
+        per_frame = max(1, self.max_payload // frames.shape[1])
+        totals = dict.fromkeys(counters, 0)
         done, failures = 0, 0
         while done < vectors:
             try:
-                self._net_load(program, params)
-                self.link.configure_block(Cmd.NE_CONFIG, config)
-                before = self._net_status()
+                load()
+                self.link.configure_block(config_cmd, config)
+                before = status()
                 n = min(per_frame, max(1, self._chunk * self.nbytes // frames.shape[1]),
                         vectors - done)
                 payload = frames[done:done + n].tobytes()
-                raw, status = self.link.data(payload, Cmd.NE_RUN)
-                after = self._net_status()
+                raw, st = self.link.data(payload, run_cmd)
+                after = status()
                 if not after["program"]:
-                    self._programs[Cmd.NE_LOAD] = None
+                    self._programs[load_cmd] = None
                     raise IntegrityError("the device lost its program (a reset?)")
-                if status:
-                    flags = [f.name for f in Status if f & status]
-                    raise PassError(f"NE_RUN answer reports {'|'.join(flags) or hex(status)}")
+                if st:
+                    flags = [f.name for f in Status if f & st]
+                    raise PassError(f"{run_cmd.name} answer reports "
+                                    f"{'|'.join(flags) or hex(st)}")
                 delta = {k: (after[k] - before[k]) % 2 ** 32 for k in totals}
                 if delta["vectors"] != n:
-                    raise IntegrityError(f"the engine ran {delta['vectors']} vectors of {n}")
-                out[done:done + n] = ne.run_results(program, raw, n)
+                    raise IntegrityError(f"the device ran {delta['vectors']} vectors of {n}")
+                results(done, n, raw)
                 for k in totals:
                     totals[k] += delta[k]
                 self.stats["bytes_sent"] += len(payload)
@@ -739,10 +760,7 @@ class UartBackend(Backend):
                 done, failures = done + n, 0
             except self._RETRIED as exc:
                 failures = self._failure(exc, failures, f"running vector {done} of {vectors}")
-        self.stats["passes"] += 1
-        return ne.NetResult(out=out, columns=totals["columns"],
-                            beats=totals["beats"], vectors=totals["vectors"],
-                            busy_cycles=totals["compute"])
+        return totals
 
     # --- the sparse MAC: layers of hwprune.run ------------------------------------------------
     def _mac_status(self):
@@ -806,40 +824,19 @@ class UartBackend(Backend):
         from .contract import sparse_mac as sm
         packed = sm.program_bytes(job, lanes=self.lanes, width=self.width)
         start = sm.sm_config(job, lanes=self.lanes, new_program=True)
-        config = sm.sm_config(job, lanes=self.lanes)
-        frames = sm.run_frame(job)
-        per_frame = max(1, self.max_payload // frames.shape[1])
         rows = int(np.asarray(job.end, dtype=bool).sum())
         out = np.zeros((vectors, rows), dtype=np.int64)
-        done, failures, cycles = 0, 0, 0
-        while done < vectors:
-            try:
-                self._load_program(packed, start, Cmd.SM_CONFIG, Cmd.SM_LOAD, self._mac_status)
-                self.link.configure_block(Cmd.SM_CONFIG, config)
-                before = self._mac_status()
-                n = min(per_frame, max(1, self._chunk * self.nbytes // frames.shape[1]),
-                        vectors - done)
-                payload = frames[done:done + n].tobytes()
-                raw, status = self.link.data(payload, Cmd.SM_RUN)
-                after = self._mac_status()
-                if not after["program"]:
-                    self._programs[Cmd.SM_LOAD] = None
-                    raise IntegrityError("the device lost its weights (a reset?)")
-                if status:
-                    flags = [f.name for f in Status if f & status]
-                    raise PassError(f"SM_RUN answer reports {'|'.join(flags) or hex(status)}")
-                ran = (after["vectors"] - before["vectors"]) % 2 ** 32
-                if ran != n:
-                    raise IntegrityError(f"the sparse MAC ran {ran} vectors of {n}")
-                out[done:done + n] = sm.run_results(job, raw, n)
-                cycles += (after["cycles"] - before["cycles"]) % 2 ** 32
-                self.stats["bytes_sent"] += len(payload)
-                self.stats["bytes_received"] += len(raw)
-                self._frame_ok()
-                done, failures = done + n, 0
-            except self._RETRIED as exc:
-                failures = self._failure(exc, failures, f"running vector {done} of {vectors}")
-        return out, cycles
+
+        def results(first, n, raw):
+            out[first:first + n] = sm.run_results(job, raw, n)
+        totals = self._run_vectors(
+            sm.run_frame(job), config_cmd=Cmd.SM_CONFIG,
+            config=sm.sm_config(job, lanes=self.lanes),
+            load=lambda: self._load_program(packed, start, Cmd.SM_CONFIG, Cmd.SM_LOAD,
+                                            self._mac_status),
+            run_cmd=Cmd.SM_RUN, load_cmd=Cmd.SM_LOAD, status=self._mac_status, results=results,
+            counters=("vectors", "cycles"))
+        return out, totals["cycles"]
 
     def _unpack(self, raw):
         return unpack_beats(np.frombuffer(bytes(raw), dtype=np.uint8).reshape(-1, self.nbytes),

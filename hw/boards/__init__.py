@@ -66,8 +66,8 @@ BOARDS = {
     # depending on the netlist, not the 36 MHz it was planned for: it runs at 27 MHz (9 clocks
     # a bit at 3 Mbit/s), with a margin for nextpnr's placement.
     "icebreaker": (_icebreaker, 12.0, 27.0, ("button", 0), "ice40"),
-    # The ECP5's default top (every block at 16 lanes) reaches about 69 MHz, not 125: it runs
-    # at 60 MHz (20 clocks a bit at 3 Mbit/s).
+    # The ECP5's default top reached about 69-80 MHz without the sparse MAC, not 125: it runs
+    # at 60 MHz (20 clocks a bit at 3 Mbit/s); with the MAC it routed at 55.2 (docs/boards.md).
     "ulx3s": (_ulx3s, 25.0, 60.0, ("button_fire", 0), "ecp5"),
 }
 

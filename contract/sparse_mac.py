@@ -19,7 +19,7 @@ __all__ = ["SUPPORTED_WIDTHS", "LANE_COUNTS", "INDEX_WIDTH", "DEFAULT_MAX_K", "M
            "accumulator_width", "check_mac_params", "weight_beat_layout", "act_beat_layout",
            "result_layout", "decode_stream", "SparseMacJob", "SparseMacResult",
            "stall_free_cycles", "make_job", "run", "BLOCK", "BRIDGE_MACS", "bridge_mac",
-           "program_beat_bytes", "program_bytes", "run_slot", "sm_config", "run_frame",
+           "program_beat_bytes", "program_bytes", "job_rows", "run_slot", "sm_config", "run_frame",
            "run_results"]
 
 SUPPORTED_WIDTHS = (4, 8, 16)
@@ -244,7 +244,7 @@ def encode(job, **params):
 
 def decode(job, outputs, counters, cycles, **params):
     vectors = np.asarray(job.acts).shape[0]
-    rows = int(np.asarray(job.end, dtype=bool).sum())
+    rows = job_rows(job)
     results = outputs["value"][outputs["valid"].astype(bool)].astype(np.int64)
     return SparseMacResult(out=results[:vectors * rows].reshape(vectors, rows), cycles=cycles)
 
@@ -293,14 +293,15 @@ def program_bytes(job, *, lanes, width):
                                 [:, :program_beat_bytes(lanes, width)])
 
 
-def _rows(job):
+def job_rows(job):
+    """Rows (results a vector) of a :class:`SparseMacJob`: the slots that end a row."""
     return int(np.asarray(job.end, dtype=bool).sum())
 
 
 def run_slot(job):
     """32-bit values a vector's slot takes in an SM_RUN frame: room for its activations (a
     byte each) and for its results."""
-    return max(_rows(job), -(-np.asarray(job.acts).shape[1] // RESULT_BYTES))
+    return max(job_rows(job), -(-np.asarray(job.acts).shape[1] // RESULT_BYTES))
 
 
 def sm_config(job, *, lanes, new_program=False):
@@ -308,7 +309,7 @@ def sm_config(job, *, lanes, new_program=False):
     import struct
     fmt = int(job.fmt)
     form = fmt | (int(job.nm_n) if fmt else 0) << 1 | (_log2(int(job.nm_m)) if fmt else 0) << 4
-    return struct.pack("<HHHBB", np.asarray(job.acts).shape[1] // lanes, _rows(job),
+    return struct.pack("<HHHBB", np.asarray(job.acts).shape[1] // lanes, job_rows(job),
                        run_slot(job), int(bool(new_program)), form)
 
 
@@ -324,7 +325,7 @@ def run_frame(job):
 def run_results(job, answer, vectors):
     """The results (vectors x rows, int64) in an SM_RUN answer's bytes (status byte left off)."""
     values = np.frombuffer(bytes(answer), dtype="<i4").reshape(vectors, run_slot(job))
-    return values[:, :_rows(job)].astype(np.int64)
+    return values[:, :job_rows(job)].astype(np.int64)
 
 
 def _defines(p):

@@ -773,7 +773,7 @@ class UartBackend(Backend):
         from .compress import compress
         from .contract import sparse_mac as sm
         max_rows = self.max_payload // sm.RESULT_BYTES
-        rows = int(np.asarray(job.end, dtype=bool).sum())
+        rows = sm.job_rows(job)
         if len(job.value) <= max_beats and rows <= max_rows:
             return [(0, job)]
         acts = np.asarray(job.acts)
@@ -810,11 +810,11 @@ class UartBackend(Backend):
                              f"device's sparse MAC (a multiple of {self.lanes} values, at most "
                              f"max_k = {params['max_k']})")
         vectors = acts.shape[0]
-        rows = int(np.asarray(job.end, dtype=bool).sum())
+        rows = sm.job_rows(job)
         out = np.zeros((vectors, rows), dtype=np.int64)
         cycles = 0
         for first, part in self._mac_groups(job, max_beats):
-            n_rows = int(np.asarray(part.end, dtype=bool).sum())
+            n_rows = sm.job_rows(part)
             out[:, first:first + n_rows], c = self._mac_run(part, vectors)
             cycles += c
         self.stats["passes"] += 1
@@ -824,7 +824,7 @@ class UartBackend(Backend):
         from .contract import sparse_mac as sm
         packed = sm.program_bytes(job, lanes=self.lanes, width=self.width)
         start = sm.sm_config(job, lanes=self.lanes, new_program=True)
-        rows = int(np.asarray(job.end, dtype=bool).sum())
+        rows = sm.job_rows(job)
         out = np.zeros((vectors, rows), dtype=np.int64)
 
         def results(first, n, raw):

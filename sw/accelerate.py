@@ -504,8 +504,8 @@ def run(model, x, *, backend="verilator", lanes=16, width=8, fmt="auto", granula
                          f"not {lanes} x {width}")
     report = RunReport(backend=engine.name, lanes=lanes, width=width, clock_mhz=float(clock_mhz),
                        clock_source=source)
-    # the longest row of the unit this backend runs (a board's bridge holds a shorter one)
-    max_k = engine.params("sparse_mac")[1]["max_k"]
+    # the longest row this backend runs (a board's bridge splits longer ones into slices)
+    max_k = engine.longest_row()
     session = _Session(model, lanes=lanes, width=width, fmt=fmt, granularity=granularity,
                        max_k=max_k, compute=None)
     session.compute = _unit_compute(session, engine)
@@ -521,9 +521,9 @@ def reference(model, x, *, lanes=16, width=8, fmt="auto", granularity="tensor",
 
     Each layer :func:`run` puts on the unit is computed as an integer convolution / matrix product
     of the same codes in torch (float64, exact for these sizes) and rescaled the same way.
-    ``max_k``: the longest row of the unit :func:`run` used (its backend's
-    ``params("sparse_mac")``; a board's bridge holds a unit of shorter rows than the default):
-    longer rows stay in floating point, as they do there.
+    ``max_k``: the longest row of the backend :func:`run` used (its ``longest_row()``: the
+    default unit's on every backend but a ``verilator`` one configured otherwise): longer rows
+    stay in floating point, as they do there.
     """
     _check_common(model, x, lanes, width, fmt, granularity)
     session = _Session(model, lanes=lanes, width=width, fmt=fmt, granularity=granularity,

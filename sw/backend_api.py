@@ -54,6 +54,11 @@ class Backend(abc.ABC):
         import contextlib
         return contextlib.nullcontext()
 
+    def longest_row(self):
+        """Inputs a row of a sparse-MAC job may have on this backend (the layers
+        :func:`hwprune.run` can put on the unit): its unit's ``max_k``."""
+        return self.params("sparse_mac")[1]["max_k"]
+
     def threshold_passes(self, jobs):
         """Run threshold-engine passes (:class:`hwprune.contract.ThresholdJob`)."""
         return self.run("threshold_engine", jobs)

@@ -766,28 +766,62 @@ class UartBackend(Backend):
     def _mac_status(self):
         return self.link.status(Cmd.SM_STATUS, SM_STATUS_FIELDS)
 
+    def longest_row(self):
+        """Rows (inputs) of a sparse-MAC job this backend runs: the default unit's
+        (:data:`~hwprune.contract.sparse_mac.DEFAULT_MAX_K`), though the bridge's unit holds
+        shorter ones: a longer row runs in column slices, their sums added on the host (integer
+        sums, exact), so :func:`hwprune.run` puts the same layers on the unit as elsewhere."""
+        from .contract.sparse_mac import DEFAULT_MAX_K
+        return DEFAULT_MAX_K
+
+    @staticmethod
+    def _mac_dense(job):
+        """A job's weights as the dense matrix they encode, and its format's name."""
+        from .contract import sparse_mac as sm
+        dense = sm.decode_stream(job.value, job.index, job.count, job.end, fmt=int(job.fmt),
+                                 n=int(job.nm_n), m=int(job.nm_m), k=np.asarray(job.acts).shape[1])
+        return dense, f"{int(job.nm_n)}:{int(job.nm_m)}" if int(job.fmt) else "unstructured"
+
+    def _mac_job(self, job, weights, acts, fmt):
+        """``job``'s format with other ``weights`` (a dense matrix, re-encoded by the same
+        compressor, :mod:`hwprune.compress`) and ``acts``."""
+        from .compress import compress
+        from .contract import sparse_mac as sm
+        cw = compress(weights, self.lanes, fmt)
+        return cw, sm.SparseMacJob(value=cw.value, index=cw.index, count=cw.count, end=cw.end,
+                                   acts=acts, fmt=int(job.fmt), nm_n=int(job.nm_n),
+                                   nm_m=int(job.nm_m))
+
+    def _mac_slices(self, job, max_k):
+        """``job`` as jobs of at most ``max_k`` inputs a row (the device unit's): column
+        slices of the weights and the activations, whose results add up to the job's. The job
+        itself where its rows fit."""
+        acts = np.asarray(job.acts)
+        k = acts.shape[1]
+        if k <= max_k:
+            return [job]
+        dense, fmt = self._mac_dense(job)
+        # max_k is a power of two of at least 2 lanes, so every slice holds whole N:M groups
+        return [self._mac_job(job, dense[:, at:at + max_k], acts[:, at:at + max_k], fmt)[1]
+                for at in range(0, k, max_k)]
+
     def _mac_groups(self, job, max_beats):
         """``job`` as jobs of whole rows that each fit the device: weight beats its memory
         holds, results a frame's vector slot holds. ``[(first row, job)]``; the job itself
-        where it fits. Rows are re-encoded by the same compressor (:mod:`hwprune.compress`)."""
-        from .compress import compress
+        where it fits."""
         from .contract import sparse_mac as sm
         max_rows = self.max_payload // sm.RESULT_BYTES
         rows = sm.job_rows(job)
         if len(job.value) <= max_beats and rows <= max_rows:
             return [(0, job)]
         acts = np.asarray(job.acts)
-        dense = sm.decode_stream(job.value, job.index, job.count, job.end, fmt=int(job.fmt),
-                                 n=int(job.nm_n), m=int(job.nm_m), k=acts.shape[1])
-        fmt = f"{int(job.nm_n)}:{int(job.nm_m)}" if int(job.fmt) else "unstructured"
+        dense, fmt = self._mac_dense(job)
         groups, todo = [], [(0, rows)]
         while todo:
             first, end = todo.pop()
-            cw = compress(dense[first:end], self.lanes, fmt)
+            cw, part = self._mac_job(job, dense[first:end], acts, fmt)
             if cw.beats <= max_beats and end - first <= max_rows:
-                groups.append((first, sm.SparseMacJob(
-                    value=cw.value, index=cw.index, count=cw.count, end=cw.end, acts=acts,
-                    fmt=int(job.fmt), nm_n=int(job.nm_n), nm_m=int(job.nm_m))))
+                groups.append((first, part))
             elif end - first == 1:
                 raise ValueError(f"row {first} takes {cw.beats} weight beats, more than the "
                                  f"{max_beats} the device's sparse MAC holds")
@@ -798,25 +832,29 @@ class UartBackend(Backend):
 
     def _mac_pass(self, job):
         """Run a :class:`~hwprune.contract.sparse_mac.SparseMacJob` on the device's sparse MAC:
-        its weights loaded once (in groups of whole rows where they exceed the device's weight
+        its weights loaded once (in column slices where its rows are longer than the device
+        unit's ``max_k``, each in groups of whole rows where they exceed the device's weight
         memory or a frame's slot), the activation vectors in SM_RUN frames of whole vector
-        slots; ``cycles`` is the SM_STATUS difference around each frame (a frame retried counts
-        once), summed."""
+        slots; the slices' results added up; ``cycles`` is the SM_STATUS difference around
+        each frame (a frame retried counts once), summed."""
         from .contract import sparse_mac as sm
         params, max_beats = sm.bridge_mac(self.lanes, self.width)
         acts = np.asarray(job.acts)
-        if acts.ndim != 2 or acts.shape[1] % self.lanes or acts.shape[1] > params["max_k"]:
+        longest = self.longest_row()
+        if acts.ndim != 2 or acts.shape[1] % self.lanes or acts.shape[1] > longest:
             raise ValueError(f"activation vectors of shape {acts.shape} do not fit the "
-                             f"device's sparse MAC (a multiple of {self.lanes} values, at most "
-                             f"max_k = {params['max_k']})")
+                             f"{self.name} backend's sparse MAC (a multiple of {self.lanes} "
+                             f"values, at most {longest})")
         vectors = acts.shape[0]
         rows = sm.job_rows(job)
         out = np.zeros((vectors, rows), dtype=np.int64)
         cycles = 0
-        for first, part in self._mac_groups(job, max_beats):
-            n_rows = sm.job_rows(part)
-            out[:, first:first + n_rows], c = self._mac_run(part, vectors)
-            cycles += c
+        for piece in self._mac_slices(job, params["max_k"]):
+            for first, part in self._mac_groups(piece, max_beats):
+                n_rows = sm.job_rows(part)
+                got, c = self._mac_run(part, vectors)
+                out[:, first:first + n_rows] += got
+                cycles += c
         self.stats["passes"] += 1
         return sm.SparseMacResult(out=out, cycles=cycles)
 

@@ -8,7 +8,7 @@ Boards
 ------
 ``icebreaker``  iCEBreaker, iCE40 UP5K; 12 MHz oscillator, SB_PLL40_PAD to ``freq`` (27 MHz);
                 default top: threshold engine and weight store, 8 lanes.
-``ulx3s``       ULX3S, ECP5 LFE5U-85F; 25 MHz oscillator, EHXPLLL to ``freq`` (60 MHz);
+``ulx3s``       ULX3S, ECP5 LFE5U-85F; 25 MHz oscillator, EHXPLLL to ``freq`` (45 MHz);
                 default top: every block (histogram, threshold engine, N:M selector, channel
                 norms, sparse MAC, weight store), 16 lanes.
 
@@ -40,7 +40,7 @@ __all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "BoardTop", "board_clock
            "synth", "DEFAULT_BAUD", "DoesNotFit", "placement_utilisation"]
 
 #: 3 Mbit/s: both boards' USB-UART chips (FTDI FT2232H on the iCEBreaker, FT231X on the ULX3S)
-#: take it; the divisor is 9 clocks a bit at 27 MHz, 20 at 60 MHz.
+#: take it; the divisor is 9 clocks a bit at 27 MHz, 15 at 45 MHz.
 DEFAULT_BAUD = 3_000_000
 #: Options of yosys' synth_<family> per FPGA family.
 SYNTH_OPTS = {"ice40": "-dsp", "ecp5": "-noflatten -dff"}
@@ -66,9 +66,11 @@ BOARDS = {
     # depending on the netlist, not the 36 MHz it was planned for: it runs at 27 MHz (9 clocks
     # a bit at 3 Mbit/s), with a margin for nextpnr's placement.
     "icebreaker": (_icebreaker, 12.0, 27.0, ("button", 0), "ice40"),
-    # The ECP5's default top reached about 69-80 MHz without the sparse MAC, not 125: it runs
-    # at 60 MHz (20 clocks a bit at 3 Mbit/s); with the MAC it routed at 55.2 (docs/boards.md).
-    "ulx3s": (_ulx3s, 25.0, 60.0, ("button_fire", 0), "ecp5"),
+    # The ECP5's default top reached about 69-80 MHz without the sparse MAC, not 125; with it,
+    # 55.2 MHz once and placement estimates of 46-48 (docs/boards.md): it runs at 45 MHz (15
+    # clocks a bit at 3 Mbit/s; the PLL's exact divisors of 3 MHz from 25 MHz between 30 and 60
+    # MHz are 30 and 45).
+    "ulx3s": (_ulx3s, 25.0, 45.0, ("button_fire", 0), "ecp5"),
 }
 
 #: Fmax targets of the engine alone (MHz): the clock constraint of ``top="engine"`` builds.

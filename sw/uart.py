@@ -775,12 +775,17 @@ class UartBackend(Backend):
         return DEFAULT_MAX_K
 
     @staticmethod
-    def _mac_dense(job):
+    def _mac_format(job):
+        """A job's weight format by name (:func:`hwprune.compress.compress`'s ``fmt``)."""
+        return f"{int(job.nm_n)}:{int(job.nm_m)}" if int(job.fmt) else "unstructured"
+
+    @classmethod
+    def _mac_dense(cls, job):
         """A job's weights as the dense matrix they encode, and its format's name."""
         from .contract import sparse_mac as sm
         dense = sm.decode_stream(job.value, job.index, job.count, job.end, fmt=int(job.fmt),
                                  n=int(job.nm_n), m=int(job.nm_m), k=np.asarray(job.acts).shape[1])
-        return dense, f"{int(job.nm_n)}:{int(job.nm_m)}" if int(job.fmt) else "unstructured"
+        return dense, cls._mac_format(job)
 
     def _mac_job(self, job, weights, acts, fmt):
         """``job``'s format with other ``weights`` (a dense matrix, re-encoded by the same
@@ -794,28 +799,31 @@ class UartBackend(Backend):
 
     def _mac_slices(self, job, max_k):
         """``job`` as jobs of at most ``max_k`` inputs a row (the device unit's): column
-        slices of the weights and the activations, whose results add up to the job's. The job
-        itself where its rows fit."""
+        slices of the weights and the activations, whose results add up to the job's.
+        ``[(job, its weights as a dense matrix or None)]``; the job itself where its rows
+        fit."""
         acts = np.asarray(job.acts)
         k = acts.shape[1]
         if k <= max_k:
-            return [job]
+            return [(job, None)]
         dense, fmt = self._mac_dense(job)
         # max_k is a power of two of at least 2 lanes, so every slice holds whole N:M groups
-        return [self._mac_job(job, dense[:, at:at + max_k], acts[:, at:at + max_k], fmt)[1]
-                for at in range(0, k, max_k)]
+        return [(self._mac_job(job, dense[:, at:at + max_k], acts[:, at:at + max_k], fmt)[1],
+                 dense[:, at:at + max_k]) for at in range(0, k, max_k)]
 
-    def _mac_groups(self, job, max_beats):
+    def _mac_groups(self, job, max_beats, dense=None):
         """``job`` as jobs of whole rows that each fit the device: weight beats its memory
         holds, results a frame's vector slot holds. ``[(first row, job)]``; the job itself
-        where it fits."""
+        where it fits. ``dense``: the job's weights, where the caller has them decoded."""
         from .contract import sparse_mac as sm
         max_rows = self.max_payload // sm.RESULT_BYTES
         rows = sm.job_rows(job)
         if len(job.value) <= max_beats and rows <= max_rows:
             return [(0, job)]
         acts = np.asarray(job.acts)
-        dense, fmt = self._mac_dense(job)
+        if dense is None:
+            dense, _ = self._mac_dense(job)
+        fmt = self._mac_format(job)
         groups, todo = [], [(0, rows)]
         while todo:
             first, end = todo.pop()
@@ -849,8 +857,8 @@ class UartBackend(Backend):
         rows = sm.job_rows(job)
         out = np.zeros((vectors, rows), dtype=np.int64)
         cycles = 0
-        for piece in self._mac_slices(job, params["max_k"]):
-            for first, part in self._mac_groups(piece, max_beats):
+        for piece, dense in self._mac_slices(job, params["max_k"]):
+            for first, part in self._mac_groups(piece, max_beats, dense):
                 n_rows = sm.job_rows(part)
                 got, c = self._mac_run(part, vectors)
                 out[:, first:first + n_rows] += got

@@ -99,9 +99,9 @@ def test_rows_longer_than_the_device_unit_run_in_column_slices(backend, rng, fmt
     assert backend.link.line_sent - sent > len(job.value) * sm.program_beat_bytes(LANES, WIDTH)
     # one slice's weights exceed the device's memory: row groups inside the slice
     wide = _job(rng, 40, max_k + 8 * LANES, density=0.9, vectors=2)
-    assert len(backend._mac_slices(wide, max_k)[0].value) > MAX_BEATS
+    assert len(backend._mac_slices(wide, max_k)[0][0].value) > MAX_BEATS
     _check(backend, wide)
-    with pytest.raises(ValueError, match="at most 4096"):
+    with pytest.raises(ValueError, match=f"at most {backend.longest_row()}"):
         backend.run("sparse_mac", [_job(rng, 2, backend.longest_row() + LANES)])
 
 

@@ -2,10 +2,10 @@
 
 The bridge is small components connected by streams::
 
-    UARTRx -> ReceiveQueue -> FrameParser -> Dispatcher -> FrameEncoder -> UARTTx
-                                                 |  ^
-                                     payload     v  |  answer bytes
-                                           block adapters
+    UARTRx -> ReceiveQueue -> FrameParser -> SkidQueue -> Dispatcher -> FrameEncoder -> UARTTx
+                                    (header, trailer)  ------^    |  ^
+                                                      payload    v  |  answer bytes
+                                                           block adapters
 
 :class:`~hwprune.hw.framing.FrameParser` and :class:`~hwprune.hw.framing.FrameEncoder` know the
 framing only; the :class:`Dispatcher` knows the commands: it answers INFO itself and routes each
@@ -34,7 +34,7 @@ from ..contract.protocol import INFO_FIELDS, MAX_PAYLOAD, PROTOCOL_VERSION, STAT
 from .adapters import (ChannelNormsAdapter, MagnitudeHistogramAdapter, NetEngineAdapter,
                        NMSelectorAdapter, SparseMacAdapter, ThresholdEngineAdapter)
 from .framing import (AnswerFrame, Cmd, ErrorCode, FrameEncoder, FrameParser, Header,
-                      PayloadByte, ReceiveQueue, Trailer, offer)
+                      PayloadByte, ReceiveQueue, SkidQueue, Trailer, offer, one_hot)
 from .store import WeightStore
 from .uart import RxByte, UARTRx, UARTTx
 
@@ -167,11 +167,18 @@ class Dispatcher(wiring.Component):
             small_sources.append([v[8 * i:8 * i + 8] for i in range(nbytes)])
             return len(small_sources) - 1
 
+        # The byte at `small_pos` is read into a register (timing: the multiplexer over every
+        # answer's fields ends there, not in the encoder's), valid from the clock after
+        # `small_pos` or the source last changed.
+        small_byte = Signal(8)
+        small_fresh = Signal()
+
         def load_small(source):
-            return [small_src.eq(source), small_pos.eq(0)]
-        m.d.comb += self.o_small.valid.eq(1)
-        with m.If(self.o_small.ready):
-            m.d.sync += small_pos.eq(small_pos + 1)
+            return [small_src.eq(source), small_pos.eq(0), small_fresh.eq(0)]
+        m.d.comb += [self.o_small.valid.eq(small_fresh), self.o_small.payload.eq(small_byte)]
+        m.d.sync += small_fresh.eq(1)
+        with m.If(self.o_small.valid & self.o_small.ready):
+            m.d.sync += [small_pos.eq(small_pos + 1), small_fresh.eq(0)]
         answer = Signal(AnswerFrame)
         m.d.comb += self.o_frame.payload.eq(answer)
         idle = Signal()      # the encoder is idle: a new answer may be loaded
@@ -179,17 +186,24 @@ class Dispatcher(wiring.Component):
 
         # --- the block a DATA payload goes to, and its answer bytes --------------------------
         active = Signal(range(max(len(adapters), 2)))
-        routing = Signal()   # DATA payload bytes go to the active adapter
+        # Per adapter, a register: DATA payload bytes go to it (timing: the payload handshake
+        # decodes neither the state nor `active`). Set as the DATA state begins, cleared when
+        # the frame's trailer is taken.
+        routes = [Signal(name=f"route{k}") for k in range(len(adapters))]
+        # The frame's end, a registered strobe to the active adapter (timing): high for the one
+        # clock of DATA_ENDING, so DATA_END reads `finished` after the adapter has seen it.
+        ends = [Signal(name=f"end{k}") for k in range(len(adapters))]
+        end_ok = Signal()
         for k, adapter in enumerate(adapters):
-            on = active == k
-            m.d.comb += adapter.i_bytes.payload.eq(self.i_payload.payload.data)
-            with m.If(on):
-                m.d.comb += [adapter.i_bytes.valid.eq(routing & self.i_payload.valid),
-                             self.o_data.valid.eq(adapter.o_bytes.valid),
+            m.d.comb += [adapter.i_bytes.payload.eq(self.i_payload.payload.data),
+                         adapter.i_bytes.valid.eq(routes[k] & self.i_payload.valid),
+                         adapter.frame_end.eq(ends[k]), adapter.frame_ok.eq(end_ok)]
+            with m.If(routes[k]):
+                m.d.comb += self.i_payload.ready.eq(adapter.i_bytes.ready)
+            with m.If(active == k):
+                m.d.comb += [self.o_data.valid.eq(adapter.o_bytes.valid),
                              self.o_data.payload.eq(adapter.o_bytes.payload),
                              adapter.o_bytes.ready.eq(self.o_data.ready)]
-                with m.If(routing):
-                    m.d.comb += self.i_payload.ready.eq(adapter.i_bytes.ready)
 
         info = {"version": C(PROTOCOL_VERSION, 8),
                 "blocks": C(sum(1 << a.block.bridge_bit for a in adapters), 8),
@@ -219,6 +233,9 @@ class Dispatcher(wiring.Component):
         # The command decoded once, into flags, when its header arrives (timing: the later states
         # test one flip-flop, not an 8-bit compare per adapter and kind).
         is_info = Signal()
+        # Likewise the length checks (timing: `accept` follows a flag, not a 16-bit compare).
+        len_zero, len_big, len_run = Signal(), Signal(), Signal()
+        len_config = [Signal(name=f"len_config{k}") for k in range(len(adapters))]
         kinds = ("STATUS", "FINISH", "CONFIG", "DATA", "RUN", "DENSE")
         # A DENSE frame (the weight store's) is a DATA frame of beats without their lane
         # bitmap (every lane valid): its unit is the beat's weight bytes.
@@ -253,12 +270,23 @@ class Dispatcher(wiring.Component):
         is_ = {(k, kind): Signal(name=f"is_{kind.lower()}{k}")
                for k in range(len(adapters)) for kind in kinds}
 
+        # DECIDE takes the header a clock after deciding, from these registers (timing: the
+        # parser's next state does not follow the decision's priority chain).
+        take_header, accept_header = Signal(), Signal()
+        m.d.sync += [take_header.eq(0), accept_header.eq(0)]
+        with m.If(take_header):
+            m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(accept_header)]
         with m.FSM(name="dispatch") as fsm:
             with m.State("IDLE"):
                 with m.If(self.i_header.valid):
                     h = self.i_header.payload
                     m.d.sync += [cmd.eq(h.cmd), length.eq(h.length), code.eq(h.error),
-                                 code_cmd.eq(h.cmd), is_info.eq(h.cmd == Cmd.INFO)]
+                                 code_cmd.eq(h.cmd), is_info.eq(h.cmd == Cmd.INFO),
+                                 len_zero.eq(h.length == 0),
+                                 len_big.eq(h.length > MAX_PAYLOAD),
+                                 len_run.eq(h.length == protocol.RUN_LEN),
+                                 *(len_config[k].eq(h.length == a.config_len)
+                                   for k, a in enumerate(adapters))]
                     for k, adapter in enumerate(adapters):
                         for kind in kinds:
                             code_k = (getattr(adapter, kind, None)
@@ -269,7 +297,7 @@ class Dispatcher(wiring.Component):
                 # The header waits on i_header until the decision takes it (with ``accept``).
                 with m.If(code != ErrorCode.NONE):
                     # The header failed: answer at once, naming no command.
-                    m.d.comb += self.i_header.ready.eq(1)
+                    m.d.sync += take_header.eq(1)
                     m.d.sync += code_cmd.eq(0)
                     for error, counter in ((ErrorCode.BAD_HEADER, "header_errors"),
                                            (ErrorCode.FRAMING, "framing_errors"),
@@ -287,16 +315,15 @@ class Dispatcher(wiring.Component):
                         # Both carry a fixed payload, read into `config` (a RUN's: first beat
                         # and beat count).
                         m.d.sync += active.eq(k)
-                        with m.If(length == Mux(is_[k, "RUN"], protocol.RUN_LEN,
-                                                adapter.config_len)):
-                            m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(1)]
+                        with m.If(Mux(is_[k, "RUN"], len_run, len_config[k])):
+                            m.d.sync += [take_header.eq(1), accept_header.eq(1)]
                             m.next = "CONFIG"
                         with m.Else():
                             m.d.sync += refuse(ErrorCode.BAD_LENGTH)
                             m.next = "REFUSE"
                     with m.Elif(is_[k, "DATA"] | is_[k, "DENSE"]):
                         m.d.sync += [active.eq(k), left.eq(length), dense.eq(is_[k, "DENSE"])]
-                        with m.If((length == 0) | (length > MAX_PAYLOAD)):
+                        with m.If(len_zero | len_big):
                             m.d.sync += refuse(ErrorCode.BAD_LENGTH)
                             m.next = "REFUSE"
                         with m.Else():
@@ -306,7 +333,7 @@ class Dispatcher(wiring.Component):
                     m.next = "REFUSE"
             with m.State("SHORT"):
                 # INFO and STATUS carry no payload.
-                with m.If(length == 0):
+                with m.If(len_zero):
                     m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(1)]
                     m.next = "TRAILER"
                 with m.Else():
@@ -368,14 +395,15 @@ class Dispatcher(wiring.Component):
                 m.d.comb += self.o_frame.valid.eq(1)
                 with m.If(self.o_frame.ready):
                     m.d.comb += [self.i_header.ready.eq(1), self.accept.eq(1)]
+                    m.d.sync += [route.eq(active == k) for k, route in enumerate(routes)]
                     m.next = "DATA"
             with m.State("DATA"):
-                m.d.comb += [routing.eq(1), self.i_trailer.ready.eq(1)]
+                m.d.comb += self.i_trailer.ready.eq(1)
                 with m.If(self.i_trailer.valid):
                     t = self.i_trailer.payload
-                    for k, adapter in enumerate(adapters):
-                        m.d.comb += [adapter.frame_end.eq(active == k),
-                                     adapter.frame_ok.eq(t.crc_ok & ~t.timeout & ~t.ferr)]
+                    m.d.sync += [*(route.eq(0) for route in routes),
+                                 *(end.eq(active == k) for k, end in enumerate(ends)),
+                                 end_ok.eq(t.crc_ok & ~t.timeout & ~t.ferr)]
                     m.d.sync += status.eq(Mux(t.timeout, Status.TIMEOUT, 0)
                                           | Mux(t.ferr, Status.FRAMING, 0)
                                           | Mux(t.crc_ok, 0, Status.BAD_CRC))
@@ -385,7 +413,10 @@ class Dispatcher(wiring.Component):
                         m.d.sync += bump("framing_errors")
                     with m.If(~t.crc_ok):
                         m.d.sync += bump("crc_errors")
-                    m.next = "DATA_END"
+                    m.next = "DATA_ENDING"
+            with m.State("DATA_ENDING"):
+                m.d.sync += [end.eq(0) for end in ends]
+                m.next = "DATA_END"
             with m.State("DATA_END"):
                 # The status byte ends the answer, once the block has taken in the frame (the
                 # histogram counts a frame from its buffer after the CRC checked out).
@@ -492,9 +523,10 @@ class Dispatcher(wiring.Component):
         with m.Switch(small_src):
             for k, source in enumerate(small_sources):
                 with m.Case(k):
-                    m.d.comb += self.o_small.payload.eq(
+                    m.d.sync += small_byte.eq(
                         source[0] if len(source) == 1 else Array(source)[small_pos])
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        one_hot(fsm)
         return m
 
 
@@ -548,8 +580,16 @@ class CommandBridge(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i_rx), rxq.i_rx)
         wiring.connect(m, rxq.o_bytes, parser.i_bytes)
         wiring.connect(m, parser.o_header, dispatch.i_header)
-        wiring.connect(m, parser.o_payload, dispatch.i_payload)
-        wiring.connect(m, parser.o_trailer, dispatch.i_trailer)
+        # The payload reaches the blocks through a register stage in both directions (timing:
+        # on the iCE40 the receive queue's handshake ran through the parser and the dispatcher
+        # into the weight store's write logic). The trailer waits until the stage has given its
+        # last byte to the block.
+        m.submodules.payload = payload = SkidQueue(PayloadByte)
+        wiring.connect(m, parser.o_payload, payload.i)
+        wiring.connect(m, payload.o, dispatch.i_payload)
+        m.d.comb += [dispatch.i_trailer.payload.eq(parser.o_trailer.payload),
+                     dispatch.i_trailer.valid.eq(parser.o_trailer.valid & payload.empty),
+                     parser.o_trailer.ready.eq(dispatch.i_trailer.ready & payload.empty)]
         wiring.connect(m, dispatch.o_frame, encoder.i_frame)
         wiring.connect(m, dispatch.o_small, encoder.i_small)
         wiring.connect(m, dispatch.o_data, encoder.i_data)

@@ -20,7 +20,7 @@ from .crc import CRC8, CRC16, processor
 from .uart import RxByte
 
 __all__ = ["Cmd", "ErrorCode", "Header", "PayloadByte", "Trailer", "AnswerFrame",
-           "ReceiveQueue", "FrameParser", "FrameEncoder", "offer"]
+           "SkidQueue", "ReceiveQueue", "FrameParser", "FrameEncoder", "offer", "one_hot"]
 
 
 def offer(m, stream, then):
@@ -28,6 +28,15 @@ def offer(m, stream, then):
     m.d.comb += stream.valid.eq(1)
     with m.If(stream.ready):
         m.next = then
+
+
+def one_hot(fsm):
+    """Ask synthesis to encode ``fsm``'s state one-hot (timing: a state is one flip-flop to
+    test, not a decode of the state number). Yosys's FSM pass skips a state register with an
+    initial value, as Amaranth's are, unless its ``fsm_encoding`` attribute names one; the
+    recoded register ignores that initial value, so the FSM must start from its domain's
+    reset (the board tops hold the core in reset until the PLL locks)."""
+    fsm.state.attrs["fsm_encoding"] = "one-hot"
 
 
 def shaped_enum(py_enum, width, **extra):
@@ -58,11 +67,53 @@ Trailer = data.StructLayout({"crc_ok": 1, "ferr": 1, "timeout": 1})
 AnswerFrame = data.StructLayout({"cmd": 8, "length": 16, "small": 1})
 
 
+class SkidQueue(wiring.Component):
+    """A two-entry queue of flip-flops on a stream (timing: a register stage in both
+    directions). ``o.valid`` and ``i.ready`` come from its count alone, so neither side's
+    handshake reaches the other through logic. Slots are written and read through pointers,
+    so what the consumer takes never steers the slots' data inputs. ``empty``: no beat held.
+
+    Parameters
+    ----------
+    shape : shape-like
+        The payload's shape.
+    """
+
+    def __init__(self, shape):
+        self._shape = shape
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)),
+                          "empty": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        slots = [Signal(self._shape, name=f"slot{k}") for k in range(2)]
+        count = Signal(range(3))
+        wr = Signal()
+        rd = Signal()
+        push = Signal()
+        pop = Signal()
+        m.d.comb += [self.i.ready.eq(count != 2), push.eq(self.i.valid & self.i.ready),
+                     self.o.valid.eq(count != 0), pop.eq(self.o.valid & self.o.ready),
+                     self.o.payload.eq(Mux(rd, slots[1], slots[0])),
+                     self.empty.eq(count == 0)]
+        with m.If(push):
+            m.d.sync += wr.eq(~wr)
+            with m.If(wr):
+                m.d.sync += slots[1].eq(self.i.payload)
+            with m.Else():
+                m.d.sync += slots[0].eq(self.i.payload)
+        with m.If(pop):
+            m.d.sync += rd.eq(~rd)
+        m.d.sync += count.eq(count + push - pop)
+        return m
+
+
 class ReceiveQueue(wiring.Component):
     """The received bytes' queue: a FIFO (the host's bytes wait here while the engine or the
-    answer is behind), then a two-entry queue of flip-flops (timing: the parser sees bytes from
-    flip-flops, not from the FIFO's RAM output). ``dropped`` strobes when a byte arrives at a
-    full FIFO (counted as an overflow)."""
+    answer is behind), then a :class:`SkidQueue` (timing: the parser sees bytes from
+    flip-flops, not from the FIFO's RAM output, and the FIFO's read enable depends on
+    flip-flops only). ``dropped`` strobes when a byte arrives at a full FIFO (counted as an
+    overflow)."""
 
     i_rx: In(stream.Signature(RxByte))
     o_bytes: Out(stream.Signature(RxByte))
@@ -77,38 +128,17 @@ class ReceiveQueue(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.fifo = rx_fifo = fifo.SyncFIFOBuffered(width=9, depth=self._depth)
-
+        m.submodules.queue = queue = SkidQueue(RxByte)
         m.d.comb += [
             rx_fifo.w_data.eq(Cat(self.i_rx.payload.data, self.i_rx.payload.ferr)),
             rx_fifo.w_en.eq(self.i_rx.valid),
             self.i_rx.ready.eq(rx_fifo.w_rdy),
+            queue.i.payload.eq(rx_fifo.r_data),
+            queue.i.valid.eq(rx_fifo.r_rdy),
+            rx_fifo.r_en.eq(queue.i.ready),
+            self.dropped.eq(self.i_rx.valid & ~rx_fifo.w_rdy),
         ]
-        # Two-entry queue after the FIFO (timing): the parser sees bytes from flip-flops, not
-        # from the FIFO's RAM output, and the FIFO's read enable depends on flip-flops only.
-        # Slots are written and read through pointers, so what the parser takes never steers
-        # the slots' data inputs.
-        q_data = [Signal(9, name=f"q{i}") for i in range(2)]
-        q_count = Signal(range(3))
-        q_wr = Signal()
-        q_rd = Signal()
-        q_push = Signal()
-        q_pop = Signal()
-        m.d.comb += [q_push.eq(rx_fifo.r_rdy & (q_count != 2)), rx_fifo.r_en.eq(q_push)]
-        with m.If(q_push):
-            m.d.sync += q_wr.eq(~q_wr)
-            with m.If(q_wr):
-                m.d.sync += q_data[1].eq(rx_fifo.r_data)
-            with m.Else():
-                m.d.sync += q_data[0].eq(rx_fifo.r_data)
-        with m.If(q_pop):
-            m.d.sync += q_rd.eq(~q_rd)
-        m.d.sync += q_count.eq(q_count + q_push - q_pop)
-        q_head = Signal(9)
-        m.d.comb += q_head.eq(Mux(q_rd, q_data[1], q_data[0]))
-
-        m.d.comb += [self.o_bytes.valid.eq(q_count != 0), self.o_bytes.payload.eq(q_head),
-                     q_pop.eq(self.o_bytes.valid & self.o_bytes.ready),
-                     self.dropped.eq(self.i_rx.valid & ~rx_fifo.w_rdy)]
+        wiring.connect(m, queue.o, wiring.flipped(self.o_bytes))
         return m
 
 
@@ -280,6 +310,7 @@ class FrameParser(wiring.Component):
                     m.d.sync += trailer.timeout.eq(1)
                     m.next = "END"
         m.d.comb += self.busy.eq(~fsm.ongoing("HUNT"))
+        one_hot(fsm)
         return m
 
 
@@ -308,15 +339,24 @@ class FrameEncoder(wiring.Component):
         f_left = Signal(16)
         f_last = Signal()    # f_left == 1 and f_left == 0, as registers beside f_left (timing)
         f_zero = Signal()
+        # The payload's source, one-hot (timing: decided beside f_last, not from it): the short
+        # answer's bytes, the streamed DATA bytes, or the DATA answer's last byte, the status.
+        f_source = Signal(3)
         f_idx = Signal(3)
         f_start = Signal()           # the framer's CRCs restart
         f_hdr = Signal()             # a header byte (CRC-8 and CRC-16) goes out
         f_pay = Signal()             # a payload byte (CRC-16) goes out
-        f_byte = Signal(8)
-        f_crc8 = processor(m, "f_crc8", CRC8, start=f_start, valid=f_hdr, data=f_byte)
-        f_crc16 = processor(m, "f_crc16", CRC16, start=f_start, valid=f_hdr | f_pay, data=f_byte)
         o_valid = Signal()
         o_data = Signal(8)
+        # The CRCs take a byte from the output register the clock after it was loaded (timing:
+        # the payload's source multiplexers end in that register, not in the CRC-16). The
+        # next byte, or the CRC, is loaded two clocks after the last at the earliest (the
+        # register must empty first), when the CRCs hold it.
+        c_hdr = Signal()
+        c_pay = Signal()
+        m.d.sync += [c_hdr.eq(f_hdr), c_pay.eq(f_pay)]
+        f_crc8 = processor(m, "f_crc8", CRC8, start=f_start, valid=c_hdr, data=o_data)
+        f_crc16 = processor(m, "f_crc16", CRC16, start=f_start, valid=c_hdr | c_pay, data=o_data)
         m.d.comb += [self.o_tx.valid.eq(o_valid), self.o_tx.payload.eq(o_data)]
         # A byte is loaded only into an empty output register (one byte per two clocks at most,
         # far above any bit rate), so no load condition waits on the transmitter's ready.
@@ -336,7 +376,9 @@ class FrameEncoder(wiring.Component):
                     n = frame.length
                     m.d.sync += [f_cmd.eq(frame.cmd), f_len.eq(n), f_small.eq(frame.small),
                                  f_left.eq(n), f_last.eq(n == 1), f_zero.eq(n == 0),
-                                 f_idx.eq(0)]
+                                 f_idx.eq(0),
+                                 f_source.eq(Mux(frame.small, 0b001,
+                                                 Mux(n == 1, 0b100, 0b010)))]
                     m.d.comb += f_start.eq(1)
                     m.next = "HEADER"
             with m.State("HEADER"):
@@ -348,14 +390,13 @@ class FrameEncoder(wiring.Component):
                         for idx, byte in ((1, f_cmd), (2, f_len[:8]), (3, f_len[8:])):
                             with m.Case(idx):
                                 m.d.sync += emit(byte)
-                                m.d.comb += [f_hdr.eq(1), f_byte.eq(byte)]
+                                m.d.comb += f_hdr.eq(1)
                         with m.Case(4):
                             m.d.sync += emit(f_crc8)
                             m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 # One of three sources: a short answer's bytes, the streamed DATA bytes, then
                 # the DATA answer's status byte.
-                source = Mux(f_small, 0, Mux(f_last, 2, 1))
                 inputs = (self.i_small, self.i_data, self.i_status)
                 byte = Signal(8)
                 have = Signal()
@@ -365,16 +406,20 @@ class FrameEncoder(wiring.Component):
                 with m.Else():
                     # Each source's ready depends on the state alone, not on any valid
                     # (timing: a block's output handshake does not wait on the status byte's).
-                    m.d.comb += [byte.eq(Array(s.payload for s in inputs)[source]),
-                                 have.eq(Array(s.valid for s in inputs)[source]),
+                    m.d.comb += [byte.eq(Mux(f_source[0], self.i_small.payload,
+                                             Mux(f_source[1], self.i_data.payload,
+                                                 self.i_status.payload))),
+                                 have.eq((f_source & Cat(s.valid for s in inputs)).any()),
                                  take.eq(can_load & have)]
                     for k, s in enumerate(inputs):
-                        m.d.comb += s.ready.eq(can_load & (source == k))
+                        m.d.comb += s.ready.eq(can_load & f_source[k])
                 with m.If(take):
                     m.d.sync += emit(byte)
-                    m.d.comb += [f_pay.eq(1), f_byte.eq(byte)]
+                    m.d.comb += f_pay.eq(1)
                     m.d.sync += [f_left.eq(f_left - 1),
                                  f_last.eq(f_left == 2), f_zero.eq(f_last)]
+                    with m.If(~f_small & (f_left == 2)):
+                        m.d.sync += f_source.eq(0b100)
             with m.State("CRC_LO"):
                 with m.If(can_load):
                     m.d.sync += emit(f_crc16[:8])
@@ -384,4 +429,5 @@ class FrameEncoder(wiring.Component):
                     m.d.sync += emit(f_crc16[8:])
                     m.next = "IDLE"
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
+        one_hot(fsm)
         return m

@@ -153,8 +153,11 @@ class WeightStore(wiring.Component):
                      byte.eq(Mux(fill != 0,
                                  Array(C(b, 8) for b in bitmap)[len(bitmap) - fill],
                                  i.payload)),
-                     write.eq((i.valid & i.ready) | (fill != 0)),
-                     mem.w_addr.eq(at), mem.w_data.eq(byte), mem.w_en.eq(write & (at != size))]
+                     write.eq((i.valid & i.ready) | (fill != 0))]
+        # The memory writes a clock later, from registers (timing: on the UP5K the write enable,
+        # which the SPRAM's single port also steers its reads with, followed the payload's
+        # handshake). A replay starts only after the frame has ended.
+        m.d.sync += [mem.w_addr.eq(at), mem.w_data.eq(byte), mem.w_en.eq(write & (at != size))]
         beat_end = Signal()        # the byte written ends a beat
         m.d.comb += beat_end.eq(Mux(self.dense, fill == 1, in_beat == nbytes - 1))
         with m.If(write):

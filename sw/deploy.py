@@ -528,7 +528,8 @@ class Deployment:
         self.clock_mhz = None
         if board is not None:
             from .hw.boards import board_clock
-            self.clock_mhz = board_clock(board)[1]     # the board top's core clock (PLL)
+            # the deploy top's core clock (PLL)
+            self.clock_mhz = board_clock(board, blocks=("net_engine",))[1]
         self._dense = None
 
     @property

@@ -1111,16 +1111,16 @@ class UartSimBackend(UartBackend):
                  blocks=None, board=None, **options):
         from .hw.bridge import blocks_bitmap
         from .sim.uart_lib import UartCoreLib
+        if isinstance(blocks, str):
+            blocks = blocks.split(",")
         if board is not None:
             # A board's default bitstream: its blocks and its UART divisor at 3 Mbit/s.
             from .hw.boards import DEFAULT_BLOCKS, board_clock
-            _, _, board_cpb = board_clock(board)
             blocks = DEFAULT_BLOCKS[board] if blocks is None else blocks
+            _, _, board_cpb = board_clock(board, blocks=blocks)
             if clocks_per_bit is None:
                 clocks_per_bit = board_cpb
         clocks_per_bit = 4 if clocks_per_bit is None else clocks_per_bit
-        if isinstance(blocks, str):
-            blocks = blocks.split(",")
         bitmap = 0 if blocks is None else blocks_bitmap(list(blocks))
         if blocks is not None and not bitmap:
             raise ValueError("blocks must name at least one block")

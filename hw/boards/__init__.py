@@ -6,7 +6,7 @@ writes ``build/<board>_l<lanes>_w<width>/top.bin`` (iCE40) or ``top.bit`` (ECP5)
 
 Boards
 ------
-``icebreaker``  iCEBreaker, iCE40 UP5K; 12 MHz oscillator, SB_PLL40_PAD to ``freq`` (27 MHz);
+``icebreaker``  iCEBreaker, iCE40 UP5K; 12 MHz oscillator, SB_PLL40_PAD to ``freq`` (36 MHz);
                 default top: threshold engine and weight store, 8 lanes.
 ``ulx3s``       ULX3S, ECP5 LFE5U-85F; 25 MHz oscillator, EHXPLLL to ``freq`` (45 MHz);
                 default top: every block (histogram, threshold engine, N:M selector, channel
@@ -36,11 +36,12 @@ from amaranth.lib.cdc import ResetSynchronizer
 from ..bridge import UARTCore, blocks_bitmap, bridge_adapters
 from ...contract.threshold_engine import DOMAIN as _ENGINE_DOMAIN
 
-__all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "BoardTop", "board_clock", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
+__all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "DEPLOY_MHZ", "BoardTop", "board_clock",
+           "default_mhz", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
            "synth", "DEFAULT_BAUD", "DoesNotFit", "placement_utilisation"]
 
 #: 3 Mbit/s: both boards' USB-UART chips (FTDI FT2232H on the iCEBreaker, FT231X on the ULX3S)
-#: take it; the divisor is 9 clocks a bit at 27 MHz, 15 at 45 MHz.
+#: take it; the divisor is 12 clocks a bit at 36 MHz, 15 at 45 MHz.
 DEFAULT_BAUD = 3_000_000
 #: Options of yosys' synth_<family> per FPGA family.
 SYNTH_OPTS = {"ice40": "-dsp", "ecp5": "-noflatten -dff"}
@@ -62,16 +63,29 @@ def _ulx3s():
 
 #: board -> (platform factory, oscillator MHz, default core MHz, reset button resource, family)
 BOARDS = {
-    # The UP5K's default top (threshold engine and weight store at 8 lanes) reaches 30-35 MHz
-    # depending on the netlist, not the 36 MHz it was planned for: it runs at 27 MHz (9 clocks
-    # a bit at 3 Mbit/s), with a margin for nextpnr's placement.
-    "icebreaker": (_icebreaker, 12.0, 27.0, ("button", 0), "ice40"),
+    # The UP5K's default top (threshold engine and weight store at 8 lanes): 36 MHz (12 clocks
+    # a bit at 3 Mbit/s); it routed at 37.1-38.0 MHz over seeds 1-5 (docs/boards.md).
+    "icebreaker": (_icebreaker, 12.0, 36.0, ("button", 0), "ice40"),
     # The ECP5's default top reached about 69-80 MHz without the sparse MAC, not 125; with it,
     # 55.2 MHz once and placement estimates of 46-48 (docs/boards.md): it runs at 45 MHz (15
     # clocks a bit at 3 Mbit/s; the PLL's exact divisors of 3 MHz from 25 MHz between 30 and 60
     # MHz are 30 and 45).
     "ulx3s": (_ulx3s, 25.0, 45.0, ("button_fire", 0), "ecp5"),
 }
+
+#: board -> the core clock (MHz) of a top that holds the network engine (the deploy
+#: bitstream, ``blocks=["net_engine"]``): its engine reaches 28.2 MHz on the UP5K and 38.7 on
+#: the ECP5 (docs/deploy.md), so it runs below the pruning top's clock (10 clocks a bit at 30).
+DEPLOY_MHZ = {"icebreaker": 27.0, "ulx3s": 30.0}
+
+
+def default_mhz(board, blocks=None):
+    """The default core clock (MHz) of ``board``'s top holding ``blocks`` (names; default: the
+    board's default blocks)."""
+    if board not in BOARDS:
+        raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
+    return DEPLOY_MHZ[board] if blocks and "net_engine" in blocks else BOARDS[board][2]
+
 
 #: Fmax targets of the engine alone (MHz): the clock constraint of ``top="engine"`` builds.
 ENGINE_TARGET_MHZ = {"ice40": 48.0, "ecp5": 150.0}
@@ -117,13 +131,12 @@ def ecp5_pll_params(f_in, f_out):
             "CLKOP_CPHASE": clkop_div - 1}, f
 
 
-def board_clock(board, *, freq=None, baud=DEFAULT_BAUD):
+def board_clock(board, *, freq=None, baud=DEFAULT_BAUD, blocks=None):
     """A board's core clock and UART divisor: (PLL settings, the clock in MHz the PLL gives for
-    ``freq`` (default: the board's), clocks per bit at ``baud``). ValueError when the divisor
-    is more than MAX_BAUD_ERROR off."""
-    if board not in BOARDS:
-        raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
-    _, f_osc, f_default, _, family = BOARDS[board]
+    ``freq`` (default: that of the board's top holding ``blocks``, :func:`default_mhz`), clocks
+    per bit at ``baud``). ValueError when the divisor is more than MAX_BAUD_ERROR off."""
+    f_default = default_mhz(board, blocks)
+    _, f_osc, _, _, family = BOARDS[board]
     pll = ice40_pll_params if family == "ice40" else ecp5_pll_params
     params, f = pll(f_osc, freq or f_default)
     if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
@@ -166,7 +179,8 @@ class BoardTop(wiring.Component):
         self.board, self.family, self.f_osc = board, family, f_osc
         self.lanes, self.width, self.baud = lanes, width, baud
         self.pll_params, self.freq, self.clocks_per_bit = board_clock(board, freq=freq,
-                                                                      baud=baud)
+                                                                      baud=baud,
+                                                                      blocks=self.blocks)
         self.timeout = int(DEVICE_TIMEOUT_S * self.freq * 1e6)
         super().__init__({})
 

@@ -45,6 +45,10 @@ __all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "DEPLOY_MHZ", "BoardTop"
 DEFAULT_BAUD = 3_000_000
 #: Options of yosys' synth_<family> per FPGA family.
 SYNTH_OPTS = {"ice40": "-dsp", "ecp5": "-noflatten -dff"}
+#: yosys warnings a board build expects, shown as plain log lines (in top.rpt, not on the
+#: terminal): the one-hot FSMs' ignored initial state (``hw.framing.one_hot``: the board top
+#: holds the core in reset until its PLL locks, so every FSM starts from its reset state).
+YOSYS_QUIET = '-w "Initialization value on FSM state register is ignored"'
 #: The largest divisor error a board top accepts (the host's own clock may be 2 % off too).
 MAX_BAUD_ERROR = 0.01
 #: Idle time after which the bridge ends a partly received frame.
@@ -423,6 +427,7 @@ def synth(board, *, lanes=None, width=8, freq=None, baud=DEFAULT_BAUD, build_dir
         plan = platform.build(top, name="top", do_build=False, verbose=verbose,
                               synth_opts=SYNTH_OPTS[family],
                               script_after_synth="tee -q -o top_stat.json stat -json",
+                              yosys_opts=YOSYS_QUIET,
                               nextpnr_opts=f"--report top_report.json --seed {seed} "
                                            "--timing-allow-fail")
         plan.files["top.il"] = no_rw_check(plan.files["top.il"])

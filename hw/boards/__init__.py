@@ -36,7 +36,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from ..bridge import UARTCore, blocks_bitmap, bridge_adapters
 from ...contract.threshold_engine import DOMAIN as _ENGINE_DOMAIN
 
-__all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "DEPLOY_MHZ", "BoardTop", "board_clock",
+__all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "BLOCK_MHZ", "BoardTop", "board_clock",
            "default_mhz", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
            "synth", "DEFAULT_BAUD", "DoesNotFit", "placement_utilisation"]
 
@@ -77,18 +77,19 @@ BOARDS = {
     "ulx3s": (_ulx3s, 25.0, 45.0, ("button_fire", 0), "ecp5"),
 }
 
-#: board -> the core clock (MHz) of a top that holds the network engine (the deploy
-#: bitstream, ``blocks=["net_engine"]``): its engine reaches 28.2 MHz on the UP5K and 38.7 on
-#: the ECP5 (docs/deploy.md), so it runs below the pruning top's clock (10 clocks a bit at 30).
-DEPLOY_MHZ = {"icebreaker": 27.0, "ulx3s": 30.0}
+#: block -> board -> the fastest clock (MHz) a top holding that block runs at, where it is
+#: below the board's: the network engine (the deploy bitstream, ``blocks=["net_engine"]``)
+#: reaches 28.2 MHz on the UP5K and 38.7 on the ECP5 (docs/deploy.md; 10 clocks a bit at 30).
+BLOCK_MHZ = {"net_engine": {"icebreaker": 27.0, "ulx3s": 30.0}}
 
 
 def default_mhz(board, blocks=None):
     """The default core clock (MHz) of ``board``'s top holding ``blocks`` (names; default: the
-    board's default blocks)."""
+    board's default blocks): the board's clock, or the slowest of its blocks' limits."""
     if board not in BOARDS:
         raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
-    return DEPLOY_MHZ[board] if blocks and "net_engine" in blocks else BOARDS[board][2]
+    return min([BOARDS[board][2],
+                *(BLOCK_MHZ[b][board] for b in (blocks or ()) if b in BLOCK_MHZ)])
 
 
 #: Fmax targets of the engine alone (MHz): the clock constraint of ``top="engine"`` builds.

@@ -6,24 +6,42 @@ from dataclasses import dataclass
 import numpy as np
 
 from .block import COUNTER_WIDTH, Block, PassSpec, Port, Stream, decoder
-from .params import Domain
+from .params import Domain, Param
 from .threshold_engine import LANES, WIDTH, tile_inputs, tile_layout
 
-__all__ = ["SELECT_LATENCY", "UPDATE_LATENCY", "stall_free_cycles", "DOMAIN", "histogram_bins", "HistogramJob", "HistogramResult", "run",
+__all__ = ["SELECT_LATENCY", "UPDATE_LATENCY", "SPLIT_LATENCY", "stall_free_cycles", "BANKS",
+           "ways", "DOMAIN", "histogram_bins", "HistogramJob", "HistogramResult", "run",
            "select_walk", "select_threshold_passes", "BLOCK"]
 
 #: Cycles of the select walk beyond one per bin (from its start to ``done``).
 SELECT_LATENCY = 5
 #: Clocks after the last beat before the walk can start (its count is written back then).
 UPDATE_LATENCY = 2
+#: Clocks a unit with fewer counter banks than lanes adds: each part of a beat is registered.
+SPLIT_LATENCY = 1
 
 
-def stall_free_cycles(beats, width):
-    """The unit's cycles for a pass of ``beats`` with no stall: the beats, the update
-    pipeline's drain (if any beat came), one clock per bin, the walk's pipeline."""
-    return int(beats) + (UPDATE_LATENCY if beats else 0) + histogram_bins(width) + SELECT_LATENCY
+def stall_free_cycles(beats, width, ways=1):
+    """The unit's cycles for a pass of ``beats`` with no stall: the beats (``ways`` clocks each:
+    ``lanes / banks``), the update pipeline's drain (if any beat came), one clock per bin, the
+    walk's pipeline."""
+    drain = UPDATE_LATENCY + (SPLIT_LATENCY if ways > 1 else 0)
+    return int(beats) * ways + (drain if beats else 0) + histogram_bins(width) + SELECT_LATENCY
 
-DOMAIN = Domain("magnitude_histogram", (LANES, WIDTH))
+
+#: Counter banks: one a lane counts a beat a clock; fewer take ``lanes / banks`` clocks a beat
+#: for a fraction of the logic (a board whose line, not its unit, bounds the pass: the UP5K).
+BANKS = Param("banks", lo=1, hi=64, default_from="lanes",
+              doc="counter banks (block RAMs): lanes counted a clock; a beat takes "
+                  "lanes / banks clocks")
+DOMAIN = Domain("magnitude_histogram", (LANES, WIDTH, BANKS),
+                rules=((lambda p: p["lanes"] % p["banks"] == 0,
+                        "banks ({banks}) must divide lanes ({lanes})"),))
+
+
+def ways(lanes, banks=None):
+    """Clocks a beat of ``lanes`` takes on a unit with ``banks`` counter banks."""
+    return 1 if banks is None else lanes // banks
 
 
 def histogram_bins(width):
@@ -50,11 +68,12 @@ class HistogramResult:
     above: int       # counted weights in higher bins
     ties: int        # keep - above: how many in found_bin to keep
     counted: int     # weights counted in the pass
-    cycles: int      # stall-free: stall_free_cycles(beats, width)
+    cycles: int      # stall-free: stall_free_cycles(beats, width, lanes / banks)
 
 
-def run(job):
-    """Run one :class:`HistogramJob` through the model."""
+def run(job, *, banks=None, **params):
+    """Run one :class:`HistogramJob` through the model of a unit with ``banks`` counter banks
+    (default: one a lane; they change its cycles, not its results)."""
     bins = histogram_bins(job.width)
     mag = np.abs(np.asarray(job.data, dtype=np.int32))
     counted = np.asarray(job.lane_valid, dtype=bool).copy()
@@ -64,7 +83,8 @@ def run(job):
     counts = np.bincount(index, minlength=bins).astype(np.int64)
     found, above, ties = select_walk(counts, job.keep)
     return HistogramResult(found_bin=found, above=above, ties=ties, counted=int(index.size),
-                           cycles=stall_free_cycles(job.data.shape[0], job.width))
+                           cycles=stall_free_cycles(job.data.shape[0], job.width,
+                                                    ways(job.data.shape[1], banks)))
 
 
 def select_walk(counts, keep):

@@ -331,11 +331,17 @@ TIMEOUT = Param("timeout", lo=16, hi=2**24, default=2000,
 FIFO_DEPTH = Param("fifo_depth", lo=4, hi=4096, power_of_two=True, default=256,
                    doc="receive FIFO bytes (256: a 4 KiB frame from a host clock 2 % fast "
                        "leaves about 80 bytes waiting)")
+HIST_BANKS = Param("hist_banks", lo=0, hi=64, default=0,
+                   doc="counter banks of the magnitude histogram behind the bridge (0: one a "
+                       "lane; fewer take lanes / banks clocks a beat for less logic)")
+_HIST_BANKS_RULE = (lambda p: p["hist_banks"] == 0 or p["lanes"] % p["hist_banks"] == 0,
+                    "hist_banks ({hist_banks}) must divide lanes ({lanes})")
 
 COMMAND_BRIDGE = Block(
     name="command_bridge",
     doc="frame decoder, threshold engine and frame encoder on byte streams",
-    domain=Domain("command_bridge", (LANES, WIDTH, TIMEOUT, FIFO_DEPTH, BLOCKS_PARAM)),
+    domain=Domain("command_bridge", (LANES, WIDTH, TIMEOUT, FIFO_DEPTH, BLOCKS_PARAM,
+                                     HIST_BANKS), rules=(_HIST_BANKS_RULE,)),
     streams=(),
     component="hwprune.hw.bridge:CommandBridge",
     shim=None, library=None,
@@ -347,7 +353,7 @@ UART_CORE = Block(
     name="uart_core",
     doc="UART receiver + command bridge + UART transmitter (the board top without pins)",
     domain=Domain("uart_core", (LANES, WIDTH, CLOCKS_PER_BIT, TIMEOUT, FIFO_DEPTH,
-                                BLOCKS_PARAM)),
+                                BLOCKS_PARAM, HIST_BANKS), rules=(_HIST_BANKS_RULE,)),
     streams=(),
     component="hwprune.hw.bridge:UARTCore",
     shim="uart_core.cpp", library="hwprune.sim.uart_lib:UartCoreLib",

@@ -27,8 +27,9 @@ WIDTH = Param("width", choices=SUPPORTED_WIDTHS, doc="two's complement bits per 
 DOMAIN = Domain("threshold_engine", (LANES, WIDTH))
 
 
-def tile_layout(*, lanes, width):
-    """One input beat: ``lanes`` signed weights and a bitmap of the lanes that hold real data."""
+def tile_layout(*, lanes, width, **_):
+    """One input beat: ``lanes`` signed weights and a bitmap of the lanes that hold real data
+    (a block's other parameters do not change it)."""
     return Layout("tile", [Field("data", width, lanes, signed=True),
                            Field("lane_valid", 1, lanes)])
 

@@ -444,11 +444,13 @@ class MagnitudeHistogramAdapter(wiring.Component):
     finish_fields = MH_SELECT_FIELDS
     echo = False
     fits = classmethod(_EchoAdapter.fits.__func__)
+    #: the bridge's parameter this adapter takes: its unit's counter banks (0: one a lane)
+    bridge_params = ("hist_banks",)
 
-    def __init__(self, *, lanes, width):
+    def __init__(self, *, lanes, width, hist_banks=0):
         self.lanes, self.width = lanes, width
         self.beat_bytes = beat_bytes(lanes, width)
-        self.unit = MagnitudeHistogram(lanes=lanes, width=width)
+        self.unit = MagnitudeHistogram(lanes=lanes, width=width, banks=hist_banks or None)
         bins = histogram_bins(width)
         super().__init__({
             "i_bytes": In(stream.Signature(8)),

@@ -559,11 +559,13 @@ class CommandBridge(wiring.Component):
     busy: Out(1)
     error: Out(1)
 
-    def __init__(self, *, lanes, width, timeout, fifo_depth=256, blocks=0):
+    def __init__(self, *, lanes, width, timeout, fifo_depth=256, blocks=0, hist_banks=0):
         protocol.COMMAND_BRIDGE.check(lanes=lanes, width=width, timeout=timeout,
-                                      fifo_depth=fifo_depth, blocks=blocks)
+                                      fifo_depth=fifo_depth, blocks=blocks, hist_banks=hist_banks)
         self._lanes, self._width = lanes, width
         self._timeout, self._fifo_depth = timeout, fifo_depth
+        #: the bridge's parameters that some adapter takes (an adapter's ``bridge_params``)
+        self._options = {"hist_banks": hist_banks}
         #: the adapters of the blocks this bridge holds
         self.adapters = bridge_adapters(lanes, width, blocks)
         super().__init__()
@@ -573,7 +575,9 @@ class CommandBridge(wiring.Component):
         m.submodules.rx_queue = rxq = ReceiveQueue(depth=self._fifo_depth)
         m.submodules.parser = parser = FrameParser(timeout=self._timeout)
         m.submodules.dispatcher = dispatch = Dispatcher(
-            [adapter(lanes=self._lanes, width=self._width) for adapter in self.adapters],
+            [adapter(lanes=self._lanes, width=self._width,
+                     **{k: self._options[k] for k in getattr(adapter, "bridge_params", ())})
+             for adapter in self.adapters],
             lanes=self._lanes, width=self._width)
         m.submodules.encoder = encoder = FrameEncoder()
 
@@ -622,11 +626,13 @@ class UARTCore(wiring.Component):
     busy: Out(1)
     error: Out(1)
 
-    def __init__(self, *, lanes, width, clocks_per_bit, timeout, fifo_depth=256, blocks=0):
+    def __init__(self, *, lanes, width, clocks_per_bit, timeout, fifo_depth=256, blocks=0,
+                 hist_banks=0):
         protocol.UART_CORE.check(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
-                                 timeout=timeout, fifo_depth=fifo_depth, blocks=blocks)
+                                 timeout=timeout, fifo_depth=fifo_depth, blocks=blocks,
+                                 hist_banks=hist_banks)
         self._params = dict(lanes=lanes, width=width, timeout=timeout, fifo_depth=fifo_depth,
-                            blocks=blocks)
+                            blocks=blocks, hist_banks=hist_banks)
         self._cpb = clocks_per_bit
         self.bridge = CommandBridge(**self._params)
         super().__init__()

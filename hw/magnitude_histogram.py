@@ -19,6 +19,12 @@ high byte (``shift = 8``, magnitudes >> 8 are 0..128), then the low byte of the 
 high byte is the one found (``shift = 0``, ``match_en``). Histograms accumulate over any number of
 tensors until the select, which is how global (cross-tensor) scope works.
 
+With ``banks`` below ``lanes`` (a board whose line, not its unit, bounds a pass: the UP5K), a
+beat is counted ``banks`` lanes a clock over ``lanes / banks`` clocks (each part picked from the
+offered beat into a register; the beat is taken with its last part), into ``banks`` counter
+memories: the same counts for a fraction of the logic (one bank's update pipeline and walk
+adder instead of one a lane).
+
 The memories are not reset by ``rst``; instead, after reset (and at power-up) the unit walks all
 bins writing zeros, busy for ``bins`` cycles, so a reset in mid-stream never leaves stale counts.
 
@@ -49,6 +55,8 @@ class MagnitudeHistogram(BlockComponent):
         Weights per beat, 4 to 64.
     width : int
         Bits per weight: 4, 8 or 16.
+    banks : int
+        Counter banks, dividing ``lanes`` (default: one a lane, a beat a clock).
 
     Attributes
     ----------
@@ -70,25 +78,59 @@ class MagnitudeHistogram(BlockComponent):
 
     description = contract.BLOCK
 
-    def __init__(self, *, lanes, width):
-        super().__init__(lanes=lanes, width=width)
+    def __init__(self, *, lanes, width, banks=None):
+        super().__init__(lanes=lanes, width=width, banks=banks)
         self._lanes, self._width = self.lanes, self.width
+        self._banks = self.params["banks"]
         self._bins = histogram_bins(width)
 
     @property
     def bins(self):
         return self._bins
 
+    def _parts(self, m):
+        """The lanes counted this clock: ``(count, data, lane_valid)``, ``banks`` lanes a clock.
+        With one bank a lane the accepted beat itself; else the offered beat's parts are picked
+        into a register a clock each, and the beat is taken (``ready``) with its last part (a
+        stream's beat holds still until it is taken)."""
+        lanes, banks = self._lanes, self._banks
+        stream_in = self.i_stream
+        payload = stream_in.payload
+        if banks == lanes:
+            m.d.comb += stream_in.ready.eq(~self.busy)
+            return (stream_in.valid & stream_in.ready, [payload.data[i] for i in range(lanes)],
+                    payload.lane_valid)
+        ways = lanes // banks
+        way = Signal(range(ways))
+        pick = Signal()
+        m.d.comb += [pick.eq(stream_in.valid & ~self.busy),
+                     stream_in.ready.eq(~self.busy & (way == ways - 1))]
+        with m.If(pick):
+            m.d.sync += way.eq(Mux(way == ways - 1, 0, way + 1))
+        part_valid = Signal()
+        part_data = Signal(data.ArrayLayout(signed(self._width), banks))
+        part_lanes = Signal(banks)
+        m.d.sync += part_valid.eq(pick)
+        with m.Switch(way):
+            for w in range(ways):
+                with m.Case(w):
+                    m.d.sync += [part_data[j].eq(payload.data[w * banks + j])
+                                 for j in range(banks)]
+                    m.d.sync += part_lanes.eq(payload.lane_valid[w * banks:(w + 1) * banks])
+        return part_valid, [part_data[j] for j in range(banks)], part_lanes
+
     def elaborate(self, platform):
         m = Module()
-        lanes, width, bins = self._lanes, self._width, self._bins
+        width, bins = self._width, self._bins
         bin_bits = bins.bit_length() - 1
 
         walking = Signal()           # select walk in progress (reads, accumulates, clears)
         clearing = Signal(init=1)    # clear walk after reset (writes zeros only)
-        m.d.comb += [self.busy.eq(walking | clearing), self.i_stream.ready.eq(~self.busy)]
+        m.d.comb += self.busy.eq(walking | clearing)
         accept = Signal()
         m.d.comb += accept.eq(self.i_stream.valid & self.i_stream.ready)
+        counting, lane_data, lane_valid = self._parts(m)
+        lanes = len(lane_data)       # the lanes counted a clock: one a bank
 
         # The walk address counts down from the top bin.
         walk_addr = Signal(range(bins), init=bins - 1)
@@ -100,19 +142,19 @@ class MagnitudeHistogram(BlockComponent):
         rd_bin = Signal(range(bins))
         rd_final = Signal()
 
-        # Per-lane update pipeline: the bin is read on accept, its count registered the next
-        # clock, and written back (+1) the clock after (timing: the block RAM's output and the
-        # increment are a clock each). A count read one clock before the previous beat's write
-        # to the same bin is stale: the written value is forwarded instead (a read in the same
-        # clock as the write sees it, the ports being transparent).
+        # Per-bank update pipeline: the bin is read as its lanes are counted, its count + 1
+        # registered the next clock, and written back the clock after. A count read one clock
+        # before the previous write to the same bin is stale: that written count + 1 is taken
+        # instead (a read in the same clock as the write sees it, the ports being transparent).
         upd_inc = Signal(lanes)
         upd_bin = Signal(data.ArrayLayout(unsigned(bin_bits), lanes))
         upd2_inc = Signal(lanes)
         upd2_bin = Signal(data.ArrayLayout(unsigned(bin_bits), lanes))
         upd_beat, upd2_beat = Signal(), Signal()     # a beat in the pipeline's stages
         updating = Signal()
-        m.d.comb += updating.eq(upd_beat | upd2_beat)
-        m.d.sync += [upd2_inc.eq(upd_inc), upd2_bin.eq(upd_bin), upd_beat.eq(accept),
+        # (a unit with fewer banks than lanes: a part of a beat in its register, too)
+        m.d.comb += updating.eq(upd_beat | upd2_beat | (counting if lanes < self._lanes else 0))
+        m.d.sync += [upd2_inc.eq(upd_inc), upd2_bin.eq(upd_bin), upd_beat.eq(counting),
                      upd2_beat.eq(upd_beat)]
         counts = []
         for i in range(lanes):
@@ -120,36 +162,39 @@ class MagnitudeHistogram(BlockComponent):
             m.submodules[f"bank{i}"] = mem
             wp = mem.write_port()
             rp = mem.read_port(transparent_for=(wp,))
-            w = self.i_stream.payload.data[i]
+            w = lane_data[i]
             mag = Signal(unsigned(width), name=f"mag{i}")
             m.d.comb += mag.eq(Mux(w < 0, -w, w))
             lane_bin = Signal(unsigned(bin_bits), name=f"bin{i}")
             m.d.comb += lane_bin.eq((mag >> self.shift)[:bin_bits])
-            counted = self.i_stream.payload.lane_valid[i]
+            counted = lane_valid[i]
             if width > 8:
                 counted = counted & (~self.match_en | ((mag >> 8) == self.match_value))
             else:
                 counted = counted & ~self.match_en
-            m.d.sync += [upd_inc[i].eq(accept & counted), upd_bin[i].eq(lane_bin)]
+            m.d.sync += [upd_inc[i].eq(counting & counted), upd_bin[i].eq(lane_bin)]
             m.d.comb += [
                 rp.en.eq(1),
                 rp.addr.eq(Mux(walking, walk_addr, lane_bin)),
             ]
-            base = Signal(unsigned(COUNTER_WIDTH), name=f"upd_base{i}")
-            last_bin = Signal(unsigned(bin_bits), name=f"last_bin{i}")
-            last_val = Signal(unsigned(COUNTER_WIDTH), name=f"last_val{i}")
-            last_en = Signal(name=f"last_en{i}")
-            upd_data = Signal(unsigned(COUNTER_WIDTH), name=f"upd_data{i}")
-            m.d.sync += upd_data.eq(rp.data)
-            m.d.comb += base.eq(Mux(last_en & (last_bin == upd2_bin[i]), last_val, upd_data))
-            m.d.sync += [last_en.eq(upd2_inc[i] & ~clearing & ~rd_valid),
-                         last_bin.eq(upd2_bin[i]), last_val.eq(base + 1)]
+            # Stage 2 writes `new_count`: the read count + 1, or, when the clock before wrote this
+            # bin (`fwd`, decided a clock early), that written count + 1. Both increments are
+            # registered (timing: no carry chain between the bin compare and the memory's
+            # write data, which the transparent read port also bypasses to its output).
+            new_count = Signal(unsigned(COUNTER_WIDTH), name=f"new_count{i}")
+            read_p1 = Signal(unsigned(COUNTER_WIDTH), name=f"read_p1_{i}")
+            last_p1 = Signal(unsigned(COUNTER_WIDTH), name=f"last_p1_{i}")
+            fwd = Signal(name=f"fwd{i}")
+            m.d.comb += new_count.eq(Mux(fwd, last_p1, read_p1))
+            m.d.sync += [read_p1.eq(rp.data + 1), last_p1.eq(new_count + 1),
+                         fwd.eq(upd2_inc[i] & ~clearing & ~rd_valid
+                                & (upd2_bin[i] == upd_bin[i]))]
             with m.If(clearing):
                 m.d.comb += [wp.addr.eq(walk_addr), wp.data.eq(0), wp.en.eq(1)]
             with m.Elif(rd_valid):
                 m.d.comb += [wp.addr.eq(rd_bin), wp.data.eq(0), wp.en.eq(1)]
             with m.Else():
-                m.d.comb += [wp.addr.eq(upd2_bin[i]), wp.data.eq(base + 1),
+                m.d.comb += [wp.addr.eq(upd2_bin[i]), wp.data.eq(new_count),
                              wp.en.eq(upd2_inc[i])]
             counts.append(rp.data)
 
@@ -207,7 +252,9 @@ class MagnitudeHistogram(BlockComponent):
                 m.d.sync += [walking.eq(0), walk_addr.eq(bins - 1)]
             with m.Else():
                 m.d.sync += walk_addr.eq(walk_addr - 1)
-        with m.Elif((self.select | select_pending) & ~in_flight & ~updating):
+        # (the walk starts from the registered strobe, timing: the adapter's decision to walk
+        # does not reach the walk's two hundred register enables in the same clock)
+        with m.Elif(select_pending & ~in_flight & ~updating):
             m.d.sync += [walking.eq(1), select_pending.eq(0), cum.eq(0),
                          need.eq(self.keep - 1), found.eq(0), self.done.eq(0), counted_total.eq(0),
                          self.counted.eq(counted_total + inc_sum)]

@@ -34,10 +34,10 @@ class UartCoreLib(BlockLib):
     prefix = "us"
 
     def __init__(self, *, lanes, width, clocks_per_bit=SIM_CLOCKS_PER_BIT, timeout=None,
-                 blocks=0):
+                 blocks=0, hist_banks=0):
         timeout = timeout or sim_timeout(clocks_per_bit)
         self.params = UART_CORE.check(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
-                                      timeout=timeout, blocks=blocks)
+                                      timeout=timeout, blocks=blocks, hist_banks=hist_banks)
         self.lanes, self.width, self.clocks_per_bit = lanes, width, clocks_per_bit
         self.timeout = timeout
         self._load(lambda: shared_library(UART_CORE.name, UART_CORE.shim, **self.params))

@@ -261,7 +261,8 @@ class TorchBackend(Backend):
         found, above, ties = select_walk(counts, int(job.keep))
         return contract.HistogramResult(
             found_bin=found, above=above, ties=ties, counted=int(counts.sum()),
-            cycles=_hist.stall_free_cycles(data.shape[0], int(job.width)))
+            cycles=_hist.stall_free_cycles(data.shape[0], int(job.width),
+                                           _hist.ways(data.shape[1], params["banks"])))
 
     def _nm_selector(self, job, params):
         _nm.check_job(job)

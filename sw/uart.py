@@ -1103,29 +1103,32 @@ class UartSimBackend(UartBackend):
 
     ``blocks``: the names of the blocks behind the simulated bridge (default: every block whose
     adapter fits ``lanes`` and ``width``); ``board``: that board's default bitstream (its
-    blocks, and its clocks per bit unless ``clocks_per_bit`` says)."""
+    blocks, its histogram's counter banks, and its clocks per bit unless ``clocks_per_bit``
+    says); ``hist_banks``: the histogram's counter banks (0: one a lane)."""
 
     name = "uart-sim"
 
     def __init__(self, *, lanes, width, clocks_per_bit=None, gap=0.0, seed=1, idle_cycles=None,
-                 blocks=None, board=None, **options):
+                 blocks=None, board=None, hist_banks=None, **options):
         from .hw.bridge import blocks_bitmap
         from .sim.uart_lib import UartCoreLib
         if isinstance(blocks, str):
             blocks = blocks.split(",")
         if board is not None:
             # A board's default bitstream: its blocks and its UART divisor at 3 Mbit/s.
-            from .hw.boards import DEFAULT_BLOCKS, board_clock
+            from .hw.boards import DEFAULT_BLOCKS, HIST_BANKS, board_clock
             blocks = DEFAULT_BLOCKS[board] if blocks is None else blocks
+            hist_banks = HIST_BANKS[board] if hist_banks is None else hist_banks
             _, _, board_cpb = board_clock(board, blocks=blocks)
             if clocks_per_bit is None:
                 clocks_per_bit = board_cpb
         clocks_per_bit = 4 if clocks_per_bit is None else clocks_per_bit
+        hist_banks = 0 if hist_banks is None else hist_banks
         bitmap = 0 if blocks is None else blocks_bitmap(list(blocks))
         if blocks is not None and not bitmap:
             raise ValueError("blocks must name at least one block")
         self.lib = UartCoreLib(lanes=lanes, width=width, clocks_per_bit=clocks_per_bit,
-                               blocks=bitmap)
+                               blocks=bitmap, hist_banks=hist_banks)
         self.lib.set_gaps(gap, seed)
         super().__init__(lanes=lanes, width=width,
                          transport=SimTransport(self.lib, idle_cycles=idle_cycles), **options)

@@ -1,5 +1,7 @@
 """Unit tests of the magnitude histogram / radix select in Amaranth's simulator."""
 
+import gc
+
 import numpy as np
 import pytest
 from amaranth.hdl import ClockDomain, Module
@@ -11,13 +13,13 @@ from hwprune.hw import MagnitudeHistogram
 from hwprune.sim.stimulus import random_tiles
 
 
-def run_histogram(lanes, width, passes, *, rng, in_stall=0.0, reset_after=None):
+def run_histogram(lanes, width, passes, *, rng, in_stall=0.0, reset_after=None, banks=None):
     """Run a list of passes ``[(jobs_to_stream..., select_job)]`` on one unit.
 
     Each pass is a list of HistogramJobs streamed back to back (histograms accumulate), then
     one select with the last job's configuration and keep. Returns one result dict per pass.
     """
-    dut = MagnitudeHistogram(lanes=lanes, width=width)
+    dut = MagnitudeHistogram(lanes=lanes, width=width, banks=banks)
     top = Module()
     top.domains.sync = sync = ClockDomain()
     top.submodules.dut = dut
@@ -91,9 +93,10 @@ def golden_pass(jobs):
     return {"found_bin": r.found_bin, "above": r.above, "ties": r.ties, "counted": r.counted}
 
 
-@pytest.mark.parametrize("lanes,width", [(4, 4), (8, 8), (5, 16)])
-def test_select_matches_golden_with_stalls(lanes, width):
-    rng = np.random.default_rng(lanes + width)
+@pytest.mark.parametrize("lanes,width,banks", [(4, 4, None), (8, 8, None), (5, 16, None),
+                                               (8, 8, 1), (8, 16, 2), (6, 4, 3)])
+def test_select_matches_golden_with_stalls(lanes, width, banks):
+    rng = np.random.default_rng(lanes + width + (banks or 0))
     passes = []
     for keep_fraction in (0.0, 0.1, 0.5, 1.0):
         tiles, valid = random_tiles(rng, 40, lanes, width)
@@ -103,7 +106,7 @@ def test_select_matches_golden_with_stalls(lanes, width):
     if width == 16:
         tiles, valid = random_tiles(rng, 40, lanes, width)
         passes.append([HistogramJob(tiles, valid, width, 0, 1, 0, 17)])
-    got = run_histogram(lanes, width, passes, rng=rng, in_stall=0.3)
+    got = run_histogram(lanes, width, passes, rng=rng, in_stall=0.3, banks=banks)
     assert got == [golden_pass(p) for p in passes]
 
 
@@ -119,13 +122,21 @@ def test_histograms_accumulate_across_tensors_and_clear_after_select():
     assert got == [golden_pass(jobs), golden_pass([again])]
 
 
-def test_reset_mid_stream_clears_the_banks():
+@pytest.mark.parametrize("banks", [None, 1])
+def test_reset_mid_stream_clears_the_banks(banks):
     lanes, width = 8, 8
     rng = np.random.default_rng(4)
     tiles, valid = random_tiles(rng, 30, lanes, width)
     job = HistogramJob(tiles, valid, width, 0, 0, 0, 50)
-    got = run_histogram(lanes, width, [[job]], rng=rng, reset_after=20)
+    got = run_histogram(lanes, width, [[job]], rng=rng, reset_after=20, banks=banks)
     assert got == [golden_pass([job])]
+
+
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+def test_banks_must_divide_lanes():
+    with pytest.raises(ValueError, match="banks \\(3\\) must divide lanes \\(8\\)"):
+        MagnitudeHistogram(lanes=8, width=8, banks=3)
+    gc.collect()   # its UnusedElaboratable warning is raised here, under this test's filter
 
 
 @pytest.mark.parametrize("width", [4, 8, 16])

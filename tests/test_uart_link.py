@@ -107,15 +107,17 @@ def small_model():
                                torch.nn.Linear(4 * 6 * 6, 10))
 
 
-@pytest.mark.parametrize("scope,width", [("layer", 8), ("global", 8), ("layer", 16)])
-def test_prune_runs_every_pass_on_the_device(scope, width):
+@pytest.mark.parametrize("scope,width,hist_banks", [("layer", 8, 0), ("global", 8, 0),
+                                                    ("layer", 16, 0), ("global", 16, 1)])
+def test_prune_runs_every_pass_on_the_device(scope, width, hist_banks):
     """With the histogram behind the bridge, an unstructured prune through uart-sim runs the
-    threshold search and the masking passes in the RTL: no job falls back to the host."""
+    threshold search and the masking passes in the RTL: no job falls back to the host (with
+    one counter bank, as the UP5K builds it, too)."""
     import copy
     model = small_model()
     want = copy.deepcopy(model)
     hwprune.prune(want, 0.7, scope=scope, backend="golden", lanes=8, width=width)
-    backend = UartSimBackend(lanes=8, width=width)
+    backend = UartSimBackend(lanes=8, width=width, hist_banks=hist_banks)
     assert "magnitude_histogram" in backend.device_blocks
     report = hwprune.prune(model, 0.7, scope=scope, backend=backend, lanes=8, width=width)
     assert backend.stats["host_jobs"] == 0 and backend.stats["passes"] > 0

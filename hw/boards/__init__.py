@@ -36,7 +36,7 @@ from amaranth.lib.cdc import ResetSynchronizer
 from ..bridge import UARTCore, blocks_bitmap, bridge_adapters
 from ...contract.threshold_engine import DOMAIN as _ENGINE_DOMAIN
 
-__all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "BLOCK_MHZ", "BoardTop", "board_clock",
+__all__ = ["BOARDS", "DEFAULT_LANES", "DEFAULT_BLOCKS", "BLOCK_MHZ", "HIST_BANKS", "BoardTop", "board_clock",
            "default_mhz", "ice40_pll_params", "ecp5_pll_params", "setup_toolchain",
            "synth", "DEFAULT_BAUD", "DoesNotFit", "placement_utilisation"]
 
@@ -81,6 +81,14 @@ BOARDS = {
 #: below the board's: the network engine (the deploy bitstream, ``blocks=["net_engine"]``)
 #: reaches 28.2 MHz on the UP5K and 38.7 on the ECP5 (docs/deploy.md; 10 clocks a bit at 30).
 BLOCK_MHZ = {"net_engine": {"icebreaker": 27.0, "ulx3s": 30.0}}
+
+
+#: The magnitude histogram's counter banks in each board's tops (0: one a lane, a beat a
+#: clock). The UP5K counts a beat's lanes one a clock, a single bank: the same counts in an
+#: eighth of the time at 8 lanes, which the line (not the unit) bounds, for about a sixth of
+#: the eight banks' logic (2,441 LUT4 and 1,358 flip-flops at 8 lanes), so the histogram fits
+#: beside the threshold engine and the weight store (docs/boards.md).
+HIST_BANKS = {"icebreaker": 1, "ulx3s": 0}
 
 
 def default_mhz(board, blocks=None):
@@ -171,10 +179,13 @@ class BoardTop(wiring.Component):
         UART bit rate.
     """
 
-    def __init__(self, board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, blocks=None):
+    def __init__(self, board, *, lanes, width, freq=None, baud=DEFAULT_BAUD, blocks=None,
+                 hist_banks=None):
         if board not in BOARDS:
             raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
         _ENGINE_DOMAIN.check(lanes=lanes, width=width)
+        #: the histogram's counter banks (default: the board's, :data:`HIST_BANKS`)
+        self.hist_banks = HIST_BANKS[board] if hist_banks is None else hist_banks
         #: INFO's bitmap of the blocks behind the bridge (0: every block that fits)
         self.blocks_bitmap = 0 if blocks is None else blocks_bitmap(list(blocks))
         #: the names of the blocks behind the bridge
@@ -232,7 +243,8 @@ class BoardTop(wiring.Component):
         locked = self._clock_and_reset(m, platform)
         m.submodules.core = core = UARTCore(lanes=self.lanes, width=self.width,
                                             clocks_per_bit=self.clocks_per_bit,
-                                            timeout=self.timeout, blocks=self.blocks_bitmap)
+                                            timeout=self.timeout, blocks=self.blocks_bitmap,
+                                            hist_banks=self.hist_banks)
         uart = platform.request("uart", 0, dir="-")
         m.submodules.uart_rx = uart_rx = io.Buffer("i", uart.rx)
         m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
@@ -378,9 +390,10 @@ _AVAILABLE = {
 #: Lanes of each board's default bitstream.
 DEFAULT_LANES = {"icebreaker": 8, "ulx3s": 16}
 #: The blocks of each board's default bitstream. The UP5K (5,280 logic cells) holds the
-#: threshold engine and the weight store at 8 lanes (3,671 cells); with the width-8 histogram it
-#: needs 6,343 cells even at 4 lanes, so the threshold search runs on the host there
-#: (``host_fallback=True``). The ECP5 holds all five blocks at 16 lanes.
+#: threshold engine and the weight store at 8 lanes (3,671 cells); with the histogram (one
+#: counter bank, :data:`HIST_BANKS`) it needs 5,416 cells at 8 lanes, and at 4 lanes it fits
+#: (4,810) but reaches 29.7-32.2 MHz of 36 (docs/boards.md), so the threshold search runs on
+#: the host there (``host_fallback=True``). The ECP5 holds all five blocks at 16 lanes.
 DEFAULT_BLOCKS = {"icebreaker": ("threshold_engine", "weight_store"),
                   "ulx3s": ("magnitude_histogram", "threshold_engine", "nm_selector",
                             "channel_norms", "sparse_mac", "weight_store")}
@@ -464,6 +477,7 @@ def synth(board, *, lanes=None, width=8, freq=None, baud=DEFAULT_BAUD, build_dir
         "blocks": list(held),
         "width": width,
         "clock_mhz": round(top.freq, 3), "baud": baud, "clocks_per_bit": top.clocks_per_bit,
+        "hist_banks": getattr(top, "hist_banks", 0),
         "resources": resources, "fmax_mhz": fmax,
         "core_fmax_mhz": min(fmax.values()) if fmax else None,
         "meets_timing": bool(fmax) and min(fmax.values()) >= top.freq,

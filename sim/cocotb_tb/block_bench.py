@@ -94,6 +94,8 @@ class BlockBench:
         self.desc = describe(block, jobs=True)
         self.params = self.desc.check(**params)
         self.lanes, self.width = self.params["lanes"], self.params["width"]
+        #: the build's own parameters (as a backend's overrides): the golden model's too
+        self.built = {k: v for k, v in params.items() if k not in ("lanes", "width")}
         self.layouts = self.desc.layouts(**self.params)
         self.in_pause, self.out_pause, self.seed = in_pause, out_pause, seed
         self.sources, self.sink = {}, None
@@ -222,7 +224,7 @@ class BlockBench:
     async def check_job(self, job, *, cycles=False):
         """Run ``job`` and score every field of its result against the golden model (``cycles``
         too when asked: only stall-free runs have the golden model's figure)."""
-        got, want = await self.run_job(job), self.desc.golden(job)
+        got, want = await self.run_job(job), self.desc.golden(job, **self.built)
         timed = getattr(want, "timed_fields", ("cycles",))
         for f in dataclasses.fields(want):
             if f.name in timed and not cycles:

@@ -44,9 +44,10 @@ test: $(STAMP)
 verilog: $(STAMP)
 	$(PY) -m hwprune verilog --block $(BLOCK) --lanes $(LANES) --width $(WIDTH) --out build
 
-# Bitstream and report.json (resources, Fmax) under build/$(BOARD)_l$(LANES)_w$(WIDTH)/
+# Bitstream and report.json (resources, Fmax) under build/$(BOARD)_l<lanes>_w$(WIDTH)/: the
+# board's default lanes (icebreaker 4, ulx3s 16) unless LANES=... is given on the command line
 synth: $(STAMP)
-	$(PY) -m hwprune.hw.boards --board $(BOARD) --lanes $(LANES) --width $(WIDTH)
+	$(PY) -m hwprune.hw.boards --board $(BOARD) $(if $(filter command line,$(origin LANES)),--lanes $(LANES)) --width $(WIDTH)
 
 # Every formal property (SymbiYosys from PyPI; the fast ones also run in make test).
 formal: $(STAMP)

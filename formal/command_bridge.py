@@ -119,5 +119,5 @@ PROPERTIES = [
              factory=lambda: FrameParser(timeout=TIMEOUT)),
     Property("command_bridge", "encoder_frames_carry_valid_crcs",
              "every answer frame starts with SYNC and carries right CRC-8 and CRC-16",
-             encoder_frames_carry_valid_crcs, depth=20, fast=False, factory=FrameEncoder),
+             encoder_frames_carry_valid_crcs, depth=24, fast=False, factory=FrameEncoder),
 ]

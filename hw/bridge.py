@@ -3,9 +3,9 @@
 The bridge is small components connected by streams::
 
     UARTRx -> ReceiveQueue -> FrameParser -> SkidQueue -> Dispatcher -> FrameEncoder -> UARTTx
-                                    (header, trailer)  ------^    |  ^
-                                                      payload    v  |  answer bytes
-                                                           block adapters
+                                    (header, trailer)  ------^    |  ^    ^
+                                                      payload    v  |    | SkidQueue (DATA
+                                                           block adapters   answer bytes)
 
 :class:`~hwprune.hw.framing.FrameParser` and :class:`~hwprune.hw.framing.FrameEncoder` know the
 framing only; the :class:`Dispatcher` knows the commands: it answers INFO itself and routes each
@@ -167,20 +167,24 @@ class Dispatcher(wiring.Component):
             small_sources.append([v[8 * i:8 * i + 8] for i in range(nbytes)])
             return len(small_sources) - 1
 
-        # The byte at `small_pos` is read into a register (timing: the multiplexer over every
-        # answer's fields ends there, not in the encoder's), valid from the clock after
+        # The byte at `small_pos` is read in two registered steps (timing: the multiplexer over
+        # every answer's fields ends in registers, not in the encoder's): each source's byte at
+        # `small_pos`, then the one of `small_src`; valid from the second clock after
         # `small_pos` or the source last changed.
         small_byte = Signal(8)
-        small_fresh = Signal()
+        small_age = Signal(range(3))
 
         def load_small(source):
-            return [small_src.eq(source), small_pos.eq(0), small_fresh.eq(0)]
-        m.d.comb += [self.o_small.valid.eq(small_fresh), self.o_small.payload.eq(small_byte)]
-        m.d.sync += small_fresh.eq(1)
+            return [small_src.eq(source), small_pos.eq(0), small_age.eq(0)]
+        m.d.comb += [self.o_small.valid.eq(small_age == 2), self.o_small.payload.eq(small_byte)]
+        with m.If(small_age != 2):
+            m.d.sync += small_age.eq(small_age + 1)
         with m.If(self.o_small.valid & self.o_small.ready):
-            m.d.sync += [small_pos.eq(small_pos + 1), small_fresh.eq(0)]
+            m.d.sync += [small_pos.eq(small_pos + 1), small_age.eq(0)]
         answer = Signal(AnswerFrame)
         m.d.comb += self.o_frame.payload.eq(answer)
+        status_seen = Signal()       # STATUS_WAIT: the adapter was finished a clock ago
+        m.d.sync += status_seen.eq(0)
         idle = Signal()      # the encoder is idle: a new answer may be loaded
         m.d.comb += idle.eq(self.o_frame.ready)
 
@@ -256,6 +260,16 @@ class Dispatcher(wiring.Component):
         m.d.comb += run_high.eq(config[-48:-32].any() | config[-16:].any())
         run_bad = Signal()
         run_answer = Signal(17)     # the RUN answer's length: its beats' bytes and the status
+        # The RUN answers that carry bytes (the masking pass's) all have the same bytes a beat:
+        # a multiplication by a constant. The length and the run's end are registered from the
+        # configuration (timing: CHECK compares registers).
+        per_beat = {getattr(a, "run_bytes", 0) for a in adapters} - {0}
+        assert len(per_beat) <= 1, per_beat
+        carries = Array(C(getattr(a, "run_bytes", 0) != 0, 1) for a in adapters)[active]
+        length_k = Signal(17)
+        run_end = Signal(17)
+        m.d.sync += [length_k.eq(Mux(carries, run_count * max(per_beat, default=0), 0) + 1),
+                     run_end.eq(run_first + run_count)]
         held = store.beats[:16] if store is not None else C(0, 16)   # the store's beats
         for adapter in adapters:
             if getattr(adapter, "DENSE", None) is not None:
@@ -438,14 +452,10 @@ class Dispatcher(wiring.Component):
             with m.State("CHECK"):
                 # The RUN answers that carry bytes (the masking pass's) all have the same bytes
                 # a beat: a multiplication by a constant.
-                per_beat = {getattr(a, "run_bytes", 0) for a in adapters} - {0}
-                assert len(per_beat) <= 1, per_beat
-                carries = Array(C(getattr(a, "run_bytes", 0) != 0, 1) for a in adapters)[active]
-                length_k = Signal(17)
-                m.d.comb += length_k.eq(Mux(carries, run_count * max(per_beat, default=0), 0)
-                                        + 1)
+                # (their sums are registered every clock from `config`, which stops changing
+                # at least two clocks before CHECK: the trailer waits for the payload stage)
                 m.d.sync += [run_answer.eq(length_k),
-                             run_bad.eq(run_high | (run_first + run_count > held)
+                             run_bad.eq(run_high | (run_end > held)
                                         | (length_k > MAX_PAYLOAD + 1))]
                 with m.If(trailer.timeout):
                     m.d.sync += [bump("timeouts"), refuse(ErrorCode.TIMEOUT)]
@@ -498,6 +508,12 @@ class Dispatcher(wiring.Component):
                                 with m.Else():
                                     m.next = "RUN_START"
             with m.State("STATUS_WAIT"):
+                # The addressed adapter's `finished`, seen here, is registered before the
+                # answer is loaded (timing: an adapter's state does not reach the answer's
+                # registers in one clock); `finished` stays high once it is.
+                waits = [is_[k, kind] & adapter.finished for k, adapter in enumerate(adapters)
+                         for kind in ("STATUS", "FINISH") if getattr(adapter, kind) is not None]
+                m.d.sync += status_seen.eq(Cat(*waits).any())
                 for k, adapter in enumerate(adapters):
                     for kind, fields in (("STATUS", adapter.status_fields),
                                          ("FINISH", adapter.finish_fields)):
@@ -505,7 +521,7 @@ class Dispatcher(wiring.Component):
                             continue
                         values = {**errors, **{n: getattr(adapter, n) for n, _ in fields
                                                if n in adapter.signature.members}}
-                        with m.If(is_[k, kind] & adapter.finished):
+                        with m.If(is_[k, kind] & status_seen):
                             src = small_source(Cat(*(_bytes(values[n], w)
                                                      for n, w in fields)),
                                                _fields_len(fields))
@@ -520,11 +536,18 @@ class Dispatcher(wiring.Component):
                     m.next = "RESPOND"
             with m.State("RESPOND"):
                 offer(m, self.o_frame, "IDLE")
+        picks = []
+        for k, source in enumerate(small_sources):
+            if len(source) == 1:
+                picks.append(source[0])
+            else:
+                pick = Signal(8, name=f"small_pick{k}")
+                m.d.sync += pick.eq(Array(source)[small_pos])
+                picks.append(pick)
         with m.Switch(small_src):
-            for k, source in enumerate(small_sources):
+            for k, pick in enumerate(picks):
                 with m.Case(k):
-                    m.d.sync += small_byte.eq(
-                        source[0] if len(source) == 1 else Array(source)[small_pos])
+                    m.d.sync += small_byte.eq(pick)
         m.d.comb += self.busy.eq(~fsm.ongoing("IDLE"))
         one_hot(fsm)
         return m
@@ -596,8 +619,15 @@ class CommandBridge(wiring.Component):
                      parser.o_trailer.ready.eq(dispatch.i_trailer.ready & payload.empty)]
         wiring.connect(m, dispatch.o_frame, encoder.i_frame)
         wiring.connect(m, dispatch.o_small, encoder.i_small)
-        wiring.connect(m, dispatch.o_data, encoder.i_data)
-        wiring.connect(m, dispatch.o_status, encoder.i_status)
+        # The DATA answer's bytes and its status byte reach the encoder through register
+        # stages (timing: the active adapter's output handshake and its `finished` do not run
+        # through the dispatcher's choice into the framer's byte counters).
+        m.submodules.answer = answer = SkidQueue(8)
+        wiring.connect(m, dispatch.o_data, answer.i)
+        wiring.connect(m, answer.o, encoder.i_data)
+        m.submodules.answer_status = answer_status = SkidQueue(8)
+        wiring.connect(m, dispatch.o_status, answer_status.i)
+        wiring.connect(m, answer_status.o, encoder.i_status)
         wiring.connect(m, encoder.o_tx, wiring.flipped(self.o_tx))
         m.d.comb += [
             parser.accept.eq(dispatch.accept),

@@ -367,6 +367,8 @@ class FrameEncoder(wiring.Component):
 
         def emit(byte):
             return [o_valid.eq(1), o_data.eq(byte)]
+        take = Signal()
+        m.d.sync += take.eq(0)
 
         with m.FSM(name="framer") as fsm:
             with m.State("IDLE"):
@@ -396,23 +398,22 @@ class FrameEncoder(wiring.Component):
                             m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 # One of three sources: a short answer's bytes, the streamed DATA bytes, then
-                # the DATA answer's status byte.
+                # the DATA answer's status byte. A byte offered to an empty output register is
+                # taken the clock after (`take`, a register: timing, the sources' valids reach
+                # no counter's enable); a source's beat holds still until it is taken.
                 inputs = (self.i_small, self.i_data, self.i_status)
                 byte = Signal(8)
                 have = Signal()
-                take = Signal()
                 with m.If(f_zero):
                     m.next = "CRC_LO"
                 with m.Else():
-                    # Each source's ready depends on the state alone, not on any valid
-                    # (timing: a block's output handshake does not wait on the status byte's).
                     m.d.comb += [byte.eq(Mux(f_source[0], self.i_small.payload,
                                              Mux(f_source[1], self.i_data.payload,
                                                  self.i_status.payload))),
-                                 have.eq((f_source & Cat(s.valid for s in inputs)).any()),
-                                 take.eq(can_load & have)]
+                                 have.eq((f_source & Cat(s.valid for s in inputs)).any())]
+                    m.d.sync += take.eq(can_load & have & ~take)
                     for k, s in enumerate(inputs):
-                        m.d.comb += s.ready.eq(can_load & f_source[k])
+                        m.d.comb += s.ready.eq(take & f_source[k])
                 with m.If(take):
                     m.d.sync += emit(byte)
                     m.d.comb += f_pay.eq(1)

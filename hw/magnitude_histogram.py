@@ -88,18 +88,32 @@ class MagnitudeHistogram(BlockComponent):
     def bins(self):
         return self._bins
 
+    def _bin(self, m, w, valid, name):
+        """A weight's bin and whether it counts (``valid``, and the pass's match)."""
+        mag = Signal(unsigned(self._width), name=f"mag{name}")
+        m.d.comb += mag.eq(Mux(w < 0, -w, w))
+        lane_bin = Signal(unsigned(self._bins.bit_length() - 1), name=f"bin{name}")
+        m.d.comb += lane_bin.eq((mag >> self.shift)[:len(lane_bin)])
+        counted = Signal(name=f"counted{name}")
+        if self._width > 8:
+            m.d.comb += counted.eq(valid & (~self.match_en | ((mag >> 8) == self.match_value)))
+        else:
+            m.d.comb += counted.eq(valid & ~self.match_en)
+        return lane_bin, counted
+
     def _parts(self, m):
-        """The lanes counted this clock: ``(count, data, lane_valid)``, ``banks`` lanes a clock.
+        """The lanes counted this clock: ``(counting, bins, counted)``, ``banks`` lanes a clock.
         With one bank a lane the accepted beat itself; else the offered beat's parts are picked
-        into a register a clock each, and the beat is taken (``ready``) with its last part (a
-        stream's beat holds still until it is taken)."""
+        a clock each, their bins registered, and the beat is taken (``ready``) with its last
+        part (a stream's beat holds still until it is taken)."""
         lanes, banks = self._lanes, self._banks
         stream_in = self.i_stream
         payload = stream_in.payload
         if banks == lanes:
             m.d.comb += stream_in.ready.eq(~self.busy)
-            return (stream_in.valid & stream_in.ready, [payload.data[i] for i in range(lanes)],
-                    payload.lane_valid)
+            found = [self._bin(m, payload.data[i], payload.lane_valid[i], i)
+                     for i in range(lanes)]
+            return (stream_in.valid & stream_in.ready, *map(list, zip(*found)))
         ways = lanes // banks
         way = Signal(range(ways))
         pick = Signal()
@@ -108,16 +122,25 @@ class MagnitudeHistogram(BlockComponent):
         with m.If(pick):
             m.d.sync += way.eq(Mux(way == ways - 1, 0, way + 1))
         part_valid = Signal()
-        part_data = Signal(data.ArrayLayout(signed(self._width), banks))
-        part_lanes = Signal(banks)
         m.d.sync += part_valid.eq(pick)
-        with m.Switch(way):
-            for w in range(ways):
-                with m.Case(w):
-                    m.d.sync += [part_data[j].eq(payload.data[w * banks + j])
-                                 for j in range(banks)]
-                    m.d.sync += part_lanes.eq(payload.lane_valid[w * banks:(w + 1) * banks])
-        return part_valid, [part_data[j] for j in range(banks)], part_lanes
+        bins, counted = [], []
+        for j in range(banks):
+            # (timing: the bin, not the weight, is registered: the memory's address and its
+            # transparent read's bypass compare start from a register)
+            w = Signal(signed(self._width), name=f"pick{j}")
+            valid = Signal(name=f"pick_valid{j}")
+            with m.Switch(way):
+                for k in range(ways):
+                    with m.Case(k):
+                        m.d.comb += [w.eq(payload.data[k * banks + j]),
+                                     valid.eq(payload.lane_valid[k * banks + j])]
+            lane_bin, lane_counted = self._bin(m, w, valid, f"_pick{j}")
+            part_bin = Signal.like(lane_bin, name=f"part_bin{j}")
+            part_counted = Signal(name=f"part_counted{j}")
+            m.d.sync += [part_bin.eq(lane_bin), part_counted.eq(lane_counted)]
+            bins.append(part_bin)
+            counted.append(part_counted)
+        return part_valid, bins, counted
 
     def elaborate(self, platform):
         m = Module()
@@ -129,8 +152,8 @@ class MagnitudeHistogram(BlockComponent):
         m.d.comb += self.busy.eq(walking | clearing)
         accept = Signal()
         m.d.comb += accept.eq(self.i_stream.valid & self.i_stream.ready)
-        counting, lane_data, lane_valid = self._parts(m)
-        lanes = len(lane_data)       # the lanes counted a clock: one a bank
+        counting, lane_bins, lane_counted = self._parts(m)
+        lanes = len(lane_bins)       # the lanes counted a clock: one a bank
 
         # The walk address counts down from the top bin.
         walk_addr = Signal(range(bins), init=bins - 1)
@@ -162,17 +185,8 @@ class MagnitudeHistogram(BlockComponent):
             m.submodules[f"bank{i}"] = mem
             wp = mem.write_port()
             rp = mem.read_port(transparent_for=(wp,))
-            w = lane_data[i]
-            mag = Signal(unsigned(width), name=f"mag{i}")
-            m.d.comb += mag.eq(Mux(w < 0, -w, w))
-            lane_bin = Signal(unsigned(bin_bits), name=f"bin{i}")
-            m.d.comb += lane_bin.eq((mag >> self.shift)[:bin_bits])
-            counted = lane_valid[i]
-            if width > 8:
-                counted = counted & (~self.match_en | ((mag >> 8) == self.match_value))
-            else:
-                counted = counted & ~self.match_en
-            m.d.sync += [upd_inc[i].eq(counting & counted), upd_bin[i].eq(lane_bin)]
+            lane_bin = lane_bins[i]
+            m.d.sync += [upd_inc[i].eq(counting & lane_counted[i]), upd_bin[i].eq(lane_bin)]
             m.d.comb += [
                 rp.en.eq(1),
                 rp.addr.eq(Mux(walking, walk_addr, lane_bin)),
@@ -211,10 +225,12 @@ class MagnitudeHistogram(BlockComponent):
         lane_counts = [Signal(COUNTER_WIDTH, name=f"lane_count{i}") for i in range(lanes)]
         m.d.sync += [r.eq(c) for r, c in zip(lane_counts, counts)]
         follow("read")
-        quads = [Signal(COUNTER_WIDTH + 2, name=f"quad{j}") for j in range((lanes + 3) // 4)]
+        # A pass counts fewer than 2**32 weights (``counted`` is 32 bits), so every sum of
+        # counts fits COUNTER_WIDTH bits (timing: the select's subtraction is 33 bits long).
+        quads = [Signal(COUNTER_WIDTH, name=f"quad{j}") for j in range((lanes + 3) // 4)]
         m.d.sync += [q.eq(tree_sum(lane_counts[4 * j:4 * j + 4])) for j, q in enumerate(quads)]
         follow("quad")
-        bin_total = Signal(unsigned(COUNTER_WIDTH + 7))
+        bin_total = Signal(unsigned(COUNTER_WIDTH))
         m.d.sync += bin_total.eq(tree_sum(quads))
         follow("sum")
         sum_valid, sum_bin, sum_final = stages[-1]   # bin_total holds a walked bin's count
@@ -223,9 +239,9 @@ class MagnitudeHistogram(BlockComponent):
         # The decision keeps `need = keep - cum - 1` (signed): the bin holds the keep-th largest
         # magnitude when `need - bin_total` goes negative, the sign bit of one subtraction (a
         # carry chain) that is also the next `need`; `cum` adds up beside it.
-        cum = Signal(unsigned(COUNTER_WIDTH + 7))
-        need = Signal(signed(COUNTER_WIDTH + 8))
-        step = Signal(signed(COUNTER_WIDTH + 8))
+        cum = Signal(unsigned(COUNTER_WIDTH))
+        need = Signal(signed(COUNTER_WIDTH + 1))
+        step = Signal(signed(COUNTER_WIDTH + 1))
         hit = Signal()
         m.d.comb += [step.eq(need - bin_total), hit.eq(step < 0)]
         found = Signal()

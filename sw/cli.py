@@ -265,7 +265,9 @@ def _add_synth_command(sub):
     s = sub.add_parser("synth", help="synthesize a board top with several placement seeds in "
                        "parallel and keep the best Fmax")
     s.add_argument("--board", default="icebreaker", help="icebreaker or ulx3s")
-    _add_engine_options(s)
+    s.add_argument("--lanes", type=int, help="weights per beat (the board's default "
+                   "bitstream's: icebreaker 4, ulx3s 16)")
+    s.add_argument("--width", type=int, default=8, help="bits per weight: 4, 8 or 16 (8)")
     s.add_argument("--seeds", type=int, default=1, help="placement seeds 1..N (1)")
     s.add_argument("--top", default="board", choices=["board", "engine"])
     s.add_argument("--blocks", help="comma-separated blocks behind the bridge (default: every "

@@ -57,6 +57,9 @@ def synth_seeds(board, *, seeds, lanes, width, build_dir="build", cluster="threa
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, not {seeds!r}")
+    if lanes is None:                       # the board's default bitstream's lanes
+        from .hw.boards import DEFAULT_LANES
+        lanes = DEFAULT_LANES[board]
     root = Path(build_dir).resolve()
     tasks = [(s, dict(board=board, lanes=lanes, width=width,
                       build_dir=str(root / "seeds" / f"seed{s}"), **options))

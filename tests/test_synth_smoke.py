@@ -6,7 +6,7 @@ cache; bench/board.py builds both boards' default tops (the ULX3S's takes minute
 import json
 from pathlib import Path
 
-from hwprune.hw.boards import (BOARDS, DEFAULT_BLOCKS, DEFAULT_LANES, DoesNotFit,
+from hwprune.hw.boards import (DEFAULT_BLOCKS, DEFAULT_LANES, DoesNotFit, default_mhz,
                               placement_utilisation, synth)
 
 BUILD = Path(__file__).resolve().parent.parent / "build" / "synth-smoke"
@@ -26,9 +26,10 @@ def test_the_icebreaker_default_top_fits_and_meets_its_clock():
         assert 0 <= res["used"] <= res["available"], name
     assert report["resources"]["lut"]["used"] > 0 and report["resources"]["ff"]["used"] > 0
     # The timing regression guard: the core clock nextpnr achieved is at least the PLL's.
-    assert report["clock_mhz"] == BOARDS["icebreaker"][2]
+    assert report["clock_mhz"] == default_mhz("icebreaker")
     assert report["meets_timing"], (report["fmax_mhz"], report["clock_mhz"])
-    saved = json.loads((BUILD / "icebreaker_l8_w8" / "report.json").read_text())
+    saved = json.loads((BUILD / f"icebreaker_l{DEFAULT_LANES['icebreaker']}_w8"
+                        / "report.json").read_text())
     assert saved["core_fmax_mhz"] == report["core_fmax_mhz"]
 
 
@@ -46,3 +47,20 @@ def test_a_top_that_does_not_fit_is_named_from_nextpnrs_log(tmp_path):
                                           "ICESTORM_RAM": (28, 30), "ICESTORM_DSP": (8, 8)}
     assert placement_utilisation(tmp_path / "missing.tim") == {}
     assert issubclass(DoesNotFit, ValueError)
+
+
+def test_a_tops_default_clock_is_the_slowest_limit_of_its_blocks():
+    """The default top runs at the board's clock, or lower where a block it holds sets a limit
+    (BLOCK_MHZ); either way the UART divisor at 3 Mbit/s is exact."""
+    from hwprune.hw.boards import BLOCK_MHZ, BOARDS, DEFAULT_BAUD, board_clock
+    for board in BOARDS:
+        limits = [BLOCK_MHZ[b][board] for b in DEFAULT_BLOCKS[board]
+                  if board in BLOCK_MHZ.get(b, {})]
+        assert default_mhz(board) == min([BOARDS[board][2], *limits])
+        assert default_mhz(board, ()) == BOARDS[board][2]
+        assert default_mhz(board, ("net_engine",)) == BLOCK_MHZ["net_engine"][board]
+        _, f, cpb = board_clock(board)
+        assert f == default_mhz(board) and cpb * DEFAULT_BAUD == f * 1e6
+    # the UP5K's default top holds the histogram, whose top runs below the board's 36 MHz
+    assert "magnitude_histogram" in DEFAULT_BLOCKS["icebreaker"]
+    assert default_mhz("icebreaker") < BOARDS["icebreaker"][2]

@@ -79,8 +79,11 @@ BOARDS = {
 
 #: block -> board -> the fastest clock (MHz) a top holding that block runs at, where it is
 #: below the board's: the network engine (the deploy bitstream, ``blocks=["net_engine"]``)
-#: reaches 28.2 MHz on the UP5K and 38.7 on the ECP5 (docs/deploy.md; 10 clocks a bit at 30).
-BLOCK_MHZ = {"net_engine": {"icebreaker": 27.0, "ulx3s": 30.0}}
+#: reaches 28.2 MHz on the UP5K and 38.7 on the ECP5 (docs/deploy.md; 10 clocks a bit at 30);
+#: the UP5K's top with the magnitude histogram (its default) fills 93 % of the device and
+#: reaches 33.4 MHz, not 36 (docs/boards.md): it runs at 30 (10 clocks a bit at 3 Mbit/s).
+BLOCK_MHZ = {"net_engine": {"icebreaker": 27.0, "ulx3s": 30.0},
+             "magnitude_histogram": {"icebreaker": 30.0}}
 
 
 #: The magnitude histogram's counter banks in each board's tops (0: one a lane, a beat a
@@ -96,8 +99,9 @@ def default_mhz(board, blocks=None):
     board's default blocks): the board's clock, or the slowest of its blocks' limits."""
     if board not in BOARDS:
         raise ValueError(f"board must be one of {sorted(BOARDS)}, not {board!r}")
+    blocks = DEFAULT_BLOCKS[board] if blocks is None else blocks
     return min([BOARDS[board][2],
-                *(BLOCK_MHZ[b][board] for b in (blocks or ()) if b in BLOCK_MHZ)])
+                *(BLOCK_MHZ[b].get(board, BOARDS[board][2]) for b in blocks if b in BLOCK_MHZ)])
 
 
 #: Fmax targets of the engine alone (MHz): the clock constraint of ``top="engine"`` builds.
@@ -387,14 +391,15 @@ _AVAILABLE = {
 }
 
 
-#: Lanes of each board's default bitstream.
-DEFAULT_LANES = {"icebreaker": 8, "ulx3s": 16}
+#: Lanes of each board's default bitstream (the UP5K's: 4, the most at which its three
+#: blocks fit, see :data:`DEFAULT_BLOCKS`).
+DEFAULT_LANES = {"icebreaker": 4, "ulx3s": 16}
 #: The blocks of each board's default bitstream. The UP5K (5,280 logic cells) holds the
-#: threshold engine and the weight store at 8 lanes (3,671 cells); with the histogram (one
-#: counter bank, :data:`HIST_BANKS`) it needs 5,416 cells at 8 lanes, and at 4 lanes it fits
-#: (4,810) but reaches 29.7-32.2 MHz of 36 (docs/boards.md), so the threshold search runs on
-#: the host there (``host_fallback=True``). The ECP5 holds all five blocks at 16 lanes.
-DEFAULT_BLOCKS = {"icebreaker": ("threshold_engine", "weight_store"),
+#: magnitude histogram (one counter bank, :data:`HIST_BANKS`), the threshold engine and the
+#: weight store at 4 lanes (4,918 cells); at 8 lanes they need 5,416 (the threshold engine and
+#: the weight store alone fit at 8 lanes: ``blocks=("threshold_engine", "weight_store")``).
+#: The ECP5 holds all five blocks at 16 lanes.
+DEFAULT_BLOCKS = {"icebreaker": ("magnitude_histogram", "threshold_engine", "weight_store"),
                   "ulx3s": ("magnitude_histogram", "threshold_engine", "nm_selector",
                             "channel_norms", "sparse_mac", "weight_store")}
 

@@ -20,8 +20,8 @@ high byte is the one found (``shift = 0``, ``match_en``). Histograms accumulate 
 tensors until the select, which is how global (cross-tensor) scope works.
 
 With ``banks`` below ``lanes`` (a board whose line, not its unit, bounds a pass: the UP5K), a
-beat is counted ``banks`` lanes a clock over ``lanes / banks`` clocks (each part picked from the
-offered beat into a register; the beat is taken with its last part), into ``banks`` counter
+beat is counted ``banks`` lanes a clock over ``lanes / banks`` clocks (each part's bins picked
+from the offered beat into a register; the beat is taken with its last part), into ``banks`` counter
 memories: the same counts for a fraction of the logic (one bank's update pipeline and walk
 adder instead of one a lane).
 
@@ -144,7 +144,7 @@ class MagnitudeHistogram(BlockComponent):
 
     def elaborate(self, platform):
         m = Module()
-        width, bins = self._width, self._bins
+        bins = self._bins
         bin_bits = bins.bit_length() - 1
 
         walking = Signal()           # select walk in progress (reads, accumulates, clears)

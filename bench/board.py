@@ -218,6 +218,8 @@ def main(argv=None):
               f"{res['cells']['used']}/{res['cells']['available']} cells, "
               f"{res['bram']['used']} BRAM, {res['dsp']['used']} DSP; "
               f"Fmax {r['core_fmax_mhz']} MHz against its {r['clock_mhz']} MHz clock")
+        for part, counts in (r.get("part_resources") or {}).items():
+            print(f"    {part:<20} " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
         out[f"{chip}_blocks"] = r["blocks"][2:]
         out[f"{chip}_soc_fmax_mhz"] = r["core_fmax_mhz"]
         out[f"{chip}_clock_mhz"] = r["clock_mhz"]

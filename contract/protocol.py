@@ -29,7 +29,8 @@ __all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "MAX_PAYLOAD", "Cmd",
            "beat_bytes", "wire_tile_layout", "wire_masked_layout", "pack_beats", "unpack_beats",
            "UART_CORE", "COMMAND_BRIDGE", "BLOCKS_PARAM"]
 
-PROTOCOL_VERSION = 1
+#: 2: INFO reports the histogram's counter banks (``hist_banks``).
+PROTOCOL_VERSION = 2
 HOST_SYNC = 0xA5
 DEVICE_SYNC = 0x5A
 #: Largest payload of a TE_DATA frame the bridge accepts (the host splits passes into frames).
@@ -144,8 +145,10 @@ SM_CFG_LEN = 8
 SM_STATUS_FIELDS = (("program", 1), ("program_beats", 4), ("program_crc", 4), ("vectors", 4),
                     ("cycles", 4), *ERROR_FIELDS)
 #: INFO answer payload. ``blocks``: bitmap of the blocks behind the bridge (bit
-#: ``Block.bridge_bit``).
-INFO_FIELDS = (("version", 1), ("blocks", 1), ("lanes", 1), ("width", 1), ("max_payload", 2))
+#: ``Block.bridge_bit``); ``hist_banks``: the magnitude histogram's counter banks (its
+#: ``banks`` parameter: lanes counted a clock; 0 when the bitstream holds no histogram).
+INFO_FIELDS = (("version", 1), ("blocks", 1), ("lanes", 1), ("width", 1), ("max_payload", 2),
+               ("hist_banks", 1))
 #: TE_CONFIG payload: threshold u16, tie_budget u32.
 CFG_LEN = 6
 

@@ -212,7 +212,9 @@ class Dispatcher(wiring.Component):
         info = {"version": C(PROTOCOL_VERSION, 8),
                 "blocks": C(sum(1 << a.block.bridge_bit for a in adapters), 8),
                 "lanes": C(self.lanes, 8), "width": C(self.width, 8),
-                "max_payload": C(MAX_PAYLOAD, 16)}
+                "max_payload": C(MAX_PAYLOAD, 16),
+                "hist_banks": C(next((a.unit.params["banks"] for a in adapters
+                                      if a.block.name == "magnitude_histogram"), 0), 8)}
 
         cmd = Signal(8)
         length = Signal(16)

@@ -71,6 +71,11 @@ def _parser():
     i = sub.add_parser("info", help="the hardware blocks, their parameter domains, the backends "
                        "and boards that run each, and the build cache")
     i.add_argument("--json", action="store_true", help="print it as JSON")
+    i.add_argument("--port", help="ask a programmed board on this serial port what its "
+                   "bitstream holds (its INFO): the blocks and their parameters")
+    i.add_argument("--baud", type=int, default=3_000_000, help="with --port (3000000)")
+    i.add_argument("--board", choices=["icebreaker", "ulx3s"],
+                   help="ask this board's default bitstream, verilated behind its UART")
     return parser
 
 
@@ -99,10 +104,33 @@ def _builtin_only(args, what):
 def _cmd_info(args):
     import json
 
-    from hwprune.info import info, info_table
+    from hwprune.info import device_table, info, info_table
+    if args.port and args.board:
+        raise ValueError("--port asks a board, --board a simulated one: give one of them")
+    if args.port or args.board:
+        data = _device_info(args)
+        print(json.dumps(data, indent=2) if args.json else device_table(data))
+        return 0
     data = info()
     print(json.dumps(data, indent=2) if args.json else info_table(data))
     return 0
+
+
+def _device_info(args):
+    """What a bitstream holds, as the device answers INFO (a board, or a simulated one)."""
+    if args.port:
+        from hwprune.uart import SerialTransport, UartLink, device_info
+        transport = SerialTransport(args.port, baudrate=args.baud)
+        try:
+            transport.resync()
+            data = device_info(UartLink(transport))
+        finally:
+            transport.close()
+        return {"device": f"serial port {args.port}", **data}
+    from hwprune.hw.boards import DEFAULT_LANES
+    from hwprune.uart import UartSimBackend
+    backend = UartSimBackend(lanes=DEFAULT_LANES[args.board], width=8, board=args.board)
+    return {"device": f"{args.board}'s default bitstream (uart-sim)", **backend.device_info()}
 
 
 def _add_training_commands(sub):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .contract.blocks import BLOCKS
 
-__all__ = ["info", "info_table"]
+__all__ = ["info", "info_table", "device_table"]
 
 #: Backends that run a stream block's RTL (or its golden model) for any job.
 _SIM_BACKENDS = ("golden", "verilator", "cocotb")
@@ -81,3 +81,12 @@ def info_table(data):
     c = data["cache"]
     lines.append(f"build cache: {c['path']} ({c['files']} files, {c['bytes'] / 2**20:.1f} MiB)")
     return "\n".join(lines)
+
+
+def device_table(data):
+    """A device's answer (:func:`hwprune.uart.device_info`) as text for the terminal."""
+    lines = [f"{data['device']}: protocol {data['protocol']}, {data['lanes']} lanes x "
+             f"{data['width']} bits, frames up to {data['max_payload']} bytes"]
+    for name, params in data["blocks"].items():
+        lines.append(f"    {name:<20} " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    return "\n".join(line.rstrip() for line in lines)

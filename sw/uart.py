@@ -26,6 +26,7 @@ from .contract.magnitude_histogram import HistogramResult
 from .contract.channel_norms import ChannelResult, check_job as check_channel_job
 from .contract.nm_selector import NMResult, check_job as check_nm_job, nm_compact
 from .contract.protocol import (CN_STATUS_FIELDS, DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD,
+                                PROTOCOL_VERSION,
                                 MH_SELECT_FIELDS, MH_STATUS_FIELDS, NE_STATUS_FIELDS,
                                 NM_STATUS_FIELDS, SM_STATUS_FIELDS,
                                 STATUS_FIELDS, STORE_BIT, STORE_BYTES, WS_STATUS_FIELDS, Cmd, data_bytes,
@@ -37,7 +38,7 @@ from .contract.threshold_engine import MaskResult
 __all__ = ["crc8", "crc16", "encode_frame", "split_frames", "pack_beats", "unpack_beats",
            "UartError", "DeviceTimeout", "DeviceError", "FrameError", "PassError",
            "IntegrityError", "BlockNotOnDevice", "SerialTransport", "SimTransport", "UartLink", "UartBackend",
-           "SerialBackend", "UartSimBackend", "bitstream_blocks"]
+           "SerialBackend", "UartSimBackend", "bitstream_blocks", "device_info"]
 
 _ERROR_NAMES = {int(v): v.name for v in ErrorCode}
 _CMD_NAMES = {int(v): v.name for v in Cmd}
@@ -49,6 +50,22 @@ def bitstream_blocks(bitmap):
     names = tuple(b.name for b in BLOCKS
                   if b.bridge_bit is not None and bitmap >> b.bridge_bit & 1)
     return names + (("weight_store",) if bitmap >> STORE_BIT & 1 else ())
+
+
+def device_info(link):
+    """What the device's bitstream holds, as the device reports it (INFO, and WS_STATUS when it
+    has a weight store): ``protocol`` (version), ``lanes``, ``width``, ``max_payload`` and
+    ``blocks``: name -> the parameters the device reports beyond lanes and width (the
+    histogram's counter ``banks``, the weight store's ``capacity`` in beats)."""
+    info = link.info()
+    blocks = {name: {} for name in bitstream_blocks(info["blocks"])}
+    if "magnitude_histogram" in blocks:
+        blocks["magnitude_histogram"]["banks"] = info["hist_banks"]
+    if "weight_store" in blocks:
+        blocks["weight_store"]["capacity"] = link.status(Cmd.WS_STATUS,
+                                                         WS_STATUS_FIELDS)["capacity"]
+    return {"protocol": info["version"], "lanes": info["lanes"], "width": info["width"],
+            "max_payload": info["max_payload"], "blocks": blocks}
 
 
 class UartError(RuntimeError):
@@ -292,6 +309,10 @@ class UartBackend(Backend):
                       "store_hits": 0}
         if check_info:
             info = self._retrying(self.link.info, "INFO")
+            if info["version"] != PROTOCOL_VERSION:
+                raise UartError(f"the device speaks protocol version {info['version']}, this "
+                                f"host {PROTOCOL_VERSION}: build its bitstream from this "
+                                f"hwprune (hwprune synth)")
             if (info["lanes"], info["width"]) != (lanes, width):
                 raise UartError(f"the device runs an engine of lanes={info['lanes']}, "
                                 f"width={info['width']}, not lanes={lanes}, width={width}")
@@ -299,7 +320,11 @@ class UartBackend(Backend):
             #: the blocks the bitstream holds, as its INFO answer reports them
             self.device_blocks = bitstream_blocks(info["blocks"])
             has_store = bool(info["blocks"] >> STORE_BIT & 1)
+            #: the blocks' parameters the device reports, beyond lanes and width
+            self.device_params = ({"magnitude_histogram": {"banks": info["hist_banks"]}}
+                                  if "magnitude_histogram" in self.device_blocks else {})
         else:
+            self.device_params = {}
             self.max_payload = MAX_PAYLOAD
             self.device_blocks = bitstream_blocks(0x7F)
             has_store = False
@@ -318,6 +343,8 @@ class UartBackend(Backend):
         if desc.name == "net_engine":                # the engine the bridge holds
             from .contract import net_engine as ne
             params = ne.bridge_engine(self.lanes, self.width)
+        elif desc.name in self.device_params:        # the parameters the device reports
+            params = desc.check(**{**params, **self.device_params[desc.name]})
         elif desc.name == "sparse_mac":              # the unit the bridge holds
             from .contract import sparse_mac as sm
             try:
@@ -386,6 +413,10 @@ class UartBackend(Backend):
                                 + (f" {why}" if why else ""))
         self.link.resync()
         return failures
+
+    def device_info(self):
+        """:func:`device_info` of the device (retried on a faulty line)."""
+        return self._retrying(lambda: device_info(self.link), "INFO")
 
     def _store_status(self):
         return self.link.status(Cmd.WS_STATUS, WS_STATUS_FIELDS)

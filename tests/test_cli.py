@@ -102,3 +102,21 @@ def test_user_models_from_files_and_factories(tmp_path):
     assert proc.returncode == 2 and "cannot import 'nosuch.module:make'" in proc.stderr
     proc = run_cli("mac", "--model", str(tmp_path / "p.pt"), "--arch", "mlp-digits")
     assert proc.returncode == 2 and "--input-shape is needed" in proc.stderr
+
+
+def test_info_asks_a_simulated_board_what_its_bitstream_holds():
+    """`hwprune info --board` asks the board's default bitstream (verilated behind its UART):
+    its blocks and the parameters it reports, from the device's INFO and WS_STATUS answers."""
+    from hwprune.contract.protocol import PROTOCOL_VERSION
+    from hwprune.hw.boards import DEFAULT_BLOCKS, DEFAULT_LANES, HIST_BANKS
+    proc = run_cli("info", "--board", "icebreaker", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert (data["protocol"], data["lanes"], data["width"]) == (PROTOCOL_VERSION,
+                                                              DEFAULT_LANES["icebreaker"], 8)
+    assert set(data["blocks"]) == set(DEFAULT_BLOCKS["icebreaker"])
+    assert data["blocks"]["magnitude_histogram"] == {"banks": HIST_BANKS["icebreaker"]}
+    assert data["blocks"]["weight_store"]["capacity"] > 0
+    text = run_cli("info", "--board", "icebreaker").stdout
+    assert "magnitude_histogram  banks=1" in text
+    assert run_cli("info", "--board", "ulx3s", "--port", "x").returncode != 0

@@ -30,6 +30,14 @@ def test_the_icebreaker_default_top_fits_and_meets_its_clock():
     # The timing regression guard: the core clock nextpnr achieved is at least the PLL's.
     assert report["clock_mhz"] == default_mhz("icebreaker")
     assert report["meets_timing"], (report["fmax_mhz"], report["clock_mhz"])
+    # Part by part (the same RTL synthesized module by module): every block, the bridge, the
+    # UART and the board; the hard primitives (block RAM, SPRAM, DSP) are the top's own.
+    parts = report["part_resources"]
+    assert set(parts) == {"board", "uart_core", *report["blocks"]}
+    assert all(parts[b]["lut"] > 0 for b in report["blocks"])
+    for name in ("bram", "dsp"):
+        assert sum(p[name] for p in parts.values()) == report["resources"][name]["used"], name
+    assert parts["weight_store"]["spram"] == 2 and parts["magnitude_histogram"]["bram"] > 0
     saved = json.loads((BUILD / f"icebreaker_l{DEFAULT_LANES['icebreaker']}_w8"
                         / "report.json").read_text())
     assert saved["core_fmax_mhz"] == report["core_fmax_mhz"]
@@ -66,3 +74,25 @@ def test_a_tops_default_clock_is_the_slowest_limit_of_its_blocks():
     # the UP5K's default top holds the histogram, whose top runs below the board's 36 MHz
     assert "magnitude_histogram" in DEFAULT_BLOCKS["icebreaker"]
     assert default_mhz("icebreaker") < BOARDS["icebreaker"][2]
+
+
+def test_part_resources_go_to_the_block_whose_adapter_holds_them():
+    """Modules are attributed by their place in the top's hierarchy: under the dispatcher's
+    k-th adapter to the k-th block, the rest of the bridge to the bridge, and so on."""
+    from hwprune.hw.boards import part_resources
+
+    def module(lut, ram=0):
+        return {"num_cells_by_type": {"SB_LUT4": lut, "SB_RAM40_4K": ram, "SB_DFFESR": 1}}
+    stat = {"modules": {
+        "\\top": module(1), "\\top.reset_sync": module(2),
+        "\\top.core.uart_rx": module(4), "\\top.core.uart_tx": module(8),
+        "\\top.core.bridge.parser": module(16), "\\top.core.bridge.dispatcher": module(32),
+        "\\top.core.bridge.dispatcher.adapter0": module(64),
+        "\\top.core.bridge.dispatcher.adapter0.unit": module(128, 3),
+        "\\top.core.bridge.dispatcher.adapter1.mem": module(256, 1),
+        "\\top.core.bridge.dispatcher.adapter10": module(512)}}
+    blocks = ["threshold_engine", "weight_store", *(f"b{k}" for k in range(2, 11))]
+    parts = part_resources(stat, "ice40", blocks)
+    assert {k: (v["lut"], v["bram"], v["ff"]) for k, v in parts.items()} == {
+        "board": (3, 0, 2), "uart_core": (12, 0, 2), "command_bridge": (48, 0, 2),
+        "threshold_engine": (192, 3, 2), "weight_store": (256, 1, 1), "b10": (512, 0, 1)}

@@ -105,6 +105,8 @@ def test_a_block_missing_from_the_bitstream_is_named_before_anything_is_sent(rng
     backend = UartSimBackend(lanes=8, width=8, blocks=["threshold_engine"])
     assert backend.device_blocks == ("threshold_engine",)
     assert backend.link.info()["blocks"] == blocks_bitmap(["threshold_engine"])
+    assert backend.device_info()["blocks"] == {"threshold_engine": {}}
+    assert backend.link.info()["hist_banks"] == 0     # no histogram
     tiles, valid = random_tiles(rng, 20, 8, 8)
     with pytest.raises(BlockNotOnDevice, match=r"holds threshold_engine, not nm_selector.*"
                                                 r"host_fallback=True"):
@@ -240,3 +242,16 @@ def test_a_tensor_larger_than_the_store_goes_in_slices(rng):
     # Every pass re-sends the slice the store lost to the other one; nothing more.
     passes = backend.stats["passes"]
     assert backend.stats["bytes_sent"] <= passes * beats * beat_bytes(8, 16)
+
+
+def test_a_device_of_another_protocol_version_is_refused(monkeypatch):
+    """A bitstream built by another hwprune (its INFO says another protocol version) is refused
+    with a clear error before anything else is sent."""
+    from hwprune.contract.protocol import PROTOCOL_VERSION
+    from hwprune.uart import UartError, UartLink
+    real = UartLink.info
+    monkeypatch.setattr(UartLink, "info",
+                        lambda link: {**real(link), "version": PROTOCOL_VERSION - 1})
+    with pytest.raises(UartError, match=rf"protocol version {PROTOCOL_VERSION - 1}, this host "
+                                        rf"{PROTOCOL_VERSION}: build its bitstream"):
+        UartSimBackend(lanes=8, width=8, blocks=["threshold_engine"])

@@ -119,6 +119,11 @@ def test_prune_runs_every_pass_on_the_device(scope, width, hist_banks):
     hwprune.prune(want, 0.7, scope=scope, backend="golden", lanes=8, width=width)
     backend = UartSimBackend(lanes=8, width=width, hist_banks=hist_banks)
     assert "magnitude_histogram" in backend.device_blocks
+    # INFO reports the unit's counter banks (one a lane when hist_banks is 0); the host's
+    # description of the block takes them.
+    banks = hist_banks or 8
+    assert backend.device_info()["blocks"]["magnitude_histogram"] == {"banks": banks}
+    assert backend.params("magnitude_histogram")[1]["banks"] == banks
     report = hwprune.prune(model, 0.7, scope=scope, backend=backend, lanes=8, width=width)
     assert backend.stats["host_jobs"] == 0 and backend.stats["passes"] > 0
     for a, b in ((model[0], want[0]), (model[2], want[2])):

@@ -20,6 +20,7 @@ The top is :class:`hwprune.hw.bridge.UARTCore` (UART, command bridge and the blo
 PLL lock, as many as the board has).
 """
 
+import hashlib
 import json
 import subprocess
 import os
@@ -333,6 +334,54 @@ def _stat_counts(stat, family):
             "dsp": cells.get("MULT18X18D", 0)}
 
 
+def part_resources(stat, family, blocks):
+    """A board top's resources part by part, from a netlist kept module by module (yosys
+    ``stat -json`` after ``-noflatten``): each block behind the bridge (its adapter and unit,
+    ``blocks`` in the bridge's adapter order), ``command_bridge`` (the dispatcher, the frame
+    parser and encoder, the queues), ``uart_core`` (receiver, transmitter) and ``board`` (PLL,
+    reset, I/O, LEDs). Each part's counts as :func:`_stat_counts`."""
+    parts = {}
+    for name, module in stat.get("modules", {}).items():
+        path = name.lstrip("\\").split(".")
+        if path[:4] == ["top", "core", "bridge", "dispatcher"] and len(path) > 4 \
+                and path[4].startswith("adapter"):
+            part = blocks[int(path[4][len("adapter"):])]
+        elif path[:3] == ["top", "core", "bridge"]:
+            part = "command_bridge"
+        elif path[:2] == ["top", "core"]:
+            part = "uart_core"
+        else:
+            part = "board"
+        parts.setdefault(part, {})[name] = module
+    return {part: _stat_counts({"modules": modules}, family) for part, modules in parts.items()}
+
+
+def _module_stat(out, family):
+    """yosys ``stat -json`` of the top in ``out`` kept module by module. The ECP5 build's own
+    (it synthesizes with ``-noflatten``); the iCE40's flattens, so its ``top.il`` goes once more
+    through ``synth_ice40 -noflatten`` for the counts alone (kept beside it, redone only when
+    ``top.il`` changes: a seed sweep's builds share it)."""
+    if "-noflatten" in SYNTH_OPTS[family]:
+        return json.loads((out / "top_stat.json").read_text())
+    digest = hashlib.sha256((out / "top.il").read_bytes()).hexdigest()
+    cached = out / "top_modules.json"
+    if cached.exists():
+        try:
+            kept = json.loads(cached.read_text())
+            if kept.get("top_il_sha256") == digest:
+                return kept["stat"]
+        except (ValueError, KeyError):
+            pass                                     # a broken file: made again
+    subprocess.run([os.environ["YOSYS"], "-q", "-p",
+                    f"read_rtlil top.il; synth_{family} {SYNTH_OPTS[family]} -noflatten "
+                    "-top top; tee -q -o top_modules_stat.json stat -json"],
+                   cwd=out, check=True, capture_output=True, text=True)
+    stat = json.loads((out / "top_modules_stat.json").read_text())
+    (out / "top_modules_stat.json").unlink()
+    cached.write_text(json.dumps({"top_il_sha256": digest, "stat": stat}))
+    return stat
+
+
 _RTLIL_MEMORY = re.compile(r"attribute \\no_rw_check 1\n\s*memory [^\n]*? (\S+)\n")
 _RTLIL_COLLISION = re.compile(r"(cell \$memrd_v2 \S+\n(?:\s+parameter [^\n]*\n)*?"
                               r"\s+parameter \\MEMID \"(?P<id>[^\"]+)\"\n"
@@ -483,7 +532,11 @@ def synth(board, *, lanes=None, width=8, freq=None, baud=DEFAULT_BAUD, build_dir
         "width": width,
         "clock_mhz": round(top.freq, 3), "baud": baud, "clocks_per_bit": top.clocks_per_bit,
         "hist_banks": getattr(top, "hist_banks", 0),
-        "resources": resources, "fmax_mhz": fmax,
+        "resources": resources,
+        # each part's own (yosys, before placement): the blocks, the bridge, the UART, the board
+        "part_resources": (part_resources(_module_stat(out, family), family, top.blocks)
+                           if top_name == "board" else None),
+        "fmax_mhz": fmax,
         "core_fmax_mhz": min(fmax.values()) if fmax else None,
         "meets_timing": bool(fmax) and min(fmax.values()) >= top.freq,
         "bitstream": str(bitstream) if bitstream.exists() else None,

@@ -13,8 +13,9 @@ __all__ = ["SELECT_LATENCY", "UPDATE_LATENCY", "SPLIT_LATENCY", "stall_free_cycl
            "ways", "DOMAIN", "histogram_bins", "HistogramJob", "HistogramResult", "run",
            "select_walk", "select_threshold_passes", "BLOCK"]
 
-#: Cycles of the select walk beyond one per bin (from its start to ``done``).
-SELECT_LATENCY = 5
+#: Cycles of the select walk beyond one per bin (from its start to ``done``): the read, the
+#: three registered sums, the decision, and its results' registers.
+SELECT_LATENCY = 6
 #: Clocks after the last beat before the walk can start (its count is written back then).
 UPDATE_LATENCY = 2
 #: Clocks a unit with fewer counter banks than lanes adds: each part of a beat is registered.

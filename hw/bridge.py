@@ -183,7 +183,7 @@ class Dispatcher(wiring.Component):
             m.d.sync += [small_pos.eq(small_pos + 1), small_age.eq(0)]
         answer = Signal(AnswerFrame)
         m.d.comb += self.o_frame.payload.eq(answer)
-        status_seen = Signal()       # STATUS_WAIT: the adapter was finished a clock ago
+        status_seen = Signal()       # STATUS_WAIT, DATA_END: the adapter was finished a clock ago
         m.d.sync += status_seen.eq(0)
         idle = Signal()      # the encoder is idle: a new answer may be loaded
         m.d.comb += idle.eq(self.o_frame.ready)
@@ -285,6 +285,15 @@ class Dispatcher(wiring.Component):
                 m.d.comb += store.r_bytes.ready.eq(adapter.r_bytes.ready)
         is_ = {(k, kind): Signal(name=f"is_{kind.lower()}{k}")
                for k in range(len(adapters)) for kind in kinds}
+
+        # A CONFIG's load strobe, registered (timing: the decision's priority chain does not
+        # reach into the adapters): the adapter loads `config` the clock after EXECUTE.
+        loads = [Signal(name=f"load{k}") for k in range(len(adapters))]
+        m.d.sync += [load.eq(0) for load in loads]
+        for k, adapter in enumerate(adapters):
+            if adapter.config_len:
+                m.d.comb += adapter.config.eq(config[-8 * adapter.config_len:])
+            m.d.comb += adapter.load.eq(loads[k])
 
         # DECIDE takes the header a clock after deciding, from these registers (timing: the
         # parser's next state does not follow the decision's priority chain).
@@ -435,8 +444,10 @@ class Dispatcher(wiring.Component):
                 m.next = "DATA_END"
             with m.State("DATA_END"):
                 # The status byte ends the answer, once the block has taken in the frame (the
-                # histogram counts a frame from its buffer after the CRC checked out).
-                with m.If(Array(a.finished for a in adapters)[active]):
+                # histogram counts a frame from its buffer after the CRC checked out); its
+                # `finished` registered first, as STATUS_WAIT's (timing).
+                m.d.sync += status_seen.eq(Array(a.finished for a in adapters)[active])
+                with m.If(status_seen):
                     offer(m, self.o_status, "IDLE")
             with m.State("CONFIG"):
                 m.d.comb += self.i_payload.ready.eq(1)
@@ -485,10 +496,8 @@ class Dispatcher(wiring.Component):
                                 m.d.comb += adapter.finish.eq(is_[k, "FINISH"])
                             m.next = "STATUS_WAIT"
                         with m.Elif(is_[k, "CONFIG"]):
-                            if adapter.config_len:
-                                m.d.comb += adapter.config.eq(config[-8 * adapter.config_len:])
-                            m.d.comb += adapter.load.eq(1)
-                            m.d.sync += [*load_small(zero_src), answer.length.eq(1),
+                            m.d.sync += [loads[k].eq(1),
+                                         *load_small(zero_src), answer.length.eq(1),
                                          *(flag.eq(0) for flag in run_flags.values())]
                         if runs(adapter):
                             with m.Elif(is_[k, "RUN"]):

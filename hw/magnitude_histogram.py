@@ -234,7 +234,12 @@ class MagnitudeHistogram(BlockComponent):
         m.d.sync += bin_total.eq(tree_sum(quads))
         follow("sum")
         sum_valid, sum_bin, sum_final = stages[-1]   # bin_total holds a walked bin's count
-        in_flight = Cat(*(v for v, _, _ in stages)).any()
+        # The decision's results load a clock after it, from registered candidates (timing: the
+        # subtraction's sign enables `found` alone, not the result registers); `done` with them.
+        take, last = Signal(), Signal()
+        take_bin = Signal.like(self.found_bin)
+        take_above, take_ties = Signal.like(self.above), Signal.like(self.ties)
+        in_flight = Cat(*(v for v, _, _ in stages), take, last).any()
 
         # The decision keeps `need = keep - cum - 1` (signed): the bin holds the keep-th largest
         # magnitude when `need - bin_total` goes negative, the sign bit of one subtraction (a
@@ -275,15 +280,20 @@ class MagnitudeHistogram(BlockComponent):
                          need.eq(self.keep - 1), found.eq(0), self.done.eq(0), counted_total.eq(0),
                          self.counted.eq(counted_total + inc_sum)]
 
+        m.d.sync += [take.eq(0), last.eq(0)]
         with m.If(sum_valid):
-            m.d.sync += [cum.eq(cum + bin_total), need.eq(step)]
+            m.d.sync += [cum.eq(cum + bin_total), need.eq(step), take_bin.eq(sum_bin),
+                         take_above.eq(cum), take_ties.eq(self.keep - cum)]
             with m.If(~found & hit):
-                m.d.sync += [found.eq(1), self.found_bin.eq(sum_bin), self.above.eq(cum),
-                             self.ties.eq(self.keep - cum)]
+                m.d.sync += [found.eq(1), take.eq(1)]
             with m.If(sum_final):
-                m.d.sync += self.done.eq(1)
+                m.d.sync += last.eq(1)
                 with m.If(~found & ~hit):
                     # k exceeds everything counted: keep everything (threshold 0, all ties).
-                    m.d.sync += [self.found_bin.eq(0), self.above.eq(cum),
-                                 self.ties.eq(self.keep - cum)]
+                    m.d.sync += [take.eq(1), take_bin.eq(0)]
+        with m.If(take):
+            m.d.sync += [self.found_bin.eq(take_bin), self.above.eq(take_above),
+                         self.ties.eq(take_ties)]
+        with m.If(last):
+            m.d.sync += self.done.eq(1)
         return m

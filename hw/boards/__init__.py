@@ -80,11 +80,9 @@ BOARDS = {
 
 #: block -> board -> the fastest clock (MHz) a top holding that block runs at, where it is
 #: below the board's: the network engine (the deploy bitstream, ``blocks=["net_engine"]``)
-#: reaches 28.2 MHz on the UP5K and 38.7 on the ECP5 (docs/deploy.md; 10 clocks a bit at 30);
-#: the UP5K's top with the magnitude histogram (its default) fills 93 % of the device and
-#: reaches 33.4 MHz, not 36 (docs/boards.md): it runs at 30 (10 clocks a bit at 3 Mbit/s).
-BLOCK_MHZ = {"net_engine": {"icebreaker": 27.0, "ulx3s": 30.0},
-             "magnitude_histogram": {"icebreaker": 30.0}}
+#: reaches 28.2 MHz on the UP5K and 38.7 on the ECP5 (docs/deploy.md; 10 clocks a bit at 30).
+#: (The UP5K's default top, with the magnitude histogram, runs at the board's 36 MHz.)
+BLOCK_MHZ = {"net_engine": {"icebreaker": 27.0, "ulx3s": 30.0}}
 
 
 #: The magnitude histogram's counter banks in each board's tops (0: one a lane, a beat a
@@ -240,7 +238,18 @@ class BoardTop(wiring.Component):
 
         m.submodules.button = button = io.Buffer("i", platform.request(*BOARDS[self.board][3],
                                                                        dir="-"))
-        m.submodules.reset_sync = ResetSynchronizer(~locked | button.i, domain="sync")
+        if self.family == "ice40":
+            # (nextpnr-ice40 puts the reset on a global buffer itself)
+            m.submodules.reset_sync = ResetSynchronizer(~locked | button.i, domain="sync")
+        else:
+            # The synchronised reset reaches every flip-flop's LSR through a global buffer
+            # (DCCA): nextpnr-ecp5 promotes clocks only, and on general routing the reset of
+            # the ULX3S's top (about 10 K loads) is one more net to route through every region.
+            m.domains.reset = cd_reset = ClockDomain("reset", local=True)
+            m.d.comb += cd_reset.clk.eq(cd_sync.clk)
+            m.submodules.reset_sync = ResetSynchronizer(~locked | button.i, domain="reset")
+            m.submodules.reset_buf = Instance("DCCA", i_CLKI=cd_reset.rst, i_CE=1,
+                                              o_CLKO=cd_sync.rst)
         return locked
 
     def elaborate(self, platform):

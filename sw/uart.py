@@ -290,6 +290,9 @@ class UartBackend(Backend):
 
     #: frames per segment (a STATUS check ends each)
     SEGMENT_FRAMES = 4
+    #: the blocks' parameters the device reports, beyond lanes and width (none until its INFO
+    #: answer is read)
+    device_params = {}
     #: clean frames before a shrunk frame size doubles again
     GROW_AFTER = 8
 
@@ -320,11 +323,9 @@ class UartBackend(Backend):
             #: the blocks the bitstream holds, as its INFO answer reports them
             self.device_blocks = bitstream_blocks(info["blocks"])
             has_store = bool(info["blocks"] >> STORE_BIT & 1)
-            #: the blocks' parameters the device reports, beyond lanes and width
-            self.device_params = ({"magnitude_histogram": {"banks": info["hist_banks"]}}
-                                  if "magnitude_histogram" in self.device_blocks else {})
+            if "magnitude_histogram" in self.device_blocks:
+                self.device_params = {"magnitude_histogram": {"banks": info["hist_banks"]}}
         else:
-            self.device_params = {}
             self.max_payload = MAX_PAYLOAD
             self.device_blocks = bitstream_blocks(0x7F)
             has_store = False

@@ -20,7 +20,7 @@ from .params import Domain, Param
 from .threshold_engine import LANES, WIDTH
 
 __all__ = ["PROTOCOL_VERSION", "HOST_SYNC", "DEVICE_SYNC", "MAX_PAYLOAD", "Cmd", "ErrorCode",
-           "Status", "STATUS_FIELDS", "MH_STATUS_FIELDS", "MH_SELECT_FIELDS", "INFO_FIELDS", "CFG_LEN", "MH_CFG_LEN",
+           "Status", "STATUS_FIELDS", "MH_STATUS_FIELDS", "MH_SELECT_FIELDS", "INFO_FIELDS", "INFO_PARAMS", "CFG_LEN", "MH_CFG_LEN",
            "ERROR_FIELDS", "NM_STATUS_FIELDS", "NM_CFG_LEN", "CN_STATUS_FIELDS", "CN_CFG_LEN",
            "norm_bytes", "unpack_norms", "WS_STATUS_FIELDS", "NE_CFG_LEN", "NE_STATUS_FIELDS",
            "SM_CFG_LEN", "SM_STATUS_FIELDS",
@@ -149,6 +149,10 @@ SM_STATUS_FIELDS = (("program", 1), ("program_beats", 4), ("program_crc", 4), ("
 #: ``banks`` parameter: lanes counted a clock; 0 when the bitstream holds no histogram).
 INFO_FIELDS = (("version", 1), ("blocks", 1), ("lanes", 1), ("width", 1), ("max_payload", 2),
                ("hist_banks", 1))
+#: INFO fields that report a block's parameter: field -> (block, parameter). The bridge fills
+#: each from its block's unit (0 when the bitstream lacks the block); the host reads them back
+#: as that block's parameters on the device.
+INFO_PARAMS = {"hist_banks": ("magnitude_histogram", "banks")}
 #: TE_CONFIG payload: threshold u16, tie_budget u32.
 CFG_LEN = 6
 

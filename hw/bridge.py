@@ -30,7 +30,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..contract import protocol
-from ..contract.protocol import INFO_FIELDS, MAX_PAYLOAD, PROTOCOL_VERSION, STATUS_FIELDS, Status
+from ..contract.protocol import INFO_FIELDS, INFO_PARAMS, MAX_PAYLOAD, PROTOCOL_VERSION, STATUS_FIELDS, Status
 from .adapters import (ChannelNormsAdapter, MagnitudeHistogramAdapter, NetEngineAdapter,
                        NMSelectorAdapter, SparseMacAdapter, ThresholdEngineAdapter)
 from .framing import (AnswerFrame, Cmd, ErrorCode, FrameEncoder, FrameParser, Header,
@@ -213,8 +213,10 @@ class Dispatcher(wiring.Component):
                 "blocks": C(sum(1 << a.block.bridge_bit for a in adapters), 8),
                 "lanes": C(self.lanes, 8), "width": C(self.width, 8),
                 "max_payload": C(MAX_PAYLOAD, 16),
-                "hist_banks": C(next((a.unit.params["banks"] for a in adapters
-                                      if a.block.name == "magnitude_histogram"), 0), 8)}
+                **{field: C(next((a.unit.params[param] for a in adapters
+                                  if a.block.name == block), 0), 8 * size)
+                   for (field, size) in INFO_FIELDS if field in INFO_PARAMS
+                   for block, param in [INFO_PARAMS[field]]}}
 
         cmd = Signal(8)
         length = Signal(16)

@@ -25,8 +25,8 @@ from .contract.blocks import BLOCKS
 from .contract.magnitude_histogram import HistogramResult
 from .contract.channel_norms import ChannelResult, check_job as check_channel_job
 from .contract.nm_selector import NMResult, check_job as check_nm_job, nm_compact
-from .contract.protocol import (CN_STATUS_FIELDS, DEVICE_SYNC, INFO_FIELDS, MAX_PAYLOAD,
-                                PROTOCOL_VERSION,
+from .contract.protocol import (CN_STATUS_FIELDS, DEVICE_SYNC, INFO_FIELDS, INFO_PARAMS,
+                                MAX_PAYLOAD, PROTOCOL_VERSION,
                                 MH_SELECT_FIELDS, MH_STATUS_FIELDS, NE_STATUS_FIELDS,
                                 NM_STATUS_FIELDS, SM_STATUS_FIELDS,
                                 STATUS_FIELDS, STORE_BIT, STORE_BYTES, WS_STATUS_FIELDS, Cmd, data_bytes,
@@ -38,7 +38,7 @@ from .contract.threshold_engine import MaskResult
 __all__ = ["crc8", "crc16", "encode_frame", "split_frames", "pack_beats", "unpack_beats",
            "UartError", "DeviceTimeout", "DeviceError", "FrameError", "PassError",
            "IntegrityError", "BlockNotOnDevice", "SerialTransport", "SimTransport", "UartLink", "UartBackend",
-           "SerialBackend", "UartSimBackend", "bitstream_blocks", "device_info"]
+           "SerialBackend", "UartSimBackend", "bitstream_blocks", "reported_params", "device_info"]
 
 _ERROR_NAMES = {int(v): v.name for v in ErrorCode}
 _CMD_NAMES = {int(v): v.name for v in Cmd}
@@ -52,15 +52,25 @@ def bitstream_blocks(bitmap):
     return names + (("weight_store",) if bitmap >> STORE_BIT & 1 else ())
 
 
+def reported_params(info):
+    """Block -> the parameters an INFO answer reports (``INFO_PARAMS``: the histogram's counter
+    ``banks``), for the blocks the bitstream holds."""
+    held = bitstream_blocks(info["blocks"])
+    out = {}
+    for field, (block, param) in INFO_PARAMS.items():
+        if block in held:
+            out.setdefault(block, {})[param] = info[field]
+    return out
+
+
 def device_info(link):
     """What the device's bitstream holds, as the device reports it (INFO, and WS_STATUS when it
     has a weight store): ``protocol`` (version), ``lanes``, ``width``, ``max_payload`` and
-    ``blocks``: name -> the parameters the device reports beyond lanes and width (the
-    histogram's counter ``banks``, the weight store's ``capacity`` in beats)."""
+    ``blocks``: name -> the parameters the device reports beyond lanes and width
+    (:func:`reported_params`, and the weight store's ``capacity`` in beats)."""
     info = link.info()
-    blocks = {name: {} for name in bitstream_blocks(info["blocks"])}
-    if "magnitude_histogram" in blocks:
-        blocks["magnitude_histogram"]["banks"] = info["hist_banks"]
+    reported = reported_params(info)
+    blocks = {name: dict(reported.get(name, {})) for name in bitstream_blocks(info["blocks"])}
     if "weight_store" in blocks:
         blocks["weight_store"]["capacity"] = link.status(Cmd.WS_STATUS,
                                                          WS_STATUS_FIELDS)["capacity"]
@@ -323,8 +333,7 @@ class UartBackend(Backend):
             #: the blocks the bitstream holds, as its INFO answer reports them
             self.device_blocks = bitstream_blocks(info["blocks"])
             has_store = bool(info["blocks"] >> STORE_BIT & 1)
-            if "magnitude_histogram" in self.device_blocks:
-                self.device_params = {"magnitude_histogram": {"banks": info["hist_banks"]}}
+            self.device_params = reported_params(info)
         else:
             self.max_payload = MAX_PAYLOAD
             self.device_blocks = bitstream_blocks(0x7F)

@@ -106,3 +106,7 @@ def test_the_ecp5_tops_reset_goes_through_a_global_buffer():
         top = BoardTop(board, lanes=4, width=8, blocks=["threshold_engine"])
         rtlil = BOARDS[board][0]().build(top, name="top", do_build=False).files["top.il"]
         assert rtlil.count("cell \\DCCA ") == buffers, board
+        if buffers:
+            # its output is the core's reset, its input the synchronised one
+            cell = rtlil[rtlil.index("cell \\DCCA "):].split("end\n", 1)[0]
+            assert "connect \\CLKO \\rst\n" in cell and "connect \\CLKI \\reset_rst" in cell
